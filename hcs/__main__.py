@@ -1,0 +1,3 @@
+from hcs.cli import app
+
+app()

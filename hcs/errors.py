@@ -1,0 +1,13 @@
+"""Errors that reach the user as one clear line (the CLI prints them without a traceback)."""
+
+
+class HcsError(Exception):
+    """Base class for errors caused by the user's input, not by a bug in hcs."""
+
+
+class InputError(HcsError, ValueError):
+    """Bad input: the message names the file, line, well or field at fault."""
+
+
+class OutputExistsError(HcsError, FileExistsError):
+    """The output exists and the user did not ask to overwrite it."""

@@ -1,0 +1,1 @@
+"""Readers for instrument exports and the OME-Zarr plate writer/reader."""
