@@ -1,0 +1,206 @@
+"""Read a plain folder of TIFFs whose names encode well, field, channel, z and time.
+
+For exports without vendor metadata (Cellomics, ImageXpress-like, hand-made folders): a regular
+expression with named groups says what each file name means. Groups:
+
+- ``well`` (``B03``, ``b3``, ``AF48``) or ``row`` + ``col``: ``row`` is a letter (``B``) or a
+  1-based number, ``col`` a 1-based number;
+- optional ``field``, ``channel``, ``z``, ``t``: any text; each axis is re-indexed densely in
+  sorted order (numerically when all values are numbers), so fields may start at 0 or 1.
+
+The pattern is searched (``re.search``) in the file name, not the path. Non-TIFF files are
+ignored silently; TIFF files the pattern does not match are ignored too, with a warning, and
+their number is kept in ``Acquisition.attrs["ignored_files"]``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from hcs.errors import InputError
+from hcs.io.acquisition import (
+    Acquisition,
+    Channel,
+    check_unique_keys,
+    dense_index,
+    probe_tiff,
+    resolve_inside,
+)
+from hcs.plate import PlateGeometry, parse_well, row_index
+
+__all__ = ["read_tiff_folder", "DEFAULT_PATTERN"]
+
+#: Default file-name pattern: a well name after ``_`` or at the start, then optional field
+#: (``s``/``f``), channel (``w``/``d``/``c``), ``z`` and ``t`` numbers, each optionally after
+#: ``_``. Matches ImageXpress-like ``Plate1_B03_s2_w1.tif``, Cellomics-like
+#: ``AS_09047_050428030001_O01f00d2.TIF`` and plain ``B03_f1_c2_z0_t0.tiff``.
+DEFAULT_PATTERN = (
+    r"(?:^|_)(?P<well>[A-Z]{1,2}\d{1,3})"
+    r"(?:_?[sf](?P<field>\d+))?(?:_?[wdc](?P<channel>\d+))?"
+    r"(?:_?z(?P<z>\d+))?(?:_?t(?P<t>\d+))?\.(?i:tiff?)$"
+)
+_TIFF_EXT = (".tif", ".tiff")
+
+
+def _sort_key(values: pd.Series) -> pd.Series:
+    """Numeric values when every value is a number, else the text itself."""
+    num = pd.to_numeric(values, errors="coerce")
+    return num if num.notna().all() else values.astype(str)
+
+
+def read_tiff_folder(
+    path: str | Path,
+    pattern: str = DEFAULT_PATTERN,
+    *,
+    plate_format: int | None = None,
+    channel_names: list[str] | None = None,
+    pixel_size_um: float | None = None,
+    allow_outside: bool = False,
+) -> Acquisition:
+    """Read a folder of single-plane TIFFs described by a file-name pattern.
+
+    Parameters
+    ----------
+    path
+        The folder (not searched recursively).
+    pattern
+        Regular expression with named groups ``well`` (or ``row`` and ``col``) and optional
+        ``field``, ``channel``, ``z``, ``t`` (see the module docstring); default
+        :data:`DEFAULT_PATTERN`.
+    plate_format
+        Number of wells; default: the smallest standard plate holding every well found.
+    channel_names
+        Names of the channels in the sorted order of the captured ``channel`` values (or the
+        name of the single channel); default: the captured text.
+    pixel_size_um
+        Pixel size in um (the folder has no metadata to say it).
+    allow_outside
+        Accept files (symlinks) that resolve outside the folder.
+
+    Returns
+    -------
+    Acquisition
+        ``vendor_format="tiff-folder"``; plate name = folder name.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, tifffile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for name in ["P1_B03_s1_w1.tif", "P1_B03_s2_w1.tif", "P1_C12_s1_w1.tif", "notes.txt"]:
+    ...     tifffile.imwrite(d / name, np.zeros((4, 4), np.uint16))
+    >>> acq = read_tiff_folder(d, channel_names=["DAPI"])
+    >>> acq.well_names(), acq.n_fields, acq.channels[0].name, acq.geometry.n_wells
+    (['B03', 'C12'], 2, 'DAPI', 96)
+    """
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"file-name pattern {pattern!r} is not a valid regex ({exc})") from None
+    groups = set(rx.groupindex)
+    if "well" not in groups and not {"row", "col"} <= groups:
+        raise InputError(
+            f"file-name pattern {pattern!r} needs a named group 'well' or both 'row' and 'col'"
+        )
+
+    records = []
+    ignored: list[str] = []
+    with os.scandir(folder) as it:  # no glob: names may contain [ ] and spaces
+        for entry in it:
+            if not entry.is_file():
+                continue
+            m = rx.search(entry.name)
+            if m is None:
+                if entry.name.lower().endswith(_TIFF_EXT):
+                    ignored.append(entry.name)
+                continue
+            p = resolve_inside(folder, entry.name, allow_outside=allow_outside, where=str(folder))
+            row, col = _row_col(m, entry.name, folder)
+            g = m.groupdict()
+            records.append(
+                {"row": row, "col": col, "path": str(p), "file": entry.name,
+                 **{k: g.get(k) or "0" for k in ("field", "z", "t")},
+                 "channel_text": g.get("channel") or ""}
+            )
+    if not records:
+        raise InputError(f"{folder}: no file name matches the pattern {pattern!r}")
+    if ignored:
+        warnings.warn(
+            f"{folder}: ignored {len(ignored)} TIFF file(s) not matching the pattern, e.g. "
+            f"{sorted(ignored)[0]!r}",
+            stacklevel=2,
+        )
+    planes = pd.DataFrame.from_records(records).sort_values("file", ignore_index=True)
+
+    max_row, max_col = int(planes["row"].max()), int(planes["col"].max())
+    if plate_format is not None:
+        geometry = PlateGeometry.from_format(plate_format)
+        outside = planes[(planes["row"] >= geometry.rows) | (planes["col"] >= geometry.columns)]
+        if len(outside):
+            raise InputError(
+                f"{folder / outside['file'].iloc[0]}: well is outside the {geometry.rows} x "
+                f"{geometry.columns} plate (--plate-format {plate_format})"
+            )
+    else:
+        geometry = PlateGeometry.smallest_fitting(max_row, max_col)
+
+    for axis in ("field", "z", "t"):
+        planes[axis] = dense_index(_sort_key(planes[axis]))
+    chan_key = _sort_key(planes["channel_text"])
+    planes["channel"] = dense_index(chan_key)
+    texts = planes.drop_duplicates("channel").sort_values("channel")["channel_text"]
+    if channel_names is not None:
+        if len(channel_names) != len(texts):
+            raise InputError(
+                f"{folder}: {len(channel_names)} channel name(s) given, but the file names hold "
+                f"{len(texts)} channel(s): {', '.join(repr(t) for t in texts)}"
+            )
+        names = list(channel_names)
+    else:
+        names = [t if t else "channel" for t in texts]
+    channels = [Channel(n, "brightfield" if n.lower() in ("bf", "brightfield") else
+                        "fluorescence") for n in names]
+    if len({c.name for c in channels}) != len(channels):
+        raise InputError(f"{folder}: duplicate channel names {[c.name for c in channels]}")
+    planes["page"] = 0
+    for col in ("stage_x_um", "stage_y_um", "stage_z_um", "time_s"):
+        planes[col] = float("nan")
+    check_unique_keys(planes, folder)
+    shape, dtype = probe_tiff(planes["path"].iloc[0])
+    return Acquisition(
+        plate_name=folder.resolve().name,
+        geometry=geometry,
+        channels=channels,
+        planes=planes,
+        pixel_size_um=(float(pixel_size_um), float(pixel_size_um)) if pixel_size_um else None,
+        source=folder,
+        vendor_format="tiff-folder",
+        image_shape=shape,
+        dtype=dtype,
+        attrs={"pattern": pattern, "ignored_files": len(ignored)},
+    )
+
+
+def _row_col(m: re.Match[str], name: str, folder: Path) -> tuple[int, int]:
+    g = m.groupdict()
+    try:
+        if g.get("well"):
+            return parse_well(g["well"])
+        r, c = (g.get("row") or "").strip(), (g.get("col") or "").strip()
+        row = int(r) - 1 if r.isdigit() else row_index(r)
+        col = int(c) - 1
+    except (InputError, ValueError, TypeError):
+        raise InputError(
+            f"{folder / name}: cannot read a well from the captured text "
+            f"{ {k: v for k, v in g.items() if k in ('well', 'row', 'col')} }"
+        ) from None
+    if row < 0 or col < 0:
+        raise InputError(f"{folder / name}: row/column numbers start at 1")
+    return row, col
