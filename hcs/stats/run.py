@@ -1,0 +1,237 @@
+"""From a wells table to ``stats.parquet``: comparisons, dose-response fits and plate QC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hcs.errors import InputError
+from hcs.stats.compare import (
+    BLOCKS,
+    adjust_pvalues,
+    compare_block,
+    compare_plate_model,
+    normalise_to_reference,
+    readout_values,
+    stars,
+)
+from hcs.stats.dose import PARAMS, dose_response
+from hcs.stats.qc import plate_qc
+
+#: Columns of stats.parquet, in order (docs/statistics.md describes each).
+STATS_COLUMNS: list[str] = [
+    "kind", "readout", "plate", "condition", "reference", "n", "n_ref", "n_excluded",
+    "mean", "mean_ref", "sd", "sd_ref", "diff", "ci_low", "ci_high", "test", "statistic", "df",
+    "p", "p_adj", "correction", "hedges_g", "stars", "transform", "status", "message",
+    "dose_unit", "n_doses",
+    *[f"{p}{s}" for p in PARAMS for s in ("", "_se", "_ci_low", "_ci_high")], "rss", "r2",
+    "z_prime", "ssmd", "row_effect_range", "col_effect_range", "edge_effect",
+    "n_bscore_outliers", "n_outliers", "outlier_wells",
+]
+_INT_COLUMNS = ("n", "n_ref", "n_excluded", "n_doses", "n_bscore_outliers", "n_outliers")
+_TEXT_COLUMNS = ("kind", "readout", "plate", "condition", "reference", "test", "correction",
+                 "stars", "transform", "status", "message", "dose_unit", "outlier_wells")
+
+_MESSAGES = {
+    "ok": "",
+    "reference_missing": "the reference condition has no well here",
+    "reference_no_cells": "no reference well has analysed cells (or all are flagged)",
+    "no_cells": "no well of this condition has analysed cells (or all are flagged)",
+    "one_well": "a t-test needs at least 2 usable wells in each group",
+    "zero_variance": "no variation within either group: the t statistic is undefined",
+    "no_shared_plate": "condition and reference never share a plate: the plate model cannot"
+                       " separate them",
+}
+
+
+def default_reference(wells: pd.DataFrame) -> str:
+    """The condition of the ``negative_control`` wells, if there is exactly one."""
+    if "role" in wells:
+        refs = sorted(set(wells.loc[wells["role"] == "negative_control", "condition"].dropna()))
+        if len(refs) == 1:
+            return str(refs[0])
+    known = sorted(set(wells["condition"].dropna().astype(str)))
+    raise InputError("give the reference condition (--reference); the layout does not name"
+                     f" exactly one negative_control condition. Conditions: {known[:20]}")
+
+
+def _readouts(wells: pd.DataFrame, readouts: list[str] | None) -> list[str]:
+    have = [c for c in wells.columns if c.startswith("freq_")]
+    if readouts is None:
+        if not have:
+            raise InputError("the wells table has no freq_<class> readout columns")
+        return have
+    out = []
+    for r in readouts:
+        col = r if r.startswith("freq_") else f"freq_{r}"
+        if col not in wells:
+            raise InputError(f"unknown readout {r!r}; available: {[h[5:] for h in have]}")
+        out.append(col)
+    return out
+
+
+def run_stats(
+    wells: pd.DataFrame,
+    reference: str | None = None,
+    layout: pd.DataFrame | None = None,
+    test: str = "student",
+    correction: str = "fdr_bh",
+    transform: str = "none",
+    blocks: str = "model",
+    readouts: list[str] | None = None,
+    dose: bool = True,
+    qc: bool = True,
+) -> pd.DataFrame:
+    """Statistics of a wells table (``wells.parquet``) as the ``stats.parquet`` table.
+
+    Parameters
+    ----------
+    wells
+        Per-well table (:func:`hcs.aggregate.well_table`); layout columns may already be joined.
+    reference
+        Reference condition; default: the single condition with role ``negative_control``.
+    layout
+        Layout to join first (replaces layout columns already in ``wells``).
+    test
+        ``student`` (pooled variance, as the AIM-CICs paper) or ``welch``.
+    correction
+        ``fdr_bh`` (Benjamini-Hochberg), ``holm``, ``bonferroni`` or ``none``; the family is all
+        tested comparison rows sharing a ``plate`` value (``"all"``: the run).
+    transform
+        ``none`` (frequencies) or ``logit`` (empirical logit of the counts).
+    blocks
+        With several plates, how the ``plate = "all"`` rows handle plates: ``model`` (OLS with
+        plate as a factor) or ``normalise`` (subtract each plate's reference mean).
+    readouts
+        Readouts to test (``partial`` or ``freq_partial``); default every ``freq_`` column.
+    dose, qc
+        Add dose-response rows (series with >= 2 doses) and plate QC rows.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`STATS_COLUMNS`; ``kind`` is ``comparison``, ``dose_response`` or ``qc``.
+    """
+    from hcs.aggregate import join_layout
+
+    if blocks not in BLOCKS:
+        raise InputError(f"unknown blocks method {blocks!r}; use one of {', '.join(BLOCKS)}")
+    if layout is not None:
+        wells = join_layout(wells, layout)
+    if "condition" not in wells:
+        raise InputError("the wells table has no 'condition' column: give a layout (--layout)")
+    wells = wells.reset_index(drop=True)
+    if "plate" not in wells:
+        wells = wells.assign(plate="plate")
+    wells["plate"] = wells["plate"].astype(str)
+    wells["condition"] = wells["condition"].astype("object").where(wells["condition"].notna())
+    if "role" in wells:  # empty wells are no condition; wells outside the layout have no role
+        role = wells["role"].astype(object)
+        wells["role"] = role.where(role.notna(), np.where(wells["condition"].notna(), "sample",
+                                                          "empty"))
+        wells.loc[wells["role"] == "empty", "condition"] = None
+    reference = default_reference(wells) if reference is None else reference
+    cols = _readouts(wells, readouts)
+    values = readout_values(wells, cols, transform)
+    plates = sorted(wells["plate"].unique())
+
+    parts = []
+    if len(plates) == 1:
+        parts.append(compare_block(wells, values, reference, test).assign(plate="all"))
+    else:
+        if blocks == "model":
+            pooled = compare_plate_model(wells, values, reference, test)
+        else:
+            norm = normalise_to_reference(wells, values, reference)
+            pooled = compare_block(wells, norm, reference, test)
+            raw = compare_block(wells, values, reference, test)
+            pooled[["mean", "mean_ref", "sd", "sd_ref"]] = raw[["mean", "mean_ref", "sd",
+                                                                "sd_ref"]]
+            pooled["test"] = f"{test}_plate_normalised"
+        parts.append(pooled.assign(plate="all"))
+        for p in plates:
+            sel = wells["plate"] == p
+            parts.append(compare_block(wells[sel], values[sel], reference, test).assign(plate=p))
+    comp = pd.concat([x for x in parts if not x.empty], ignore_index=True) if any(
+        not x.empty for x in parts) else pd.DataFrame(columns=["plate", "p", "status"])
+    comp["kind"] = "comparison"
+    comp["correction"] = correction
+    comp["p_adj"] = np.nan
+    for _, idx in comp.groupby("plate").groups.items():
+        comp.loc[idx, "p_adj"] = adjust_pvalues(comp.loc[idx, "p"].to_numpy(float), correction)
+    comp["stars"] = [stars(p) for p in comp["p_adj"].to_numpy(float)]
+    comp["message"] = comp["status"].map(_MESSAGES).fillna("")
+    comp["transform"] = transform
+
+    frames = [comp]
+    if dose and {"dose", "construct"} <= set(wells.columns):
+        frames.append(dose_response(wells, values).assign(transform=transform))
+    if qc:
+        geom = (layout.attrs if layout is not None else wells.attrs).get("geometry")
+        frames.append(plate_qc(wells, values, geom).assign(transform=transform))
+    out = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    return _typed(out)
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    for c in STATS_COLUMNS:
+        if c not in df:
+            df[c] = np.nan
+    df = df[STATS_COLUMNS + [c for c in df.columns if c not in STATS_COLUMNS]].copy()
+    for c in STATS_COLUMNS:
+        if c in _INT_COLUMNS:
+            df[c] = pd.array(pd.to_numeric(df[c]).round(), dtype="Int64")
+        elif c in _TEXT_COLUMNS:
+            df[c] = df[c].astype("string")
+        else:
+            df[c] = pd.to_numeric(df[c]).astype("float64")
+    return df
+
+
+def load_wells(path: str | Path) -> pd.DataFrame:
+    """Read ``wells.parquet`` from a run folder or a file path."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "wells.parquet"
+    if not path.is_file():
+        raise InputError(f"no wells table at {path} (give a run folder with wells.parquet, or"
+                         " the wells.parquet file)")
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise InputError(f"{path}: cannot read as Parquet ({exc})") from None
+
+
+def stats_for_run(
+    source: str | Path,
+    out: str | Path | None = None,
+    layout: str | Path | None = None,
+    plate_format: int | None = None,
+    overwrite: bool = False,
+    **options: object,
+) -> tuple[pd.DataFrame, Path]:
+    """Read a wells table, run :func:`run_stats`, write ``stats.parquet`` atomically.
+
+    ``source`` is a run folder (holding ``wells.parquet``) or a wells Parquet file; ``out``
+    defaults to ``stats.parquet`` next to the wells table. ``options`` go to :func:`run_stats`.
+    Returns the table and the path written.
+    """
+    from hcs.aggregate import write_table
+    from hcs.layouts import read_layout
+    from hcs.plate import PlateGeometry
+
+    source = Path(source)
+    wells = load_wells(source)
+    folder = source if source.is_dir() else source.parent
+    out = Path(out) if out is not None else folder / "stats.parquet"
+    if out.exists() and not overwrite:
+        from hcs.errors import OutputExistsError
+
+        raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    geometry = PlateGeometry.from_format(plate_format) if plate_format else None
+    lay = read_layout(layout, geometry) if layout is not None else None
+    stats = run_stats(wells, layout=lay, **options)  # type: ignore[arg-type]
+    write_table(stats, out, overwrite=overwrite)
+    return stats, out
