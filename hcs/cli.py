@@ -93,7 +93,7 @@ def convert(
     )
     path = write_plate(
         acq, out, ngff=ngff, overwrite=overwrite, strict=strict, workers=workers,
-        progress=sys.stderr.isatty(),
+        progress=True,
     )
     stats = open_plate(path).attrs.get("stats", {})
     typer.echo(
@@ -112,13 +112,18 @@ def info(
     fmt: str = typer.Option("auto", "--format", help="Export format for a raw export."),
     pattern: str | None = typer.Option(None, "--pattern", help="TIFF-folder file-name pattern."),
     plate_format: int | None = typer.Option(None, "--plate-format", help="Plate format."),
+    allow_outside: bool = typer.Option(
+        False, "--allow-outside", help="Let the metadata reference files outside the export."
+    ),
 ) -> None:
     """Summarise a plate or an export: wells, fields, channels, pixel size, missing planes."""
     import json
 
     from hcs.io.info import plate_info, render_info
 
-    result = plate_info(path, fmt=fmt, pattern=pattern, plate_format=plate_format)
+    result = plate_info(
+        path, fmt=fmt, pattern=pattern, plate_format=plate_format, allow_outside=allow_outside
+    )
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
@@ -147,6 +152,9 @@ def simulate_cmd(
     z_planes: int = typer.Option(1, "--z-planes", help="Planes per z-stack."),
     z_step: float = typer.Option(1.0, "--z-step", help="Z step in um."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    plate_format: int | None = typer.Option(
+        None, "--plate-format", help="Plate format (default 96, larger if the layout needs)."
+    ),
     workers: int | None = typer.Option(None, "--workers", help="Rendering processes."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -157,7 +165,7 @@ def simulate_cmd(
         out, layout, assay, fmt=fmt, fields=fields, size=size, seed=seed,
         wells_per_condition=wells_per_condition, pixel_size_um=pixel_size, schema=schema,
         overwrite=overwrite, progress=not quiet, z_planes=z_planes, z_step_um=z_step,
-        workers=workers,
+        workers=workers, plate_format=plate_format,
     )
     typer.echo(
         f"simulated {res.n_wells} wells x {fields} fields ({res.n_objects} objects, "
@@ -227,6 +235,196 @@ def layout_check_cmd(
     from hcs.layouts import layout_summary
 
     typer.echo(layout_summary(path, plate_format, require_controls))
+
+
+# --- train / evaluate classifier (issue 5) ---
+
+train_app = typer.Typer(help="Train models.", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Evaluate models on annotated data.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@train_app.command("classifier")
+@user_errors
+def train_classifier_cmd(
+    out: str = typer.Option(..., "--out", "-o", help="Model folder to write, e.g. models/x."),
+    voc: str = typer.Option(None, "--voc", help="Folder of Pascal VOC XML + images."),
+    folders: str = typer.Option(None, "--folders", help="Folder of class folders."),
+    assay: str = typer.Option("livedead", "--assay", help="Assay (classes, crop, label map)."),
+    arch: str = typer.Option("resnet10t", "--arch", help="timm architecture."),
+    pretrained: str = typer.Option(None, "--pretrained", help="Local timm weight file."),
+    crop_size: int = typer.Option(None, "--crop-size", help="Crop side (default: assay's)."),
+    margin: float = typer.Option(None, "--margin", help="Context margin (fraction of box)."),
+    channels: int = typer.Option(
+        None, "--channels", help="Input channels: 1 = grey (RGB converted), 3 = RGB; default: "
+        "as in the images."
+    ),
+    epochs: int = typer.Option(30, "--epochs"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    optimizer: str = typer.Option("adam", "--optimizer", help="adam | sgd"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay"),
+    drop_rate: float = typer.Option(0.25, "--dropout", help="Dropout before the head."),
+    patience: int = typer.Option(6, "--patience", help="Early-stopping patience (epochs)."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Held-out images."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Validation images."),
+    seed: int = typer.Option(0, "--seed", help="Split, sampling and init seed."),
+    threads: int = typer.Option(2, "--threads", help="CPU threads for torch."),
+    checkpoint_dir: str = typer.Option(None, "--checkpoint-dir", help="Per-epoch checkpoints."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from --checkpoint-dir."),
+    data_name: str = typer.Option(None, "--data-name", help="Training data name (card)."),
+    data_licence: str = typer.Option(None, "--data-licence", help="Training data licence."),
+    data_source: str = typer.Option(None, "--data-source", help="Data source / attribution."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the test CI."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+) -> None:
+    """Train a crop classifier (split by image, weighted sampling, early stopping)."""
+    from pydantic import ValidationError
+
+    from hcs.errors import InputError
+    from hcs.train.loop import TrainConfig
+    from hcs.train.pipeline import train_model
+
+    try:
+        config = TrainConfig(
+            architecture=arch, pretrained=pretrained, epochs=epochs, batch_size=batch_size,
+            optimizer=optimizer, lr=lr, weight_decay=weight_decay, drop_rate=drop_rate,
+            patience=patience, seed=seed, threads=threads,
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"--{err['loc'][0]}: {err['msg']}") from None
+    data = {k: v for k, v in dict(name=data_name, licence=data_licence, source=data_source).items()
+            if v}
+    train_model(
+        out, voc=voc, folders=folders, assay=assay, config=config, crop_size=crop_size,
+        margin=margin, channels=channels, test_fraction=test_fraction, val_fraction=val_fraction,
+        split_seed=seed,
+        data=data, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite,
+        n_boot=n_boot, log=typer.echo,
+    )
+
+
+@evaluate_app.command("classifier")
+@user_errors
+def evaluate_classifier_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Model folder."),
+    voc: str = typer.Option(None, "--voc", help="Folder of Pascal VOC XML + images."),
+    folders: str = typer.Option(None, "--folders", help="Folder of class folders."),
+    split: str = typer.Option(None, "--split", help="split.json: score only one part of it."),
+    part: str = typer.Option("test", "--part", help="Part of --split to score."),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the CI."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    embedding: str = typer.Option(None, "--embedding", help="Write a t-SNE plot (HTML) here."),
+) -> None:
+    """Per-class AUC, balanced accuracy with 95% bootstrap CI, confusion, precision/recall/F1."""
+    import json
+
+    from hcs.train.pipeline import evaluate_model
+
+    m, cs, proba = evaluate_model(model, voc, folders, split, part, batch_size, device, n_boot)
+    if embedding:
+        from hcs.classify.explain import write_embedding
+        from hcs.classify.models import load_model
+
+        write_embedding(load_model(model), cs.crops, cs.y, proba, embedding)
+        typer.echo(f"wrote {embedding}", err=True)
+    if as_json:
+        typer.echo(json.dumps(m, indent=1))
+        return
+    lo, hi = m["balanced_accuracy_ci"]
+    typer.echo(f"n {m['n']}  AUC {m['auc']:.4f}  balanced accuracy "
+               f"{m['balanced_accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f})")
+    for c, r in m["per_class"].items():
+        typer.echo(f"  {c:>12}: precision {r['precision']:.3f} recall {r['recall']:.3f} "
+                   f"f1 {r['f1']:.3f} n {r['support']}")
+    typer.echo(f"confusion (rows true, columns predicted {m['classes']}): {m['confusion']}")
+
+
+# --- run / aggregate (issue 6) ---
+
+
+@app.command("run")
+@user_errors
+def run_command(
+    plate: str = typer.Argument(..., help="OME-Zarr plate (from `hcs convert`)."),
+    assay: str = typer.Option(..., "--assay", "-a", help="cic | livedead | mitosis | cancer"),
+    model: str = typer.Option(..., "--model", "-m", help="Model folder (model.yaml + weights)."),
+    out: str = typer.Option(..., "--out", "-o", help="Run folder (cells/, run.json, ...)."),
+    detector: str = typer.Option("threshold", "--detector", help="Detection method."),
+    workers: int | None = typer.Option(None, "--workers", help="Local worker processes."),
+    threads_per_worker: int = typer.Option(1, "--threads-per-worker", help="Threads each."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Existing Dask scheduler address (tcp://host:8786)."
+    ),
+    gpus: str = typer.Option("auto", "--gpus", help="auto | 0 | N"),
+    resume: bool = typer.Option(False, "--resume", help="Continue a run: redo missing fields."),
+    wells: str | None = typer.Option(None, "--wells", help="Only these wells: A01,B03,..."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Crops per inference batch."),
+    nucleus_channel: str | None = typer.Option(
+        None, "--nucleus-channel", help="Channel (name or index) to detect nuclei on."
+    ),
+    channels: str | None = typer.Option(
+        None, "--channels", help="Model input role -> plate channel: brightfield=BF,nucleus=DAPI"
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed (recorded in run.json)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Detect and classify every cell of a plate in parallel -> RUN_DIR/cells/."""
+    from hcs.engine.run import parse_channel_map, run_plate, summary_text
+
+    summary = run_plate(
+        plate, assay, model, out, detector=detector, workers=workers,
+        threads_per_worker=threads_per_worker, scheduler=scheduler, gpus=gpus, resume=resume,
+        wells=wells.split(",") if wells else None, batch_size=batch_size,
+        nucleus_channel=nucleus_channel, channel_map=parse_channel_map(channels), seed=seed,
+        progress=not quiet and sys.stderr.isatty(),
+    )
+    typer.echo(summary_text(summary))
+    if not summary.ok:
+        raise typer.Exit(code=1)
+
+
+@app.command("aggregate")
+@user_errors
+def aggregate_command(
+    run_dir: str = typer.Argument(..., help="Run folder written by `hcs run`."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Default RUN_DIR/wells.parquet."),
+    assay: str | None = typer.Option(None, "--assay", "-a", help="Default: from run.json."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+) -> None:
+    """Per-well counts and frequencies from a run's cell tables -> wells.parquet."""
+    from hcs.engine.aggregate_run import aggregate_run
+
+    wells, path = aggregate_run(run_dir, out, assay=assay, overwrite=overwrite)
+    typer.echo(f"wrote {path}: {len(wells)} wells, {int(wells['n_detected'].sum())} cells")
+
+
+# --- report (issue 8) ---
+
+
+@app.command("report")
+@user_errors
+def report_cmd(
+    run_dir: str = typer.Argument(..., help="Run folder (run.json, wells/stats.parquet, cells/)."),
+    out: str = typer.Option(
+        None, "--out", "-o", help="HTML file (default: reports/<run folder name>.html)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    gallery: bool = typer.Option(True, "--gallery/--no-gallery", help="Cell image gallery."),
+) -> None:
+    """One self-contained HTML report of a run (works offline)."""
+    import time
+
+    from hcs.report import build_report
+
+    t0 = time.perf_counter()
+    path = build_report(run_dir, out, overwrite=overwrite, gallery=gallery)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in"
+               f" {time.perf_counter() - t0:.1f} s")
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m hcs`

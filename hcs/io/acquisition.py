@@ -223,7 +223,9 @@ class Acquisition:
         return res.sort_values(KEY_COLUMNS).reset_index(drop=True)
 
 
-def check_unique_keys(planes: pd.DataFrame, source: Path | str, extra: list[str] | None = None) -> None:
+def check_unique_keys(
+    planes: pd.DataFrame, source: Path | str, extra: list[str] | None = None
+) -> None:
     """Raise :class:`InputError` naming the first duplicated plane key and its files.
 
     ``extra`` lists vendor key columns (e.g. Harmony sequence/flim IDs) that are part of the key
@@ -292,7 +294,9 @@ def resolve_inside(base: Path, ref: str, *, allow_outside: bool = False, where: 
     return target
 
 
-def read_plane(path: str | Path, page: int = 0, *, expect_shape: tuple[int, int] | None = None) -> np.ndarray:
+def read_plane(
+    path: str | Path, page: int = 0, *, expect_shape: tuple[int, int] | None = None
+) -> np.ndarray:
     """Read one 2-D plane from a TIFF, with an error naming the file when it is unreadable.
 
     Parameters

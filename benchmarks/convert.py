@@ -1,0 +1,202 @@
+"""Benchmark `hcs convert` against a plain ome-zarr-py conversion of the same Harmony export.
+
+Writes a Harmony export (``write_harmony_export``: LZW TIFFs + Index.idx.xml) of
+``--wells`` x ``--fields`` x ``--channels`` planes of ``--size``-square uint16 smooth noise,
+then converts it twice, each in its own subprocess so peak RSS is measured separately:
+
+- **hcs**: ``open_export`` + ``write_plate`` (what ``hcs convert`` runs): threads over fields,
+  one chunk per plane, one shard per field, 2x mean pyramid;
+- **baseline**: the same index parsing, then per field ``tifffile.imread`` of each plane and
+  ``ome_zarr.writer.write_image`` (zarr v3, chunk per plane, same pyramid levels, local-mean
+  downsampling), dask's synchronous scheduler (one process, one thread).
+
+Throughput is level-0 raw bytes / wall time of the conversion (index parsing included,
+interpreter start-up excluded). Peak RSS is the child's ``ru_maxrss``; CPU time is the child's
+user + system time (all threads), which shows how much of the gain is parallelism.
+
+Run: ``python benchmarks/convert.py [--wells 24] [--fields 4] [--channels 3] [--size 1080]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_planes(wells: int, fields: int, channels: int, size: int, seed: int = 0):
+    """Smooth, compressible, distinct planes: rolled copies of 4 blurred noise images + noise."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    bases = []
+    for _ in range(4):
+        b = gaussian_filter(rng.normal(size=(size, size)).astype(np.float32), 6)
+        bases.append((b - b.min()) / (b.max() - b.min()))
+    cols = 12 if wells <= 96 else 24
+    for w in range(wells):
+        row, col = divmod(w, cols)
+        for f in range(fields):
+            for c in range(channels):
+                base = np.roll(bases[(w + f + c) % 4], (w * 37 + f * 11, c * 53), axis=(0, 1))
+                plane = 200 + 3000 * base + rng.integers(0, 16, size=base.shape)
+                yield (row, col, f, 0, c, 0), plane.astype(np.uint16)
+
+
+def write_export(out: Path, wells: int, fields: int, channels: int, size: int) -> None:
+    from hcs.io.acquisition import Channel
+    from hcs.io.harmony_writer import write_harmony_export
+    from hcs.plate import PlateGeometry
+
+    emission = [456, 522, 599, 706]
+    chans = [
+        Channel(f"ch{c + 1}", excitation_nm=emission[c % 4] - 60, emission_nm=emission[c % 4])
+        for c in range(channels)
+    ]
+    geometry = PlateGeometry.from_format(96 if wells <= 96 else 384 if wells <= 384 else 1536)
+    write_harmony_export(
+        out, make_planes(wells, fields, channels, size), channels=chans, geometry=geometry,
+        pixel_size_um=0.598, plate_name="BENCH",
+    )
+
+
+def run_hcs(src: Path, out: Path, workers: int | None) -> dict:
+    from hcs.io import open_export
+    from hcs.io.omezarr import write_plate
+
+    t0 = time.perf_counter()
+    acq = open_export(src)
+    write_plate(acq, out, workers=workers, progress=False)
+    return {"seconds": time.perf_counter() - t0, "planes": len(acq.planes)}
+
+
+def run_baseline(src: Path, out: Path) -> dict:
+    import dask
+    import tifffile
+    import zarr
+    from ome_zarr.scale import Methods
+    from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
+
+    from hcs.io import open_export
+    from hcs.plate import row_name
+
+    t0 = time.perf_counter()
+    acq = open_export(src)
+    (ny, nx), px = acq.image_shape, acq.pixel_size_um
+    root = zarr.open_group(str(out), mode="w")
+    wells: dict[str, list[str]] = {}
+    with dask.config.set(scheduler="synchronous"):
+        for (r, c, f), sub in acq.planes.groupby(["row", "col", "field"]):
+            data = np.zeros((acq.size_t, acq.size_c, acq.size_z, ny, nx), dtype=acq.dtype)
+            for rec in sub.itertuples(index=False):
+                data[rec.t, rec.channel, rec.z] = tifffile.imread(rec.path)
+            well = f"{row_name(int(r))}/{c + 1}"
+            wells.setdefault(well, []).append(str(f))
+            write_image(
+                data, root.require_group(f"{well}/{f}"), scale_factors=(2, 4, 8),
+                method=Methods.LOCAL_MEAN, axes="tczyx",
+                scale={"y": px[0], "x": px[1]},
+                storage_options={"chunks": (1, 1, 1, ny, nx)},
+            )
+    for well, fields in wells.items():
+        write_well_metadata(root[well], [{"path": f} for f in fields])
+    write_plate_metadata(
+        root, acq.geometry.row_names(), acq.geometry.column_names(), list(wells)
+    )
+    return {"seconds": time.perf_counter() - t0, "planes": len(acq.planes)}
+
+
+def child(args: argparse.Namespace) -> None:
+    src, out = Path(args.src), Path(args.out)
+    if args.child == "hcs":
+        result = run_hcs(src, out, args.workers)
+    else:
+        result = run_baseline(src, out)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["maxrss_mb"] = usage.ru_maxrss / 1024
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime  # all threads, start-up included
+    print(json.dumps(result))
+
+
+def measure(kind: str, src: Path, out: Path, workers: int | None) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--src", str(src), "--out", str(out)]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{kind} conversion failed:\n{proc.stderr}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["size_mb"] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--wells", type=int, default=24)
+    ap.add_argument("--fields", type=int, default=4)
+    ap.add_argument("--channels", type=int, default=3)
+    ap.add_argument("--size", type=int, default=1080)
+    ap.add_argument("--workers", type=int, default=None, help="hcs threads (default: CPUs)")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep files here (default: tmp)")
+    ap.add_argument("--child", choices=["hcs", "baseline"], help=argparse.SUPPRESS)
+    ap.add_argument("--src", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="hcs-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    export = work / "export"
+    try:
+        n = args.wells * args.fields * args.channels
+        raw_mb = n * args.size * args.size * 2 / 1e6
+        print(f"writing Harmony export: {args.wells} wells x {args.fields} fields x "
+              f"{args.channels} channels = {n} planes of {args.size}x{args.size} uint16 "
+              f"({raw_mb:.0f} MB raw) ...", flush=True)
+        t0 = time.perf_counter()
+        shutil.rmtree(export, ignore_errors=True)
+        write_export(export, args.wells, args.fields, args.channels, args.size)
+        export_mb = sum(p.stat().st_size for p in export.rglob("*") if p.is_file()) / 1e6
+        print(f"  {time.perf_counter() - t0:.1f} s, {export_mb:.0f} MB of LZW TIFFs", flush=True)
+        results = {}
+        for kind in ("hcs", "baseline"):
+            out = work / f"{kind}.ome.zarr"
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"converting with {kind} ...", flush=True)
+            results[kind] = measure(kind, export, out, args.workers)
+            shutil.rmtree(out, ignore_errors=True)  # keep disk use at one plate
+        h, b = results["hcs"], results["baseline"]
+        import os
+
+        workers = args.workers or os.cpu_count()
+        print()
+        print(f"{'':24}{'hcs convert':>22}{'baseline':>22}")
+        print(f"{'':24}{f'({workers} threads)':>22}{'(write_image, 1 thr)':>22}")
+        for label, key, fmt in (
+            ("wall time (s)", "seconds", "{:.1f}"),
+            ("throughput (MB/s raw)", None, "{:.1f}"),
+            ("CPU time (s)", "cpu_s", "{:.1f}"),
+            ("peak RSS (MB)", "maxrss_mb", "{:.0f}"),
+            ("output size (MB)", "size_mb", "{:.0f}"),
+        ):
+            vals = [raw_mb / r["seconds"] if key is None else r[key] for r in (h, b)]
+            print(f"{label:24}{fmt.format(vals[0]):>22}{fmt.format(vals[1]):>22}")
+        print(f"\nspeed-up hcs / baseline: {b['seconds'] / h['seconds']:.2f}x "
+              f"({n} planes, {raw_mb:.0f} MB raw)")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+"""Write an :class:`~hcs.io.acquisition.Acquisition` as an OME-NGFF HCS plate (DESIGN.md).
+
+Layout written (``ngff="0.5"``, zarr v3)::
+
+    OUT.ome.zarr/                 plate group: ome.plate (rows, columns, wells, field_count,
+      zarr.json                   acquisitions) + hcs (provenance, channels, missing planes)
+      B/3/                        well group: ome.well.images = fields
+        0/                        one multiscale image per field, axes t,c,z,y,x
+          0/  1/  2/ ...          levels: 0 lossless full size, then 2x means down to <= 256 px
+      vendor/                     vendor metadata files, byte for byte
+
+Level 0 has one chunk per (t, c, z) plane and one shard per field; ``ngff="0.4"`` writes the same
+tree on zarr v2 (no shards) for older viewers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+from ome_zarr.format import FormatV04, FormatV05
+from ome_zarr.writer import write_multiscales_metadata, write_plate_metadata, write_well_metadata
+
+from hcs.errors import InputError, OutputExistsError
+from hcs.io.acquisition import KEY_COLUMNS, Acquisition, probe_tiff, read_plane
+from hcs.io.plate_meta import (
+    copy_vendor,
+    downsample2,
+    missing_records,
+    omero_metadata,
+    provenance,
+    pyramid_shapes,
+    to_json_safe,
+)
+from hcs.plate import row_name, well_name
+
+__all__ = ["write_plate"]
+AXES_05 = [
+    {"name": "t", "type": "time", "unit": "second"},
+    {"name": "c", "type": "channel"},
+    {"name": "z", "type": "space", "unit": "micrometer"},
+    {"name": "y", "type": "space", "unit": "micrometer"},
+    {"name": "x", "type": "space", "unit": "micrometer"},
+]
+
+
+def _image_shape_dtype(acq: Acquisition, missing: set[tuple]) -> tuple[tuple[int, int], np.dtype]:
+    if acq.image_shape is not None and acq.dtype is not None:
+        return (int(acq.image_shape[0]), int(acq.image_shape[1])), np.dtype(acq.dtype)
+    for rec in acq.planes.itertuples(index=False):
+        key = tuple(int(getattr(rec, k)) for k in KEY_COLUMNS)
+        if key not in missing:
+            shape, dtype = probe_tiff(rec.path, int(rec.page))
+            return tuple(acq.image_shape or shape), np.dtype(acq.dtype or dtype)  # type: ignore[return-value]
+    raise InputError(f"{acq.source}: no readable plane in the export (all planes are missing)")
+
+
+def _time_step(acq: Acquisition) -> float:
+    times = acq.planes.groupby("t")["time_s"].median().sort_index().to_numpy(dtype=float)
+    if len(times) > 1 and np.isfinite(times).all():
+        step = float(np.median(np.diff(times)))
+        if step > 0:
+            return step
+    return 1.0
+
+
+class _Rate:
+    """Thread-safe plane/byte counter feeding the progress bar."""
+
+    def __init__(self, advance: Callable[[int, int], None] | None) -> None:
+        self.lock = threading.Lock()
+        self.planes = 0
+        self.bytes = 0
+        self.advance = advance
+
+    def add(self, planes: int, nbytes: int) -> None:
+        with self.lock:
+            self.planes += planes
+            self.bytes += nbytes
+            if self.advance is not None:
+                self.advance(planes, nbytes)
+
+
+def _compressors(zarr_format: int) -> Any:
+    if zarr_format == 3:
+        from zarr.codecs import BloscCodec
+
+        return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")]
+    from numcodecs import Blosc
+
+    return Blosc(cname="zstd", clevel=1, shuffle=Blosc.SHUFFLE)
+
+
+def _write_field(
+    well_group: zarr.Group,
+    field: int,
+    planes: pd.DataFrame,
+    missing: set[tuple],
+    size: tuple[int, int, int, int, int],
+    dtype: np.dtype,
+    levels: list[tuple[int, int]],
+    zarr_format: int,
+    rate: _Rate,
+) -> np.ndarray:
+    """Read one field's planes, write its pyramid; return per-channel (p0.1, p99.9) of the
+    lowest level for the display window."""
+    data = np.zeros(size, dtype=dtype)
+    plane_bytes = size[3] * size[4] * dtype.itemsize
+    for rec in planes.itertuples(index=False):
+        key = (int(rec.row), int(rec.col), int(rec.field), int(rec.z), int(rec.channel), int(rec.t))
+        if key not in missing:
+            data[int(rec.t), int(rec.channel), int(rec.z)] = read_plane(
+                rec.path, int(rec.page), expect_shape=size[3:]
+            )
+    image = well_group.create_group(str(field))
+    level = data
+    for i, (ly, lx) in enumerate(levels):
+        if i:
+            level = downsample2(level)
+        shape = (*size[:3], ly, lx)
+        kwargs: dict[str, Any] = {
+            "shape": shape,
+            "chunks": (1, 1, 1, ly, lx),
+            "dtype": dtype,
+            "fill_value": 0,
+            "compressors": _compressors(zarr_format),
+        }
+        if zarr_format == 3:
+            kwargs["shards"] = shape
+            kwargs["dimension_names"] = ["t", "c", "z", "y", "x"]
+        else:
+            kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+        arr = image.create_array(str(i), **kwargs)
+        arr[...] = level
+    # count planes once written, so the bar's MB/s is the end-to-end rate
+    n_planes = size[0] * size[1] * size[2]
+    rate.add(n_planes, n_planes * plane_bytes)
+    flat = level.transpose(1, 0, 2, 3, 4).reshape(size[1], -1)
+    return np.percentile(flat, [0.1, 99.9], axis=1).T
+
+
+class _LineProgress:
+    """Progress for logs (stderr not a terminal): one line every ``every`` seconds."""
+
+    def __init__(self, total: int, every: float = 10.0) -> None:
+        self.total, self.every = total, every
+        self.planes = self.bytes = 0
+        self.start_t = self.last = time.perf_counter()
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        self.start_t = self.last = time.perf_counter()
+
+    def stop(self) -> None:
+        self._line()
+
+    def advance(self, planes: int, nbytes: int) -> None:
+        with self.lock:
+            self.planes += planes
+            self.bytes += nbytes
+            if time.perf_counter() - self.last >= self.every:
+                self._line()
+
+    def _line(self) -> None:
+        self.last = time.perf_counter()
+        el = max(self.last - self.start_t, 1e-6)
+        print(
+            f"converting planes: {self.planes}/{self.total}, {self.bytes / 1e6 / el:.1f} MB/s, "
+            f"{el:.0f} s elapsed",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _progress_bar(total: int, enabled: bool) -> tuple[Any, Callable[[int, int], None] | None]:
+    if not enabled:
+        return None, None
+    if not sys.stderr.isatty():
+        lines = _LineProgress(total)
+        return lines, lines.advance
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("converting planes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    task = progress.add_task("convert", total=total, rate="")
+    start = time.perf_counter()
+    done = {"bytes": 0}
+
+    def advance(planes: int, nbytes: int) -> None:
+        done["bytes"] += nbytes
+        mbps = done["bytes"] / 1e6 / max(time.perf_counter() - start, 1e-6)
+        progress.update(task, advance=planes, rate=f"{mbps:.1f} MB/s")
+
+    return progress, advance
+
+
+def write_plate(
+    acq: Acquisition,
+    out: str | Path,
+    *,
+    ngff: str = "0.5",
+    overwrite: bool = False,
+    strict: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write an acquisition as an OME-NGFF HCS plate, atomically.
+
+    Parameters
+    ----------
+    acq
+        The acquisition (from :func:`hcs.io.open_export` or a reader).
+    out
+        Output folder, conventionally ``<name>.ome.zarr``.
+    ngff
+        ``"0.5"`` (zarr v3, sharded) or ``"0.4"`` (zarr v2, for older viewers).
+    overwrite
+        Replace an existing ``out``; without it an existing ``out`` is an
+        :class:`~hcs.errors.OutputExistsError`, raised before any work.
+    strict
+        Refuse exports with missing planes (:class:`~hcs.errors.InputError` naming them); by
+        default missing planes are written as zeros and listed in
+        ``attrs["hcs"]["missing_planes"]``.
+    workers
+        Threads reading and writing fields in parallel (default ``os.cpu_count()``). At most this
+        many fields are held in memory at once.
+    progress
+        Show a progress bar (planes done / total and MB/s) on stderr.
+
+    Returns
+    -------
+    Path
+        ``out``. The plate is built in ``OUT.partial-<pid>`` and renamed at the end, so a failed
+        conversion leaves nothing that looks like a plate.
+    """
+    out = Path(out)
+    if ngff not in ("0.5", "0.4"):
+        raise InputError(f"unsupported NGFF version {ngff!r}; choose 0.5 or 0.4")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    if not len(acq.planes):
+        raise InputError(f"{acq.source}: the export lists no planes")
+    missing_df = acq.missing_planes()
+    missing_list = missing_records(missing_df)
+    if strict and missing_list:
+        first = ", ".join(
+            f"well {m['well']} field {m['field']} t {m['t']} c {m['c']} z {m['z']} "
+            f"({m['path'] or 'no file'}: {m['reason']})"
+            for m in missing_list[:3]
+        )
+        raise InputError(f"{acq.source}: {len(missing_list)} missing plane(s) (--strict): {first}")
+    missing = {tuple(int(getattr(r, k)) for k in KEY_COLUMNS) for r in missing_df.itertuples()}
+    for f in acq.vendor_files:
+        if not Path(f).is_file():
+            raise InputError(f"{f}: vendor metadata file listed by the reader does not exist")
+    shape, dtype = _image_shape_dtype(acq, missing)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f"{out.name}.partial-{os.getpid()}"
+    if partial.exists():
+        shutil.rmtree(partial)
+    try:
+        _write_tree(acq, partial, ngff, shape, dtype, missing, missing_list, workers, progress)
+        if out.exists():
+            old = out.parent / f"{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            partial.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_tree(
+    acq: Acquisition,
+    root_path: Path,
+    ngff: str,
+    shape: tuple[int, int],
+    dtype: np.dtype,
+    missing: set[tuple],
+    missing_list: list[dict],
+    workers: int | None,
+    show_progress: bool,
+) -> None:
+    fmt = FormatV05() if ngff == "0.5" else FormatV04()
+    zarr_format = fmt.zarr_format
+    root = zarr.open_group(str(root_path), mode="w", zarr_format=zarr_format)
+    size_tcz = (acq.size_t, acq.size_c, acq.size_z)
+    levels = pyramid_shapes(shape)
+    pixel = acq.pixel_size_um or (1.0, 1.0)
+    z_step = acq.z_step_um or 1.0
+    t_step = _time_step(acq)
+
+    # --- pixels: one task per field, at most `workers` fields in memory -----------------------
+    groups = {k: g for k, g in acq.planes.groupby(["row", "col", "field"], sort=True)}
+    well_groups: dict[tuple[int, int], zarr.Group] = {}
+    for r, c, _ in groups:
+        if (r, c) not in well_groups:
+            well_groups[(r, c)] = root.require_group(row_name(int(r))).require_group(str(c + 1))
+    n_planes = len(groups) * int(np.prod(size_tcz))
+    bar, advance = _progress_bar(n_planes, show_progress)
+    rate = _Rate(advance)
+    windows: list[np.ndarray] = []
+    n_workers = max(1, workers or os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    if bar is not None:
+        bar.start()
+    try:
+        pool = ThreadPoolExecutor(max_workers=n_workers)
+        try:
+            futures = [
+                pool.submit(
+                    _write_field, well_groups[(r, c)], int(f), sub, missing,
+                    (*size_tcz, *shape), dtype, levels, zarr_format, rate,
+                )
+                for (r, c, f), sub in groups.items()
+            ]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for fut in futures:
+                if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                    raise fut.exception()  # type: ignore[misc]
+            windows = [fut.result() for fut in futures]
+        finally:
+            # on failure or Ctrl-C: drop queued fields, let running ones finish, then clean up
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if bar is not None:
+            bar.stop()
+    seconds = time.perf_counter() - t0
+
+    # --- metadata ------------------------------------------------------------------------------
+    omero = omero_metadata(acq, windows, dtype)
+    datasets = [
+        {
+            "path": str(i),
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [t_step, 1.0, z_step, pixel[0] * 2**i, pixel[1] * 2**i]}
+            ],
+        }
+        for i in range(len(levels))
+    ]
+    stage = acq.planes.groupby(["row", "col", "field"])[["stage_x_um", "stage_y_um"]].first()
+
+    def image_metadata(key: tuple[int, int, int]) -> None:
+        r, c, f = key
+        img = well_groups[(r, c)][str(f)]
+        write_multiscales_metadata(
+            img, datasets=datasets, fmt=fmt, axes=AXES_05, name=f"{well_name(r, c)} field {f}",
+            metadata={"omero": {**omero, "channels": [dict(ch) for ch in omero["channels"]]}},
+        )
+        sx, sy = stage.loc[(r, c, f)]
+        img.attrs["hcs"] = to_json_safe(
+            {"well": well_name(r, c), "field": int(f), "stage_x_um": sx, "stage_y_um": sy}
+        )
+
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        list(pool.map(image_metadata, list(groups)))
+    fields_per_well: dict[tuple[int, int], list[int]] = {}
+    for r, c, f in groups:
+        fields_per_well.setdefault((r, c), []).append(int(f))
+    for (r, c), fields in fields_per_well.items():
+        write_well_metadata(
+            well_groups[(r, c)], [{"path": str(f), "acquisition": 0} for f in fields], fmt=fmt
+        )
+    write_plate_metadata(
+        root,
+        rows=acq.geometry.row_names(),
+        columns=acq.geometry.column_names(),
+        wells=[f"{row_name(int(r))}/{c + 1}" for r, c in fields_per_well],
+        fmt=fmt,
+        acquisitions=[{"id": 0, "name": str(acq.plate_name)}],
+        field_count=max(len(f) for f in fields_per_well.values()),
+        name=str(acq.plate_name),
+    )
+    vendor = copy_vendor(acq.vendor_files, acq.source, root_path / "vendor")
+    hcs_attrs = provenance(acq, missing_list, vendor, ngff)
+    hcs_attrs["stats"] = {
+        "wells": len(fields_per_well),
+        "fields": len(groups),
+        "planes": rate.planes,
+        "missing": len(missing_list),
+        "bytes": rate.bytes,
+        "seconds": round(seconds, 3),
+        "mb_per_s": round(rate.bytes / 1e6 / max(seconds, 1e-9), 2),
+        "workers": n_workers,
+    }
+    root.attrs["hcs"] = hcs_attrs
