@@ -1,0 +1,110 @@
+"""Classifier throughput on CPU: crops per second of the shipped model, batched vs a naive loop.
+
+Run: ``python benchmarks/classify.py [--model models/livedead-ldc] [--crops N] [--threads 2]``
+
+Columns, measured in the same run on the same crops:
+
+- ``hcs batch B``: :func:`hcs.classify.infer.predict_proba` with batch size 1, 32 and 128
+  (inference mode, one normalised tensor per batch);
+- ``naive loop``: the per-crop loop one writes first: for each crop, build a tensor, normalise,
+  call the model with autograd on, softmax, back to numpy.
+
+Crops: the real LDC crops of the model's held-out images when ``../shared/data/livedead-ldc``
+is present (cropping time is not included), random crops otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HCS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def naive_loop(model, crops: np.ndarray) -> np.ndarray:
+    import torch
+
+    card, net = model.card, model.module
+    mean = torch.tensor(card.normalisation.mean).view(-1, 1, 1)
+    std = torch.tensor(card.normalisation.std).view(-1, 1, 1)
+    out = []
+    for c in crops:
+        x = torch.tensor(c, dtype=torch.float32).permute(2, 0, 1) * card.normalisation.scale
+        p = torch.softmax(net(((x - mean) / std)[None]), 1)
+        out.append(p.detach().numpy()[0])
+    return np.array(out)
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    return statistics.median(_once(fn) for _ in range(repeats))
+
+
+def _once(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(REPO / "models" / "livedead-ldc"))
+    ap.add_argument("--crops", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+
+    from hcs.classify.infer import predict_proba
+    from hcs.classify.models import load_model
+
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    card = model.card
+    ldc = SHARED / "livedead-ldc"
+    split = Path(args.model) / "split.json"
+    if ldc.is_dir() and split.is_file():
+        from hcs.io.annotations import read_voc
+        from hcs.train.datasets import build_cropset
+
+        test = set(json.loads(split.read_text())["test"])
+        table = read_voc(ldc, {"Living Cell": "live", "Dead Cell": "dead"})
+        table = table[table["source"].isin(test)].head(args.crops)
+        crops = build_cropset(table, card.classes, card.crop.size, card.crop.margin,
+                              card.crop.square, card.crop.pad_mode, card.in_chans).crops
+        what = f"{len(crops)} real LDC held-out crops"
+    else:
+        rng = np.random.default_rng(0)
+        crops = rng.integers(0, 255, (args.crops, card.crop.size, card.crop.size, card.in_chans),
+                             dtype=np.uint8)
+        what = f"{len(crops)} random crops"
+    print(f"model {card.name} ({card.architecture}, {card.crop.size}x{card.crop.size}x"
+          f"{card.in_chans}), {what}, torch threads {torch.get_num_threads()}, CPU, "
+          f"load average {os.getloadavg()[0]:.1f} (shared machines make batch-1 figures noisy)")
+    ref = predict_proba(model, crops, batch_size=128, device="cpu")
+    rows = []
+    for bs in (1, 32, 128):
+        s = timed(lambda bs=bs: predict_proba(model, crops, batch_size=bs, device="cpu"),
+                  args.repeats)
+        rows.append((f"hcs batch {bs}", len(crops) / s))
+    n_naive = min(len(crops), 128)
+    s = timed(lambda: naive_loop(model, crops[:n_naive]), args.repeats)
+    rows.append(("naive per-crop loop", n_naive / s))
+    diff = np.abs(naive_loop(model, crops[:n_naive]) - ref[:n_naive]).max()
+    base = rows[-1][1]
+    print(f"{'method':<22}{'crops/s':>10}{'x naive':>9}")
+    for name, rate in rows:
+        print(f"{name:<22}{rate:>10.0f}{rate / base:>9.1f}")
+    print(f"max |p_hcs - p_naive| = {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""Classifier factory (any timm architecture) and the model folder: weights + model card.
+
+A model folder holds ``model.safetensors`` (the weights) and ``model.yaml`` (the card of
+DESIGN.md, "Models": assay, classes, architecture, input channels and their meaning, crop, input
+normalisation, decision thresholds, training data with licence, held-out metrics and the sha256
+of the weights). Loading checks the checksum and that the card describes the weights, and never
+touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hcs.errors import InputError, OutputExistsError
+
+WEIGHTS = "model.safetensors"
+CARD = "model.yaml"
+
+
+class ChannelCard(BaseModel):
+    """One input channel: its role and what it means."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    meaning: str = ""
+
+
+class CropCard(BaseModel):
+    """How a crop is cut (see :func:`hcs.classify.crops.crop_box`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    size: int = Field(gt=0)
+    margin: float = Field(0.0, ge=0)
+    square: bool = True
+    pad_mode: str = "constant"
+
+
+class Normalisation(BaseModel):
+    """``x = (pixel * scale - mean[c]) / std[c]`` per channel."""
+
+    model_config = ConfigDict(extra="forbid")
+    scale: float = 1.0 / 255.0
+    mean: list[float]
+    std: list[float]
+
+
+class ModelCard(BaseModel):
+    """The content of ``model.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    name: str
+    assay: str
+    classes: list[str]
+    architecture: str
+    drop_rate: float = 0.25
+    in_chans: int = Field(gt=0)
+    channels: list[ChannelCard]
+    crop: CropCard
+    normalisation: Normalisation
+    thresholds: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    sha256: str = ""
+    hcs_version: str = ""
+
+    def model_post_init(self, __context: Any) -> None:
+        n = self.in_chans
+        if len(self.channels) != n:
+            raise ValueError(f"in_chans is {n} but {len(self.channels)} channels are described")
+        if len(self.normalisation.mean) != n or len(self.normalisation.std) != n:
+            raise ValueError(f"normalisation mean/std must have {n} values (in_chans)")
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+            raise ValueError(f"classes must be >= 2 distinct names, got {self.classes}")
+
+
+def _pretrained_file(architecture: str, pretrained: str | Path | bool) -> str:
+    """A local weight file for ``pretrained``: the given path, or the populated HF cache."""
+    if pretrained is True:
+        import timm
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = timm.models.get_pretrained_cfg(architecture)
+        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        for fname in ("model.safetensors", "pytorch_model.bin"):
+            hit = try_to_load_from_cache(repo, fname) if repo else None
+            if isinstance(hit, str):
+                return hit
+        raise InputError(
+            f"no pretrained weights for {architecture!r} in the local Hugging Face cache "
+            f"({repo or 'no hub id'}); hcs never downloads: pass a weight file instead"
+        )
+    p = Path(pretrained)
+    if not p.is_file():
+        raise InputError(f"pretrained weight file {p} not found")
+    return str(p)
+
+
+def create_classifier(
+    architecture: str,
+    n_classes: int,
+    in_chans: int = 3,
+    drop_rate: float = 0.25,
+    pretrained: str | Path | bool = False,
+) -> Any:
+    """A timm classifier with ``drop_rate`` dropout before the head (AIM-CICs: 0.25).
+
+    Parameters
+    ----------
+    architecture
+        Any timm model name (``resnet18``, ``resnet10t``, ``efficientnet_b0`` ...).
+    n_classes, in_chans
+        Output classes and input channels (timm adapts the first convolution).
+    drop_rate
+        Dropout applied to the pooled features before the final linear layer.
+    pretrained
+        ``False``; a local weight file; or ``True`` for the already-populated Hugging Face cache.
+        Never downloads.
+
+    Examples
+    --------
+    >>> m = create_classifier("resnet10t", n_classes=2, in_chans=1)
+    >>> m.num_classes, m.drop_rate, m.conv1[0].in_channels
+    (2, 0.25, 1)
+    """
+    import timm
+
+    if architecture not in timm.list_models() and not timm.is_model(architecture):
+        raise InputError(f"unknown timm architecture {architecture!r}")
+    kw: dict[str, Any] = dict(num_classes=n_classes, in_chans=in_chans, drop_rate=drop_rate)
+    if pretrained is not False and pretrained is not None:
+        kw["pretrained"] = True
+        kw["pretrained_cfg_overlay"] = dict(file=_pretrained_file(architecture, pretrained))
+    return timm.create_model(architecture, **kw)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_model(
+    model: Any, card: ModelCard, folder: str | Path, overwrite: bool = False,
+    extra_files: dict[str, str] | None = None,
+) -> Path:
+    """Write ``model.safetensors`` + ``model.yaml`` (with the weights' sha256) into ``folder``.
+
+    The folder is written next to its final place and renamed, so a failure leaves nothing
+    half-written. ``extra_files`` (name -> text) are written alongside (split list, README).
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise OutputExistsError(f"{folder} exists (use --overwrite to replace it)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"architecture": card.architecture})
+        card = card.model_copy(update={"sha256": sha256_file(tmp / WEIGHTS)})
+        (tmp / CARD).write_text(yaml.safe_dump(card.model_dump(), sort_keys=False))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        mask = os.umask(0)
+        os.umask(mask)
+        tmp.chmod(0o777 & ~mask)  # mkdtemp makes 0o700; a model folder is shared data
+        for f in tmp.iterdir():
+            f.chmod(0o666 & ~mask)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_card(folder: str | Path) -> ModelCard:
+    """Parse and validate ``folder/model.yaml``."""
+    path = Path(folder) / CARD
+    if not path.is_file():
+        raise InputError(f"{path}: model card not found ({Path(folder)} is not a model folder)")
+    try:
+        data = yaml.safe_load(path.read_text())
+        return ModelCard.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(card)"
+        raise InputError(f"{path}: field {loc}: {err['msg']}") from None
+
+
+class LoadedModel:
+    """A loaded classifier: the torch module (eval mode, CPU) and its :class:`ModelCard`."""
+
+    def __init__(self, module: Any, card: ModelCard, folder: Path) -> None:
+        self.module = module
+        self.card = card
+        self.folder = folder
+
+    def __repr__(self) -> str:
+        c = self.card
+        return f"LoadedModel({c.name!r}, {c.architecture}, classes={c.classes})"
+
+
+def load_model(folder: str | Path) -> LoadedModel:
+    """Load a model folder, verifying the sha256 and that ``model.yaml`` matches the weights.
+
+    Raises
+    ------
+    InputError
+        Missing files, a checksum mismatch (weights changed or card edited), or weights whose
+        tensors do not fit the architecture / classes / channels the card declares.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    card = read_card(folder)
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise InputError(f"{weights}: weights file not found")
+    digest = sha256_file(weights)
+    if digest != card.sha256:
+        raise InputError(
+            f"{weights}: sha256 {digest[:12]}... does not match model.yaml "
+            f"({card.sha256[:12] or 'missing'}...); the weights or the card were changed"
+        )
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise InputError(f"{weights}: cannot read safetensors ({exc})") from None
+    module = create_classifier(
+        card.architecture, len(card.classes), card.in_chans, card.drop_rate, pretrained=False
+    )
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        detail = (
+            f"shape of {wrong[0]}: weights {tuple(state[wrong[0]].shape)} vs card "
+            f"{tuple(expected[wrong[0]].shape)}" if wrong
+            else f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        )
+        raise InputError(
+            f"{folder / CARD} does not match {WEIGHTS} ({card.architecture}, "
+            f"{len(card.classes)} classes, {card.in_chans} channels): {detail}"
+        )
+    module.load_state_dict(state)
+    module.eval()
+    return LoadedModel(module, card, folder)

@@ -1,0 +1,182 @@
+"""``hcs train classifier`` and ``hcs evaluate classifier`` as library functions.
+
+Training: annotations -> split by source image (test / val / train, fixed seed) -> crops ->
+:func:`hcs.train.loop.train_classifier` -> held-out metrics -> model folder (weights, card,
+``split.json``). Evaluation: a model folder + annotations (optionally one part of a split) ->
+:func:`hcs.train.metrics.classification_metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hcs.errors import InputError, OutputExistsError
+from hcs.train.datasets import (
+    CropSet,
+    build_cropset,
+    channel_stats,
+    load_annotations,
+    split_by_image,
+)
+from hcs.train.loop import TrainConfig, train_classifier
+
+SPLIT_FILE = "split.json"
+
+
+def _channels(assay: str, n: int) -> list[dict[str, str]]:
+    from hcs.assays.inputs import LDC_RGB_CHANNELS, get_input_spec
+
+    spec = get_input_spec(assay)
+    if n == len(spec.channels):
+        chans = spec.channels
+    elif n == 3:
+        chans = LDC_RGB_CHANNELS
+    else:
+        return [{"name": f"channel_{i}", "meaning": ""} for i in range(n)]
+    return [{"name": c.name, "meaning": c.meaning} for c in chans]
+
+
+def train_model(
+    out: str | Path,
+    voc: str | Path | None = None,
+    folders: str | Path | None = None,
+    assay: str = "livedead",
+    config: TrainConfig | None = None,
+    crop_size: int | None = None,
+    margin: float | None = None,
+    channels: int | None = None,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    name: str | None = None,
+    data: dict[str, Any] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    n_boot: int = 1000,
+    log: Callable[[str], None] = print,
+) -> tuple[Path, dict[str, Any]]:
+    """Train a crop classifier from annotations and write the model folder ``out``.
+
+    Returns the folder and the held-out metrics (``{}`` when ``test_fraction`` is 0).
+    """
+    from hcs import __version__
+    from hcs.assays import get_assay
+    from hcs.assays.inputs import get_input_spec
+    from hcs.classify.models import LoadedModel, ModelCard, save_model
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    config = config or TrainConfig()
+    spec = get_input_spec(assay)
+    classes = list(get_assay(assay).classes)
+    size = crop_size or spec.crop_size
+    margin = spec.margin if margin is None else margin
+    table = load_annotations(voc, folders, spec.label_map if voc is not None else None)
+    parts = {"test": test_fraction, "val": val_fraction}
+    split = split_by_image(table["source"].tolist(), parts, split_seed)
+    log(f"{len(table)} boxes from {table['source'].nunique()} images; split by image: "
+        + ", ".join(f"{k} {len(v)}" for k, v in split.items()))
+    full = build_cropset(table, classes, size, margin, spec.square, spec.pad_mode, channels)
+    sets = {k: full.subset(table["source"].isin(v).to_numpy()) for k, v in split.items()}
+    log("crops per class: " + "; ".join(f"{k} {s.counts()}" for k, s in sets.items()))
+    mean, std = channel_stats(sets["train"].crops)
+    val = sets["val"] if len(sets["val"].y) else None
+    net, history = train_classifier(
+        sets["train"], val, config, mean, std, checkpoint_dir=checkpoint_dir, resume=resume,
+        log=log,
+    )
+    card = ModelCard(
+        name=name or out.name, assay=assay, classes=classes, architecture=config.architecture,
+        drop_rate=config.drop_rate, in_chans=full.crops.shape[-1],
+        channels=_channels(assay, full.crops.shape[-1]),
+        crop=dict(size=size, margin=margin, square=spec.square, pad_mode=spec.pad_mode),
+        normalisation=dict(scale=1 / 255, mean=mean, std=std),
+        thresholds={"rule": "argmax"},
+        training=dict(
+            data=dict(data or {}, source_folder=Path(voc or folders).name),  # type: ignore[arg-type]
+            split=dict(by="source image", seed=split_seed, test_fraction=test_fraction,
+                       val_fraction=val_fraction, file=SPLIT_FILE,
+                       images={k: len(v) for k, v in split.items()},
+                       crops={k: s.counts() for k, s in sets.items()}),
+            settings=config.model_dump(),
+            epochs_run=len(history),
+            best_epoch=next((h["epoch"] for h in history if h.get("best")), None),
+            history=[{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()}
+                     for h in history],
+        ),
+        hcs_version=__version__,
+    )
+    metrics: dict[str, Any] = {}
+    if len(sets["test"].y):
+        from hcs.classify.infer import predict_proba
+        from hcs.train.metrics import classification_metrics
+
+        proba = predict_proba(LoadedModel(net, card, out), sets["test"].crops, device="cpu")
+        metrics = classification_metrics(sets["test"].y, proba, classes, n_boot=n_boot)
+        card.metrics = {"held_out_test": metrics}
+        log(f"held-out test ({len(split['test'])} images, {metrics['n']} crops): "
+            f"AUC {metrics['auc']:.4f}, balanced accuracy {metrics['balanced_accuracy']:.4f} "
+            f"(95% CI {metrics['balanced_accuracy_ci'][0]:.4f}-"
+            f"{metrics['balanced_accuracy_ci'][1]:.4f})")
+    extra = {SPLIT_FILE: json.dumps(split, indent=1) + "\n"}
+    readme = out / "README.md"
+    if readme.is_file():  # keep a hand-written model card README across re-training
+        extra["README.md"] = readme.read_text()
+    save_model(net, card, out, overwrite=overwrite, extra_files=extra)
+    log(f"wrote {out}")
+    return out, metrics
+
+
+def evaluate_model(
+    model: str | Path,
+    voc: str | Path | None = None,
+    folders: str | Path | None = None,
+    split_file: str | Path | None = None,
+    part: str = "test",
+    batch_size: int = 128,
+    device: str = "auto",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[dict[str, Any], CropSet, np.ndarray]:
+    """Score a model folder on annotated crops (optionally only ``part`` of a ``split.json``).
+
+    Returns the metrics dict (see :func:`~hcs.train.metrics.classification_metrics`), the crops
+    and the probabilities.
+    """
+    from hcs.assays.inputs import get_input_spec
+    from hcs.classify.infer import predict_proba
+    from hcs.classify.models import load_model
+    from hcs.train.metrics import classification_metrics
+
+    m = load_model(model)
+    card = m.card
+    try:
+        label_map = get_input_spec(card.assay).label_map
+    except InputError:
+        label_map = {}
+    if voc is not None and label_map:
+        label_map = {**label_map, **{c: c for c in card.classes}}
+    table = load_annotations(voc, folders, label_map or None)
+    if split_file is not None:
+        try:
+            split = json.loads(Path(split_file).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{split_file}: cannot read split file ({exc})") from None
+        if part not in split:
+            raise InputError(f"{split_file}: no part {part!r} (parts: {', '.join(split)})")
+        keep = table["source"].isin(split[part])
+        missing = set(split[part]) - set(table["source"])
+        if missing and keep.sum() == 0:
+            raise InputError(f"{split_file}: none of the {part} images are in the annotations")
+        table = table[keep]
+    cs = build_cropset(table, card.classes, card.crop.size, card.crop.margin, card.crop.square,
+                       card.crop.pad_mode, channels=card.in_chans)
+    proba = predict_proba(m, cs.crops, batch_size=batch_size, device=device)
+    return classification_metrics(cs.y, proba, card.classes, n_boot=n_boot, seed=seed), cs, proba
