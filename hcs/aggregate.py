@@ -193,6 +193,7 @@ def join_layout(wells: pd.DataFrame, layout: pd.DataFrame) -> pd.DataFrame:
     {'well': ['A01', 'A02'], 'n_analysed': [10, 0], 'condition': ['ctrl', 'drug'], \
 'missing': [False, True]}
     """
+    geometry = layout.attrs.get("geometry")  # merges below drop attrs: keep it for the result
     wells = _plate_well(wells, "wells table")
     layout = _plate_well(layout, layout.attrs.get("source", "layout")) if "plate" in layout \
         else _plate_well(layout.assign(plate="\0"), layout.attrs.get("source", "layout"))
@@ -220,8 +221,8 @@ def join_layout(wells: pd.DataFrame, layout: pd.DataFrame) -> pd.DataFrame:
         if c.startswith("qc_"):
             out[c] = out[c].astype("boolean").fillna(False).astype(bool)
     out.attrs = dict(wells.attrs)
-    if "geometry" in layout.attrs:
-        out.attrs["geometry"] = layout.attrs["geometry"]
+    if geometry is not None:
+        out.attrs["geometry"] = geometry
     return _finish(out)
 
 

@@ -130,3 +130,16 @@ def test_rejoining_a_layout_replaces_all_layout_columns():
     again = join_layout(w, second).set_index("well")
     assert again.loc["A01", "condition"] == "a" and "construct" not in again
     assert not again["not_in_layout"].any()
+
+
+def test_join_layout_keeps_the_layout_geometry_without_plate_column():
+    import pandas as pd
+
+    from hcs.aggregate import join_layout
+    from hcs.plate import PlateGeometry
+
+    wells = pd.DataFrame({"plate": ["p"], "well": ["A01"], "row": [0], "col": [0],
+                          "n_analysed": [10], "freq_x": [0.5]})
+    layout = pd.DataFrame({"well": ["A01", "A02"], "condition": ["ctrl", "drug"]})
+    layout.attrs["geometry"] = PlateGeometry.from_format(384)
+    assert join_layout(wells, layout).attrs["geometry"] == PlateGeometry(16, 24)

@@ -15,7 +15,6 @@ import numpy as np
 import zarr
 
 from hcs.errors import InputError
-from hcs.io.convert import write_plate
 from hcs.io.plate_meta import downsample2, pyramid_shapes, to_json_safe
 from hcs.plate import PlateGeometry, parse_well, row_name, well_name
 
@@ -26,7 +25,7 @@ __all__ = [
     "open_plate",
     "pyramid_shapes",
     "to_json_safe",
-    "write_plate",
+    "write_plate",  # noqa: F822 - provided lazily by __getattr__ below
 ]
 
 
@@ -197,3 +196,13 @@ def open_plate(path: str | Path) -> Plate:
         Lazy view: ``plate.field("B03", 0)`` is an xarray DataArray over dask.
     """
     return Plate(path)
+
+
+def __getattr__(name: str) -> Any:
+    # The writer pulls in ome-zarr and dask.array (seconds to import); readers of plates
+    # (``hcs report``, the engine's workers) should not pay for it.
+    if name == "write_plate":
+        from hcs.io.convert import write_plate
+
+        return write_plate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
