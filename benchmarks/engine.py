@@ -1,0 +1,158 @@
+"""Benchmark of the whole-plate engine (issue 6), with a plain single-process loop as baseline.
+
+Simulates a livedead plate (hcs.synth, Harmony export -> OME-Zarr) of 24 wells x 4 fields of
+1080 x 1080 px, then processes it (detect + classify every cell, write cells/) four ways in one
+run: a plain loop in this process (baseline), ``run_plate`` with 1 worker, with 2 workers, and
+with 2 workers on a 96-well plate (is the peak RSS per worker flat in plate size?). Prints
+fields/s, cells/s, speed-up, peak RSS per worker and scheduling overhead side by side.
+
+Scheduling overhead = 1 - (sum of task times) / (workers x wall time from first submit to last
+result): everything that is not a worker computing a field (task dispatch, result transfer,
+idle workers at the tail). Cluster start-up is reported separately.
+
+    python benchmarks/engine.py [--wells 24] [--big-wells 96] [--fields 4] [--size 1080]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from hcs.engine import process_field, run_plate
+from hcs.engine.model import save_random_model
+from hcs.engine.processor import EngineParams
+from hcs.plate import well_name
+
+
+def make_plate(work: Path, n_wells: int, fields: int, size: int) -> Path:
+    """Simulate ``n_wells`` livedead wells (row-major from A01) and convert them."""
+    from hcs.io import open_export
+    from hcs.io.omezarr import write_plate
+    from hcs.synth import simulate_plate
+
+    out = work / f"plate{n_wells}.ome.zarr"
+    if (out / "zarr.json").is_file():  # --keep folder of an earlier run: same seed, same plate
+        print(f"reusing {out}", flush=True)
+        return out
+    rows = [well_name(i // 12, i % 12) for i in range(n_wells)]
+    layout = work / f"layout{n_wells}.csv"
+    pd.DataFrame({"well": rows, "condition": ["dmso"] * n_wells,
+                  "role": ["sample"] * n_wells}).to_csv(layout, index=False)
+    t0 = time.perf_counter()
+    sim = simulate_plate(work / f"sim{n_wells}", layout, "livedead", fields=fields, size=size,
+                         seed=0, progress=False, overwrite=True)
+    plate = write_plate(open_export(sim.index_file.parent.parent),
+                        work / f"plate{n_wells}.ome.zarr", overwrite=True, progress=False)
+    shutil.rmtree(work / f"sim{n_wells}")
+    print(f"simulated + converted {n_wells} wells x {fields} fields ({size} px) in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return plate
+
+
+def baseline(plate: Path, model: Path, out: Path) -> dict:
+    """A plain loop over the fields in this process: no Dask at all."""
+    from hcs.engine.processor import get_processor
+    from hcs.engine.run import list_fields
+    from hcs.engine.tasks import _peak_rss_bytes
+    from hcs.io.omezarr import open_plate
+
+    params = EngineParams(plate=str(plate.resolve()), assay="livedead",
+                          model=str(model.resolve()))
+    fields = list_fields(open_plate(plate))
+    get_processor(params)  # load the model first, as the engine's workers do before timing
+    t0 = time.perf_counter()
+    cells = 0
+    for w, f in fields:
+        cells += process_field(params, str(out), w, f)["n_cells"]
+    wall = time.perf_counter() - t0
+    rss = _peak_rss_bytes()
+    return {"fields": len(fields), "cells": cells, "wall": wall, "startup": 0.0,
+            "rss": rss, "rss_quarter": float("nan"), "overhead": float("nan"), "workers": 1,
+            "task_s": wall / len(fields)}
+
+
+def engine(plate: Path, model: Path, out: Path, workers: int) -> dict:
+    t0 = time.perf_counter()
+    s = run_plate(plate, "livedead", model, out, workers=workers, gpus=0, progress=False)
+    total = time.perf_counter() - t0
+    if not s.ok:
+        raise SystemExit(f"benchmark run failed: {s.failures[:2]}")
+    tasks = pd.DataFrame(s.tasks)
+    busy = tasks["seconds"].sum()
+    # wall of the task phase: run_plate's own clock starts at the first submit, after the
+    # workers have started and loaded the model (start-up, reported separately)
+    wall = s.seconds
+    # peak RSS of each worker after a quarter of its fields vs at the end (growth = a leak)
+    quarter = tasks.groupby("pid")["peak_rss"].apply(lambda r: r.iloc[max(len(r) // 4 - 1, 0)])
+    return {"fields": s.fields_done, "cells": s.cells, "wall": wall, "startup": total - wall,
+            "rss": tasks.groupby("pid")["peak_rss"].max().max(), "rss_quarter": quarter.max(),
+            "overhead": 1 - busy / (workers * wall), "workers": workers,
+            "task_s": tasks["seconds"].mean()}
+
+
+HEADER = (f"{'':34s}{'fields':>7s}{'cells':>8s}{'wall s':>8s}{'fields/s':>9s}{'cells/s':>9s}"
+          f"{'vs 1w':>7s}{'task s':>7s}{'RSS/worker MB':>14s}{'(at 1/4)':>9s}{'overhead':>9s}"
+          f"{'start s':>8s}")
+
+
+def show(name: str, r: dict, ref: dict | None) -> None:
+    speed = (r["fields"] / r["wall"]) / (ref["fields"] / ref["wall"]) if ref else float("nan")
+    print(f"{name:34s}{r['fields']:7d}{r['cells']:8d}{r['wall']:8.1f}"
+          f"{r['fields'] / r['wall']:9.2f}{r['cells'] / r['wall']:9.1f}{speed:6.2f}x"
+          f"{r['task_s']:7.2f}{r['rss'] / 2**20:14.0f}{r['rss_quarter'] / 2**20:9.0f}"
+          f"{r['overhead']:9.1%}{r['startup']:8.1f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--wells", type=int, default=24)
+    ap.add_argument("--big-wells", type=int, default=96, help="0 to skip the RSS check")
+    ap.add_argument("--fields", type=int, default=4)
+    ap.add_argument("--size", type=int, default=1080)
+    ap.add_argument("--arch", default="lcnet_050", help="timm architecture of the model")
+    ap.add_argument("--keep", default=None, help="Work folder to keep (default: temporary)")
+    args = ap.parse_args()
+
+    work = Path(args.keep or tempfile.mkdtemp(prefix="hcs-bench-engine-"))
+    work.mkdir(parents=True, exist_ok=True)
+    for old in ("loop", "w1", "w2", "big"):  # runs of an earlier --keep benchmark
+        shutil.rmtree(work / old, ignore_errors=True)
+    print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
+          f"(other processes share the CPUs: speed-ups are lower bounds)", flush=True)
+    model = save_random_model(work / "model", "livedead", ["brightfield"], args.arch,
+                              crop_size=48)  # seeded: the same weights every time
+    plate = make_plate(work, args.wells, args.fields, args.size)
+    print(f"\nplate: {args.wells} wells x {args.fields} fields, {args.size} px, model "
+          f"{args.arch}; 'vs 1w' = fields/s relative to the 1-worker engine run")
+    print(HEADER, flush=True)
+    rows = {}
+    rows["plain loop (baseline)"] = baseline(plate, model, work / "loop")
+    show("plain loop (baseline)", rows["plain loop (baseline)"], None)
+    for n in (1, 2):
+        name = f"engine {n} worker{'s' if n > 1 else ''}"
+        rows[name] = engine(plate, model, work / f"w{n}", n)
+        show(name, rows[name], rows["engine 1 worker"])
+    if args.big_wells:
+        big = make_plate(work, args.big_wells, args.fields, args.size)
+        name = f"engine 2 workers, {args.big_wells} wells"
+        rows[name] = engine(big, model, work / "big", 2)
+        show(name, rows[name], rows["engine 1 worker"])
+    print(f"loadavg now {os.getloadavg()[0]:.1f}")
+    same = all(
+        pd.read_parquet(p).equals(pd.read_parquet(work / "w2" / p.relative_to(work / "w1")))
+        for p in (work / "w1" / "cells").rglob("*.parquet"))
+    print(f"cell tables identical with 1 and 2 workers: {same}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    sys.exit(0 if same else 1)
+
+
+if __name__ == "__main__":
+    main()

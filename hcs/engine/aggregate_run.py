@@ -1,0 +1,111 @@
+"""``hcs aggregate RUN_DIR``: cell tables -> ``wells.parquet``, one well in memory at a time.
+
+Only the ``plate``, ``well`` and ``label`` columns of one well's files are read at once and turned
+into one count row by :func:`hcs.aggregate.counts_from_cells`; the count rows (one per well) are
+then made into the ``wells.parquet`` table by :func:`hcs.aggregate.well_table`. Memory grows with
+the number of wells, never with the number of cells.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from hcs.errors import InputError
+
+__all__ = ["aggregate_run"]
+
+
+def _well_dirs(cells: Path) -> list[Path]:
+    from hcs.plate import parse_well
+
+    dirs = []
+    for d in cells.iterdir():
+        if d.is_dir() and not d.name.startswith("."):
+            try:
+                dirs.append((parse_well(d.name), d))
+            except InputError:
+                raise InputError(f"{d}: not a well folder (expected names like B03)") from None
+    return [d for _, d in sorted(dirs)]
+
+
+def aggregate_run(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    assay: str | None = None,
+    overwrite: bool = False,
+) -> tuple[pd.DataFrame, Path]:
+    """Count labels per well from ``RUN_DIR/cells/`` and write ``wells.parquet``.
+
+    Parameters
+    ----------
+    run_dir
+        A run folder written by ``hcs run``.
+    out
+        Output file (default ``RUN_DIR/wells.parquet``).
+    assay
+        Assay name (default: from ``RUN_DIR/run.json``).
+    overwrite
+        Replace an existing output.
+
+    Returns
+    -------
+    (pandas.DataFrame, Path)
+        The well table and where it was written, with ``n_fields`` (cell tables read) and,
+        when the run recorded failures, ``n_fields_failed`` per well.
+    """
+    import pyarrow.parquet as pq
+
+    from hcs.aggregate import counts_from_cells, well_table, write_table
+    from hcs.assays import get_assay
+
+    run_dir = Path(run_dir)
+    cells = run_dir / "cells"
+    if not cells.is_dir():
+        raise InputError(f"{run_dir}: no cells/ folder (is it a run folder of `hcs run`?)")
+    meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() \
+        else {}
+    assay_def = get_assay(assay or meta.get("assay") or "")
+    out = Path(out) if out else run_dir / "wells.parquet"
+    if out.exists() and not overwrite:
+        from hcs.errors import OutputExistsError
+
+        raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    rows = []
+    for wdir in _well_dirs(cells):
+        files = sorted(wdir.glob("*.parquet"), key=lambda p: int(p.stem) if p.stem.isdigit()
+                       else -1)
+        parts = []
+        for f in files:
+            try:
+                parts.append(pq.read_table(f, columns=["plate", "well", "label"]).to_pandas())
+            except Exception as exc:
+                raise InputError(f"{f}: cannot read the cell table ({exc})") from None
+        well_cells = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+            {"plate": [], "well": [], "label": []})
+        if len(well_cells):
+            counts = counts_from_cells(well_cells, assay_def)
+        else:
+            counts = pd.DataFrame({"plate": [meta.get("plate_name", "plate")],
+                                   "well": [wdir.name]})
+            for c in assay_def.classes:
+                counts[f"n_{c}"] = 0
+            counts["n_detected"] = 0
+        counts["n_fields"] = len(files)
+        rows.append(counts)
+    if not rows:
+        raise InputError(f"{cells}: no cell tables")
+    counts = pd.concat(rows, ignore_index=True)
+    wells = well_table(counts.drop(columns="n_fields"), assay_def)
+    wells.insert(wells.columns.get_loc("n_detected"), "n_fields",
+                 counts.set_index("well").loc[wells["well"], "n_fields"].to_numpy())
+    failed = run_dir / "failures.parquet"
+    if failed.exists():
+        fails = pd.read_parquet(failed)
+        wells["n_fields_failed"] = wells["well"].map(
+            fails.groupby("well").size()).fillna(0).astype("int64")
+    write_table(wells, out, overwrite=overwrite)
+    return wells, out

@@ -1,0 +1,171 @@
+"""Where the work runs: an embedded LocalCluster, or an existing Dask scheduler.
+
+GPUs are a Dask *resource*: each GPU worker advertises ``GPU=1`` and every field task (which
+runs the model) asks for one, so a worker never runs two inferences on its GPU at once. With no
+GPU everything runs on plain CPU workers. ``dask-cuda``'s ``LocalCUDACluster`` (one worker per
+GPU, each pinned with ``CUDA_VISIBLE_DEVICES``) is used for ``--gpus`` > 1 when installed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from hcs.errors import InputError
+
+__all__ = ["ClusterHandle", "count_gpus", "describe_cluster", "start_cluster"]
+
+
+def count_gpus() -> int:
+    """CUDA devices visible to this process (0 without torch or without a GPU)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def resolve_gpus(gpus: str | int) -> int:
+    """``auto`` -> :func:`count_gpus`; a number is checked against what is visible.
+
+    Examples
+    --------
+    >>> resolve_gpus("0")
+    0
+    """
+    if str(gpus).strip().lower() == "auto":
+        return count_gpus()
+    try:
+        n = int(gpus)
+    except ValueError:
+        raise InputError(f"--gpus must be auto or a number, got {gpus!r}") from None
+    if n < 0:
+        raise InputError(f"--gpus must be >= 0, got {n}")
+    if n and n > count_gpus():
+        raise InputError(f"--gpus {n}: only {count_gpus()} CUDA device(s) visible here")
+    return n
+
+
+@dataclass
+class ClusterHandle:
+    """A connected client, the cluster it owns (None for an external scheduler), the resources
+    field tasks must ask for, and a JSON description for ``run.json``."""
+
+    client: Any
+    cluster: Any | None
+    resources: dict[str, float] | None
+    description: dict[str, Any] = field(default_factory=dict)
+    threads_per_worker: int = 1
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+
+
+def start_cluster(
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    scheduler: str | None = None,
+    gpus: str | int = "auto",
+) -> ClusterHandle:
+    """Connect to ``scheduler`` or start a LocalCluster sized to this machine.
+
+    Parameters
+    ----------
+    workers
+        Worker processes of the embedded cluster (default: CPUs // threads_per_worker, or one
+        per GPU with GPUs). Ignored with ``scheduler``.
+    threads_per_worker
+        Threads per worker process (also torch's intra-op threads).
+    scheduler
+        Address of an existing scheduler (``tcp://host:8786``); its workers are used as they
+        are (start GPU workers with ``--resources GPU=1``).
+    gpus
+        ``auto``, ``0`` (CPU only) or the number of GPUs to use.
+    """
+    from distributed import Client, LocalCluster
+
+    if threads_per_worker < 1:
+        raise InputError(f"--threads-per-worker must be >= 1, got {threads_per_worker}")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
+        info = client.scheduler_info()
+        n_gpu_workers = sum(1 for w in info["workers"].values()
+                            if w.get("resources", {}).get("GPU", 0) >= 1)
+        want = str(gpus).strip().lower()
+        if want not in ("auto", "0") and n_gpu_workers == 0:
+            client.close()
+            raise InputError(f"--gpus {gpus}: no worker of {scheduler} offers a GPU resource "
+                             f"(start them with `dask worker ... --resources GPU=1`)")
+        use_gpu = n_gpu_workers > 0 and want != "0"
+        handle = ClusterHandle(client, None, {"GPU": 1} if use_gpu else None,
+                               threads_per_worker=threads_per_worker)
+        handle.description = describe_cluster(client, "external", scheduler)
+        return handle
+
+    n_gpus = resolve_gpus(gpus)
+    cpus = os.cpu_count() or 1
+    if workers is None:
+        workers = n_gpus or max(1, cpus // threads_per_worker)
+    mem = int(psutil.virtual_memory().total / workers)
+    kind = "LocalCluster"
+    if n_gpus > 1:
+        try:
+            from dask_cuda import LocalCUDACluster
+
+            cluster = LocalCUDACluster(n_workers=n_gpus, threads_per_worker=threads_per_worker,
+                                       resources={"GPU": 1}, memory_limit=mem)
+            kind = "LocalCUDACluster"
+        except ImportError:
+            cluster = None
+    else:
+        cluster = None
+    if cluster is None:
+        import dask
+
+        resources = {"GPU": 1} if n_gpus else None
+        # a field that kills its worker (out of memory) is given up after one retry, not three
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                                   processes=True, memory_limit=mem, resources=resources,
+                                   dashboard_address=None)
+    client = Client(cluster)
+    handle = ClusterHandle(client, cluster, {"GPU": 1} if n_gpus else None,
+                           threads_per_worker=threads_per_worker)
+    handle.description = describe_cluster(client, kind, None)
+    handle.description["gpus"] = n_gpus
+    return handle
+
+
+def _sum_resources(workers: Any) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for w in workers:
+        for k, v in (w.get("resources") or {}).items():
+            total[k] = total.get(k, 0) + float(v)
+    return total
+
+
+def describe_cluster(client: Any, kind: str, address: str | None) -> dict[str, Any]:
+    """Workers, threads, memory and resources of a connected cluster (for ``run.json``)."""
+    info = client.scheduler_info()
+    ws = info.get("workers", {})
+    return {
+        "kind": kind,
+        "scheduler": address or info.get("address"),
+        "workers": len(ws),
+        "threads": sum(int(w.get("nthreads", 0)) for w in ws.values()),
+        "memory_limit_bytes": sum(int(w.get("memory_limit") or 0) for w in ws.values()),
+        "resources": _sum_resources(ws.values()),
+        "host_cpus": os.cpu_count(),
+    }

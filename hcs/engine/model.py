@@ -1,0 +1,138 @@
+"""The classifier as the engine sees it: a model folder loaded once per worker, its input
+channels matched to the plate's channels.
+
+Model folders (``model.safetensors`` + ``model.yaml``) are read and verified by
+:func:`hcs.classify.models.load_model`; :func:`load_classifier` keeps one per (folder, weights
+sha256) in each worker process, so a worker loads a model once however many fields it runs.
+A card names its input channels by role (``brightfield``, ``nucleus``, ``membrane`` ...);
+:func:`plate_channel_for` finds the plate channel playing each role.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from hcs.errors import InputError
+
+__all__ = ["load_classifier", "model_card", "plate_channel_for", "save_random_model"]
+
+# role -> pattern of plate channel names playing it
+_ROLE_PATTERNS: dict[str, str] = {
+    "nucleus": r"hoechst|dapi|nucle|draq|sytox|h2b|dna",
+    "hoechst": r"hoechst|dapi",
+    "brightfield": r"bright|^bf$|trans|phase",
+    "membrane": r"membrane|cellmask|wga|cadherin|568",
+    "dead": r"\bpi\b|propidium|sytox|dead",
+    "red": r"bright|^bf$|trans",  # RGB brightfield models get the grey brightfield replicated
+    "green": r"bright|^bf$|trans",
+    "blue": r"bright|^bf$|trans",
+}
+
+_CACHE: dict[tuple[str, str], Any] = {}
+_LOCK = threading.Lock()
+LOADS: list[str] = []  # model folders this process loaded, in order (tests check "once")
+
+
+def _folder(model: str | Path) -> Path:
+    p = Path(model)
+    if p.name in ("model.yaml", "model.safetensors"):
+        p = p.parent
+    if not p.exists() and not p.is_absolute():
+        shipped = Path(__file__).resolve().parents[2] / "models" / p
+        if shipped.is_dir():
+            p = shipped
+    if not (p / "model.yaml").is_file():
+        raise InputError(f"{model}: not a model folder (no model.yaml; see models/)")
+    return p.resolve()
+
+
+def model_card(model: str | Path) -> tuple[Path, Any]:
+    """``(folder, card)`` of a model folder (or a name under the repository's ``models/``)."""
+    from hcs.classify.models import read_card
+
+    folder = _folder(model)
+    return folder, read_card(folder)
+
+
+def load_classifier(folder: str | Path, sha256: str) -> Any:
+    """The :class:`hcs.classify.models.LoadedModel` of ``folder``, loaded once per process."""
+    from hcs.classify.models import load_model
+
+    key = (str(folder), sha256)
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load_model(folder)
+            LOADS.append(key[0])
+        return _CACHE[key]
+
+
+def plate_channel_for(role: str, channels: list[str], mapping: dict[str, str] | None = None
+                      ) -> int:
+    """Index of the plate channel playing ``role``.
+
+    An explicit ``mapping`` (role -> plate channel name or index) wins; then a channel named
+    like the role; then the usual stain names of the role.
+
+    Examples
+    --------
+    >>> plate_channel_for("brightfield", ["HOECHST 33342", "Brightfield"])
+    1
+    >>> plate_channel_for("nucleus", ["Alexa 488", "DAPI"])
+    1
+    >>> plate_channel_for("membrane", ["a", "b"], {"membrane": "b"})
+    1
+    """
+    low = [c.lower() for c in channels]
+    if mapping and role in mapping:
+        want = str(mapping[role])
+        if want.isdigit() and int(want) < len(channels):
+            return int(want)
+        if want.lower() in low:
+            return low.index(want.lower())
+        raise InputError(f"channel map {role}={want}: no such plate channel ({channels})")
+    if role.lower() in low:
+        return low.index(role.lower())
+    pattern = _ROLE_PATTERNS.get(role.lower())
+    if pattern:
+        for i, c in enumerate(channels):
+            if re.search(pattern, c, re.IGNORECASE):
+                return i
+    raise InputError(f"the model needs a {role!r} channel; none of the plate channels "
+                     f"{channels} looks like one (map it with --channels {role}=NAME)")
+
+
+def save_random_model(
+    out: str | Path,
+    assay: str,
+    channels: list[str],
+    architecture: str = "test_resnet",
+    crop_size: int = 32,
+    margin: float = 0.25,
+    seed: int = 0,
+) -> Path:
+    """A seeded, untrained model folder in the real format (for tests and benchmarks).
+
+    Its predictions are meaningless but deterministic, so the engine's outputs can be compared
+    exactly between runs, worker counts and resumptions.
+    """
+    import torch
+
+    from hcs.assays import get_assay
+    from hcs.classify.models import ModelCard, create_classifier, save_model
+
+    classes = list(get_assay(assay).classes)
+    torch.manual_seed(seed)
+    net = create_classifier(architecture, len(classes), len(channels))
+    card = ModelCard(
+        name=Path(out).name, assay=assay, classes=classes, architecture=architecture,
+        in_chans=len(channels), channels=[{"name": c} for c in channels],
+        crop=dict(size=crop_size, margin=margin, square=True, pad_mode="constant"),
+        normalisation=dict(scale=1 / 255, mean=[0.5] * len(channels),
+                           std=[0.25] * len(channels)),
+        thresholds={"rule": "argmax"},
+        training={"data": f"none: random initialisation (seed {seed}), for tests"},
+    )
+    return save_model(net, card, out, overwrite=True)

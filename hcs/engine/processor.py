@@ -1,0 +1,250 @@
+"""Per-field processing: preprocess, detect, crop, classify -> one cell table.
+
+:class:`FieldProcessor` is the protocol the engine schedules: built once per worker from
+validated :class:`EngineParams` (so the CLI, a Dask task and a test call the same thing), then
+``process(image, meta)`` per field. :class:`PipelineProcessor` is the default implementation
+(classical detector + timm classifier); :func:`get_processor` caches one per worker process.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hcs.errors import InputError
+
+__all__ = ["EngineParams", "FieldMeta", "FieldProcessor", "PipelineProcessor", "compose_field",
+           "field_crops", "get_processor", "nucleus_channel_index"]
+
+_NUCLEAR = re.compile(r"hoechst|dapi|nucle|draq|sytox|h2b", re.IGNORECASE)
+
+
+class EngineParams(BaseModel):
+    """Everything a worker needs to process fields; validated once, sent to every task."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    plate: str
+    assay: str
+    model: str
+    detector: str = "threshold"
+    nucleus_channel: str | int | None = None
+    batch_size: int = Field(64, ge=1, le=4096)
+    seed: int = 0
+    device: str = "auto"
+    torch_threads: int = Field(1, ge=1)
+    channel_map: tuple[tuple[str, str], ...] = ()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "auto" and v != "cpu" and not re.fullmatch(r"cuda(:\d+)?", v):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+
+@dataclass(frozen=True)
+class FieldMeta:
+    """Where a field comes from: names written into every row of its cell table."""
+
+    plate: str
+    well: str
+    row: int
+    col: int
+    field: int
+    channels: tuple[str, ...]
+    pixel_size_um: float
+
+
+class FieldProcessor(Protocol):
+    """Turns one field ``(c, z, y, x)`` (timepoint already chosen) into its cell table."""
+
+    def process(self, image: np.ndarray, meta: FieldMeta) -> pd.DataFrame: ...
+
+
+def nucleus_channel_index(channels: tuple[str, ...] | list[str], wanted: str | int | None) -> int:
+    """Index of the nuclear-stain channel: ``wanted`` (name or index), else the first channel
+    whose name looks nuclear (Hoechst, DAPI, DRAQ5 ...), else 0.
+
+    Examples
+    --------
+    >>> nucleus_channel_index(["Brightfield", "HOECHST 33342", "PI"], None)
+    1
+    >>> nucleus_channel_index(["a", "b"], "b")
+    1
+    """
+    return _channel_index(list(channels), wanted) if wanted is not None else next(
+        (i for i, c in enumerate(channels) if _NUCLEAR.search(str(c))), 0)
+
+
+def _channel_index(channels: list[str], wanted: str | int) -> int:
+    if isinstance(wanted, int) or str(wanted).isdigit():
+        i = int(wanted)
+        if not 0 <= i < len(channels):
+            raise InputError(f"channel index {i} is outside the plate's {len(channels)} channels")
+        return i
+    low = [c.lower() for c in channels]
+    if str(wanted).lower() not in low:
+        raise InputError(f"channel {wanted!r} is not in the plate (channels: {channels})")
+    return low.index(str(wanted).lower())
+
+
+def field_crops(
+    planes: np.ndarray, boxes: np.ndarray, size: int, margin: float = 0.0,
+    square: bool = True, pad_mode: str = "constant",
+) -> np.ndarray:
+    """``N x size x size x C`` float32 crops of a composed field ``(H, W, C)``, one per box,
+    cut exactly as for training (:func:`hcs.classify.crops.crop_box`).
+
+    Examples
+    --------
+    >>> img = np.zeros((20, 20, 1), np.float32); img[5:10, 5:10] = 255
+    >>> c = field_crops(img, np.array([[5.0, 5.0, 10.0, 10.0]]), size=5)
+    >>> c.shape, float(c.min())
+    ((1, 5, 5, 1), 255.0)
+    """
+    from hcs.classify.crops import crop_box
+
+    out = np.zeros((len(boxes), size, size, planes.shape[2]), np.float32)
+    for i, box in enumerate(boxes):
+        out[i] = crop_box(planes, box, size, margin, square, pad_mode)
+    return out
+
+
+def compose_field(planes: np.ndarray, indices: list[int], modes: list[str]) -> np.ndarray:
+    """``(H, W, C)`` float32 model input of a field: the chosen planes, each rescaled to 0-255
+    by its field's 1-99.8 percentiles (``percentile``) or, for 8-bit data, used as is
+    (``none``; 16-bit planes are always rescaled, their values have no 0-255 meaning)."""
+    from hcs.classify.crops import rescale_0_255
+
+    out = []
+    for i, m in zip(indices, modes, strict=True):
+        p = planes[i]
+        if m == "none" and p.dtype == np.uint8:
+            out.append(p.astype(np.float32))
+        else:
+            out.append(rescale_0_255(p, 0.0, 100.0) if np.ptp(p) == 0 else rescale_0_255(p))
+    return np.stack(out, axis=-1)
+
+
+def _resolve_device(device: str) -> str:
+    """``auto``: the worker's CUDA device (by worker name, round robin) or the CPU."""
+    import torch
+
+    if device != "auto":
+        return device
+    if not torch.cuda.is_available():
+        return "cpu"
+    index = 0
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+        index = int(name) % torch.cuda.device_count() if str(name).isdigit() else 0
+    except (ImportError, ValueError):
+        pass
+    return f"cuda:{index}"
+
+
+class PipelineProcessor:
+    """Classical detection on the nuclear channel + the model of ``params.model`` on crops."""
+
+    def __init__(self, params: EngineParams) -> None:
+        import torch
+
+        from hcs.assays import get_assay
+        from hcs.assays.inputs import get_input_spec
+        from hcs.assays.rules import get_rule
+        from hcs.detect import available_methods
+        from hcs.engine.model import load_classifier, model_card
+
+        self.params = params
+        self.assay = get_assay(params.assay)
+        self.rule = get_rule(self.assay.name)
+        if params.detector not in available_methods():
+            raise InputError(f"detector {params.detector!r} is not available here "
+                             f"(available: {', '.join(available_methods())})")
+        folder, card = model_card(params.model)
+        if card.assay != self.assay.name or set(card.classes) != set(self.assay.classes):
+            raise InputError(f"model {card.name} ({card.assay}: {card.classes}) is not a model "
+                             f"of assay {self.assay.name} ({list(self.assay.classes)})")
+        spec = get_input_spec(self.assay.name)
+        known = {c.name: c.rescale for c in spec.channels + spec.optional_channels}
+        self.roles = [c.name for c in card.channels]
+        self.modes = [known.get(r, "percentile") for r in self.roles]
+        torch.manual_seed(params.seed)
+        torch.set_num_threads(params.torch_threads)
+        self.device = _resolve_device(params.device)
+        self.model = load_classifier(folder, card.sha256)
+        self.card = self.model.card
+        self._order = [list(self.card.classes).index(c) for c in self.assay.classes]
+
+    def process(self, image: np.ndarray, meta: FieldMeta) -> pd.DataFrame:
+        """Cell table of one field ``(c, z, y, x)``: DESIGN.md ``cells/`` columns, by cell_id."""
+        from hcs.assays.rules import apply_rule
+        from hcs.classify.infer import predict_proba
+        from hcs.detect import detect
+        from hcs.engine.model import plate_channel_for
+
+        if image.ndim != 4:
+            raise InputError(f"well {meta.well} field {meta.field}: expected (c, z, y, x), "
+                             f"got shape {image.shape}")
+        planes = image.max(axis=1)  # z max-projection, dtype kept
+        nuc = nucleus_channel_index(meta.channels, self.params.nucleus_channel)
+        det = detect(planes[nuc], method=self.params.detector, pixel_size_um=meta.pixel_size_um)
+        mapping = dict(self.params.channel_map)
+        idx = [plate_channel_for(r, list(meta.channels), mapping) for r in self.roles]
+        composed = compose_field(planes, idx, self.modes)
+        c = self.card.crop
+        crops = field_crops(composed, det.boxes, c.size, c.margin, c.square, c.pad_mode)
+        if len(crops):
+            probs = predict_proba(self.model, crops, self.params.batch_size, self.device)
+        else:
+            probs = np.zeros((0, len(self.card.classes)), np.float32)
+        probs = probs[:, self._order]
+        labels = apply_rule(probs, self.assay.classes, self.rule) if len(probs) else []
+        return _cell_table(det.to_frame(), probs, labels, self.assay.classes, meta,
+                           planes.shape[1:], self.assay.name, self.card.name)
+
+
+def _cell_table(frame: pd.DataFrame, probs: np.ndarray, labels: Any, classes: tuple[str, ...],
+                meta: FieldMeta, shape: tuple[int, ...], assay: str, model: str) -> pd.DataFrame:
+    n = len(frame)
+    head = pd.DataFrame({
+        "plate": pd.Series([meta.plate] * n, dtype="string"),
+        "well": pd.Series([meta.well] * n, dtype="string"),
+        "row": np.full(n, meta.row, np.int64),
+        "col": np.full(n, meta.col, np.int64),
+        "field": np.full(n, meta.field, np.int64),
+    })
+    frame = frame.drop(columns=[c for c in ("class_id",) if c in frame])
+    out = pd.concat([head, frame.reset_index(drop=True)], axis=1)
+    out["assay"] = pd.Series([assay] * n, dtype="string")
+    out["model"] = pd.Series([model] * n, dtype="string")
+    for j, c in enumerate(classes):
+        out[f"p_{c}"] = probs[:, j].astype(np.float32) if n else np.zeros(0, np.float32)
+    out["label"] = pd.Series([str(v) for v in labels], dtype="string")
+    out["confidence"] = probs.max(axis=1).astype(np.float32) if n else np.zeros(0, np.float32)
+    h, w = shape
+    out["qc_border"] = ((out["bbox_x0"] <= 0) | (out["bbox_y0"] <= 0)
+                        | (out["bbox_x1"] >= w) | (out["bbox_y1"] >= h)).astype(bool)
+    return out.sort_values("cell_id", kind="stable").reset_index(drop=True)
+
+
+_PROCESSORS: dict[str, FieldProcessor] = {}
+_LOCK = threading.Lock()
+
+
+def get_processor(params: EngineParams) -> FieldProcessor:
+    """The worker's :class:`PipelineProcessor` for ``params`` (built on first use)."""
+    key = params.model_dump_json()
+    with _LOCK:
+        if key not in _PROCESSORS:
+            _PROCESSORS[key] = PipelineProcessor(params)
+        return _PROCESSORS[key]

@@ -1,0 +1,338 @@
+"""Whole-plate orchestration: fields -> Dask tasks -> ``cells/``, with resume, retries and a lock.
+
+:func:`run_plate` lists the fields of a plate, skips those whose cell table exists (``resume``),
+submits one task per remaining field (retried once by Dask, then recorded in
+``failures.parquet``), shows progress, and writes ``run.json`` (provenance) at the start and the
+end. Every output file is written atomically, so a run killed at any moment resumes exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from hcs.engine.lock import RunLock
+from hcs.engine.processor import EngineParams
+from hcs.engine.tasks import atomic_write_parquet, cells_path, process_field
+from hcs.errors import InputError, OutputExistsError
+
+__all__ = ["RunSummary", "list_fields", "run_plate"]
+
+#: run.json keys that must match for ``--resume`` to continue a run.
+RESUME_KEYS = ("plate_metadata_sha256", "assay", "model_sha256", "detector", "nucleus_channel",
+               "channel_map")
+
+
+@dataclass
+class RunSummary:
+    """What a run did: fields total / processed now / skipped (already done) / failed."""
+
+    run_dir: str
+    fields_total: int
+    fields_done: int
+    fields_skipped: int
+    fields_failed: int
+    cells: int
+    seconds: float
+    warmup_seconds: float = 0.0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.fields_failed == 0
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _plate_checksum(plate_path: Path) -> str:
+    meta = plate_path / "zarr.json"
+    if not meta.is_file():
+        meta = plate_path / ".zattrs"
+    return hashlib.sha256(meta.read_bytes()).hexdigest()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def list_fields(plate: Any, wells: list[str] | None = None) -> list[tuple[str, int]]:
+    """``(well, field)`` pairs of the plate in row-major well order, optionally only ``wells``."""
+    from hcs.plate import parse_well, well_name
+
+    if wells:
+        names = []
+        for w in wells:
+            name = well_name(*parse_well(w.strip()))
+            if name not in plate.wells:
+                raise InputError(f"--wells: well {w} is not in {plate.path}")
+            names.append(name)
+        chosen = [w for w in plate.wells if w in set(names)]
+    else:
+        chosen = list(plate.wells)
+    return [(w, f) for w in chosen for f in plate.fields(w)]
+
+
+def _failure(well: str, field_: int, exc: BaseException) -> dict[str, Any]:
+    tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return {"well": well, "field": int(field_), "error_type": type(exc).__name__,
+            "error": str(exc) or tb, "attempts": 2, "time": _now()}
+
+
+def _progress(enabled: bool, total: int):  # noqa: ANN202 - rich types only when enabled
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("fields"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.1f} cells/s"), TextColumn("failed {task.fields[failed]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        disable=not enabled, transient=False,
+    )
+
+
+def _prepare(run_dir: Path, params: EngineParams, resume: bool, record: dict) -> None:
+    previous = run_dir / "run.json"
+    has_cells = (run_dir / "cells").is_dir() and any((run_dir / "cells").rglob("*.parquet"))
+    if not resume and (has_cells or previous.exists()):
+        raise OutputExistsError(f"{run_dir} already holds a run; pass --resume to continue it "
+                                f"or choose another --out")
+    if resume and previous.exists():
+        old = json.loads(previous.read_text())
+        diff = [k for k in RESUME_KEYS if old.get(k) != record.get(k)]
+        if diff:
+            raise InputError(f"{previous}: cannot resume, the run used different "
+                             f"{', '.join(diff)} ({', '.join(str(old.get(k)) for k in diff)})")
+
+
+def run_plate(
+    plate: str | Path,
+    assay: str,
+    model: str | Path,
+    out: str | Path,
+    *,
+    detector: str = "threshold",
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    scheduler: str | None = None,
+    gpus: str | int = "auto",
+    resume: bool = False,
+    wells: list[str] | None = None,
+    batch_size: int = 64,
+    nucleus_channel: str | int | None = None,
+    channel_map: dict[str, str] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> RunSummary:
+    """Process every field of a plate into ``OUT/cells/<well>/<field>.parquet``.
+
+    Parameters
+    ----------
+    plate, assay, model, out
+        The OME-Zarr plate, the assay name, the model folder and the run folder.
+    detector
+        Detection method (:func:`hcs.detect.available_methods`).
+    workers, threads_per_worker, scheduler, gpus
+        Where to run (:func:`hcs.engine.cluster.start_cluster`).
+    resume
+        Continue a run in ``out``: fields with a cell table are skipped.
+    wells
+        Only these wells.
+    batch_size
+        Crops per inference batch.
+    nucleus_channel
+        Channel name or index for detection (default: the first nuclear-looking channel).
+    channel_map
+        Model input role -> plate channel (default: matched by name, see
+        :func:`hcs.engine.model.plate_channel_for`).
+    seed
+        Seed of torch on every worker (outputs do not depend on it for a trained model in eval
+        mode; it is recorded for provenance).
+    progress
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    RunSummary
+        ``ok`` is False when a field failed twice (it is listed in ``OUT/failures.parquet``).
+    """
+    from distributed import as_completed
+
+    from hcs import __version__
+    from hcs.engine.cluster import start_cluster
+    from hcs.engine.model import model_card
+    from hcs.engine.processor import get_processor
+    from hcs.io.omezarr import open_plate
+
+    plate_path = Path(plate).resolve()
+    run_dir = Path(out)
+    pl = open_plate(plate_path)
+    folder, card = model_card(model)
+    try:
+        params = EngineParams(plate=str(plate_path), assay=assay, model=str(folder),
+                              detector=detector, nucleus_channel=nucleus_channel,
+                              batch_size=batch_size, seed=seed, torch_threads=threads_per_worker,
+                              device="cpu" if str(gpus).strip() == "0" else "auto",
+                              channel_map=tuple(sorted((channel_map or {}).items())))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    get_processor(params)  # validate assay/model/detector here, before any cluster starts
+    fields = list_fields(pl, wells)
+    record: dict[str, Any] = {
+        "hcs_version": __version__, "status": "running", "plate": str(plate_path),
+        "plate_metadata_sha256": _plate_checksum(plate_path), "assay": assay,
+        "model": card.name, "model_path": str(folder), "model_sha256": card.sha256,
+        "model_architecture": card.architecture, "detector": detector,
+        "nucleus_channel": nucleus_channel, "channel_map": dict(params.channel_map),
+        "parameters": {"batch_size": batch_size, "seed": seed, "wells": wells,
+                       "threads_per_worker": threads_per_worker, "gpus": str(gpus),
+                       "resume": resume},
+        "fields_total": len(fields), "start": _now(), "end": None,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        _prepare(run_dir, params, resume, record)
+        for tmp in (run_dir / "cells").glob("*/.*.tmp"):  # half-written by a killed run
+            tmp.unlink(missing_ok=True)
+        todo = [(w, f) for w, f in fields if not cells_path(run_dir, w, f).exists()]
+        skipped = len(fields) - len(todo)
+        handle = start_cluster(workers, threads_per_worker, scheduler, gpus) if todo else None
+        record["cluster"] = handle.description if handle else None
+        _write_json(run_dir / "run.json", record)
+        summary = RunSummary(str(run_dir), len(fields), 0, skipped, 0, 0, 0.0)
+        t0 = time.perf_counter()
+        try:
+            if handle is not None:
+                summary.warmup_seconds = _warm_up(handle.client, params)
+                t0 = time.perf_counter()
+                _execute(handle, params, run_dir, todo, summary, progress, as_completed)
+            record["status"] = "failed" if summary.failures else "complete"
+        except BaseException:
+            record["status"] = "interrupted"
+            raise
+        finally:
+            summary.seconds = time.perf_counter() - t0
+            if handle is not None:
+                handle.close()
+            failures = pd.DataFrame(summary.failures, columns=[
+                "well", "field", "error_type", "error", "attempts", "time"])
+            atomic_write_parquet(failures.astype({"field": "int64", "attempts": "int64"}),
+                                 run_dir / "failures.parquet")
+            record.update(end=_now(), fields_done=summary.fields_done,
+                          fields_skipped=summary.fields_skipped,
+                          fields_failed=summary.fields_failed, cells=summary.cells,
+                          seconds=round(summary.seconds, 3),
+                          warmup_seconds=round(summary.warmup_seconds, 3))
+            _write_json(run_dir / "run.json", record)
+    return summary
+
+
+def _build_processor(params: dict) -> str:
+    from hcs.engine.processor import get_processor
+
+    return get_processor(EngineParams(**params)).device  # type: ignore[attr-defined]
+
+
+def _warm_up(client: Any, params: EngineParams) -> float:
+    """Build the processor (import torch, load the model) on every worker, once, up front."""
+    t0 = time.perf_counter()
+    try:
+        client.run(_build_processor, params.model_dump())
+    except Exception as exc:
+        raise InputError(f"a worker could not load the model: {type(exc).__name__}: {exc}"
+                         ) from None
+    return time.perf_counter() - t0
+
+
+def _execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[str, int]],
+             summary: RunSummary, progress: bool, as_completed: Any) -> None:
+    client = handle.client
+    token = uuid.uuid4().hex[:8]
+    p = params.model_dump()
+    futures = {}
+    for well, fld in todo:
+        fut = client.submit(process_field, p, str(run_dir.resolve()), well, fld, retries=1,
+                            pure=False, key=f"field-{well}-{fld}-{token}",
+                            resources=handle.resources)
+        futures[fut] = (well, fld)
+    t0 = time.perf_counter()
+    with _progress(progress, len(todo)) as bar:
+        task = bar.add_task("fields", total=len(todo), rate=0.0, failed=0)
+        try:
+            for fut in as_completed(futures):
+                well, fld = futures[fut]
+                if fut.status == "finished":
+                    res = fut.result()
+                    summary.fields_done += 1
+                    summary.cells += int(res["n_cells"])
+                    summary.tasks.append(res)
+                else:
+                    exc = fut.exception()
+                    summary.failures.append(_failure(well, fld, exc))
+                    summary.fields_failed += 1
+                fut.release()
+                rate = summary.cells / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, advance=1, rate=rate, failed=summary.fields_failed)
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+
+
+def parse_channel_map(text: str | None) -> dict[str, str]:
+    """``"brightfield=BF,nucleus=DAPI"`` -> ``{"brightfield": "BF", "nucleus": "DAPI"}``.
+
+    Examples
+    --------
+    >>> parse_channel_map("brightfield=Brightfield, nucleus=1")
+    {'brightfield': 'Brightfield', 'nucleus': '1'}
+    """
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        role, sep, name = part.partition("=")
+        if not sep or not role.strip() or not name.strip():
+            raise InputError(f"--channels: expected ROLE=CHANNEL, got {part.strip()!r}")
+        out[role.strip()] = name.strip()
+    return out
+
+
+def summary_text(s: RunSummary) -> str:
+    """Summary lines for the terminal."""
+    lines = [f"{s.fields_done} fields processed, {s.fields_skipped} already done, "
+             f"{s.fields_failed} failed of {s.fields_total}; {s.cells} cells in "
+             f"{s.seconds:.1f} s (+{s.warmup_seconds:.1f} s loading the model on the workers) "
+             f"-> {s.run_dir}"]
+    for f in s.failures[:10]:
+        lines.append(f"  failed: well {f['well']} field {f['field']}: {f['error_type']}: "
+                     f"{f['error']}")
+    if len(s.failures) > 10:
+        lines.append(f"  ... {len(s.failures) - 10} more in failures.parquet")
+    return "\n".join(lines)
+
+
+def summary_dict(s: RunSummary) -> dict[str, Any]:
+    d = asdict(s)
+    d.pop("tasks")
+    return d
