@@ -8,14 +8,13 @@ by QC stays in the table with its flags, and ``usable`` says whether statistics 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hcs.assays import Assay, get_assay
+from hcs.atomic import atomic_write_parquet
 from hcs.errors import InputError, OutputExistsError
 from hcs.layouts import LAYOUT_COLUMNS
 from hcs.plate import PlateGeometry, parse_well, well_name
@@ -251,13 +250,4 @@ def write_table(df: pd.DataFrame, path: str | Path, overwrite: bool = False) -> 
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists (use --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_parquet(df, path)

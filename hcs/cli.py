@@ -394,12 +394,15 @@ def aggregate_command(
     run_dir: str = typer.Argument(..., help="Run folder written by `hcs run`."),
     out: str | None = typer.Option(None, "--out", "-o", help="Default RUN_DIR/wells.parquet."),
     assay: str | None = typer.Option(None, "--assay", "-a", help="Default: from run.json."),
+    layout: str | None = typer.Option(
+        None, "--layout", "-l", help="Plate layout joined to the wells (CSV, grid, Harmony XML)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
 ) -> None:
     """Per-well counts and frequencies from a run's cell tables -> wells.parquet."""
     from hcs.engine.aggregate_run import aggregate_run
 
-    wells, path = aggregate_run(run_dir, out, assay=assay, overwrite=overwrite)
+    wells, path = aggregate_run(run_dir, out, assay=assay, layout=layout, overwrite=overwrite)
     typer.echo(f"wrote {path}: {len(wells)} wells, {int(wells['n_detected'].sum())} cells")
 
 

@@ -166,6 +166,15 @@ def test_failing_field_recorded_others_finish(plate, model, scheduler, tmp_path)
     wells, _ = aggregate_run(out)
     assert wells.set_index("well").loc["A02", ["n_fields", "n_fields_failed"]].tolist() == [1, 1]
 
+    # a well whose every field failed has no cells/ folder; it is kept, flagged, not dropped
+    shutil.rmtree(out / "cells" / "A02")
+    both = pd.concat([fails, fails.assign(field=0)], ignore_index=True)
+    both.to_parquet(out / "failures.parquet", index=False)
+    wells, _ = aggregate_run(out, overwrite=True)
+    a02 = wells.set_index("well").loc["A02"]
+    assert (a02.n_detected, a02.n_fields, a02.n_fields_failed) == (0, 0, 2)
+    assert "no_cells" in a02["flags"] and not a02["usable"]
+
 
 def test_lock_refuses_a_second_run(plate, model, tmp_path):
     out = tmp_path / "run"

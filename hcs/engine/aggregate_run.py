@@ -36,6 +36,7 @@ def aggregate_run(
     out: str | Path | None = None,
     *,
     assay: str | None = None,
+    layout: str | Path | None = None,
     overwrite: bool = False,
 ) -> tuple[pd.DataFrame, Path]:
     """Count labels per well from ``RUN_DIR/cells/`` and write ``wells.parquet``.
@@ -48,6 +49,9 @@ def aggregate_run(
         Output file (default ``RUN_DIR/wells.parquet``).
     assay
         Assay name (default: from ``RUN_DIR/run.json``).
+    layout
+        Plate layout (any format :func:`hcs.layouts.read_layout` reads) joined to the wells;
+        layout wells without cells are kept with zero counts and flagged.
     overwrite
         Replace an existing output.
 
@@ -74,6 +78,8 @@ def aggregate_run(
         from hcs.errors import OutputExistsError
 
         raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    failed = run_dir / "failures.parquet"
+    fails = pd.read_parquet(failed) if failed.exists() else pd.DataFrame({"well": []})
     rows = []
     for wdir in _well_dirs(cells):
         files = sorted(wdir.glob("*.parquet"), key=lambda p: int(p.stem) if p.stem.isdigit()
@@ -96,16 +102,31 @@ def aggregate_run(
             counts["n_detected"] = 0
         counts["n_fields"] = len(files)
         rows.append(counts)
+    # a well whose every field failed has no cells/ folder: keep it, with zero counts
+    seen = {str(r["well"].iloc[0]) for r in rows}
+    for well in sorted(set(fails["well"].astype(str)) - seen):
+        empty = pd.DataFrame({"plate": [meta.get("plate_name", "plate")], "well": [well]})
+        for c in assay_def.classes:
+            empty[f"n_{c}"] = 0
+        empty["n_detected"] = 0
+        empty["n_fields"] = 0
+        rows.append(empty)
     if not rows:
         raise InputError(f"{cells}: no cell tables")
     counts = pd.concat(rows, ignore_index=True)
     wells = well_table(counts.drop(columns="n_fields"), assay_def)
     wells.insert(wells.columns.get_loc("n_detected"), "n_fields",
                  counts.set_index("well").loc[wells["well"], "n_fields"].to_numpy())
-    failed = run_dir / "failures.parquet"
     if failed.exists():
-        fails = pd.read_parquet(failed)
         wells["n_fields_failed"] = wells["well"].map(
             fails.groupby("well").size()).fillna(0).astype("int64")
+    if layout is not None:
+        from hcs.aggregate import join_layout
+        from hcs.layouts import read_layout
+
+        wells = join_layout(wells, read_layout(layout))
+        if "n_fields_failed" in wells:
+            wells["n_fields_failed"] = wells["n_fields_failed"].fillna(0).astype("int64")
+        wells["n_fields"] = wells["n_fields"].fillna(0).astype("int64")
     write_table(wells, out, overwrite=overwrite)
     return wells, out

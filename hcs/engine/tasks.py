@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import resource
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from hcs.atomic import atomic_write_parquet as _atomic_parquet
 from hcs.engine.processor import EngineParams, FieldMeta, get_processor
 from hcs.plate import parse_well
 
@@ -40,19 +40,7 @@ def cells_path(run_dir: str | Path, well: str, field: int) -> Path:
 
 def atomic_write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return _atomic_parquet(df, path, fsync=True)
 
 
 def _plate(path: str) -> Any:

@@ -1,0 +1,194 @@
+"""``build_report``: a run folder -> one self-contained HTML report.
+
+The report reads only the run's files (``run.json``, ``wells.parquet``, ``stats.parquet``,
+``cells/``, ``failures.parquet``, optional ``embeddings.parquet``) and, for the cell gallery, the
+plate named in ``run.json``. Each section appears only when its data exists. plotly.js is inlined
+once; figures are JSON in ``<script type="application/json">`` elements drawn by
+``Plotly.newPlot``; every user-supplied string is escaped (jinja2 autoescape for the page,
+:func:`hcs.report.figures.esc` for text inside figures).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hcs.atomic import atomic_write_text
+from hcs.errors import InputError, OutputExistsError
+from hcs.plate import PlateGeometry
+from hcs.report import sections
+from hcs.report.figures import PALETTE, figure_json
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _read_parquet(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise InputError(f"{path}: cannot read as Parquet ({exc})") from None
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """The tables of a run folder (``None`` for those absent) and its ``run.json``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"run folder not found: {run_dir}")
+    run: dict[str, Any] = {}
+    if (run_dir / "run.json").is_file():
+        try:
+            run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{run_dir / 'run.json'}: not valid JSON ({exc})") from None
+        if not isinstance(run, dict):
+            raise InputError(f"{run_dir / 'run.json'}: expected a JSON object")
+    data = {
+        "dir": run_dir, "run": run,
+        "wells": _read_parquet(run_dir / "wells.parquet"),
+        "stats": _read_parquet(run_dir / "stats.parquet"),
+        "failures": _read_parquet(run_dir / "failures.parquet"),
+        "embeddings": _read_parquet(run_dir / "embeddings.parquet"),
+    }
+    if data["wells"] is None and data["stats"] is None and not (run_dir / "cells").is_dir():
+        raise InputError(f"{run_dir}: not a run folder (no wells.parquet, stats.parquet or"
+                         " cells/)")
+    return data
+
+
+def _plate_path(run: dict[str, Any], run_dir: Path) -> Path | None:
+    p = run.get("plate")
+    p = p.get("path") if isinstance(p, dict) else p
+    if not p:
+        return None
+    path = Path(str(p))
+    if not path.is_absolute() and not path.exists():
+        path = run_dir / path
+    return path if path.is_dir() else None
+
+
+def _geometry(wells: pd.DataFrame, run: dict[str, Any], plate: Path | None) -> PlateGeometry:
+    """Plate geometry: the layout's (wells attrs), run.json's, the plate's, else the smallest
+    standard plate holding every well."""
+    geom = wells.attrs.get("geometry")
+    if geom is not None and len(geom) == 2:
+        return PlateGeometry(int(geom[0]), int(geom[1]))
+    fmt = run.get("plate_format")
+    if fmt:
+        return PlateGeometry.from_format(fmt)
+    if plate is not None:
+        try:
+            from hcs.io.omezarr import open_plate
+
+            return open_plate(plate).geometry
+        except Exception:  # an unreadable plate only costs the geometry hint
+            pass
+    return PlateGeometry.smallest_fitting(int(wells["row"].max()), int(wells["col"].max()))
+
+
+def _classes(run: dict[str, Any], wells: pd.DataFrame | None) -> tuple[list[str], str | None]:
+    """Class names (assay order) and the assay name, from run.json or the wells table."""
+    from hcs.assays import ASSAYS
+
+    name = run.get("assay")
+    name = name.get("name") if isinstance(name, dict) else name
+    if name is None and wells is not None:
+        name = wells.attrs.get("assay")
+    if name is not None and str(name).lower() in ASSAYS:
+        return list(ASSAYS[str(name).lower()].classes), str(name)
+    if wells is None:
+        return [], name
+    skip = {"n_detected", "n_analysed"}
+    return [c[2:] for c in wells.columns if c.startswith("n_") and c not in skip
+            and f"freq_{c[2:]}" in wells], name
+
+
+def build_context(data: dict[str, Any], gallery: bool = True) -> dict[str, Any]:
+    """Everything the template shows, section by section (figures as JSON text)."""
+    run, wells, stats = data["run"], data["wells"], data["stats"]
+    stats = stats if stats is not None else pd.DataFrame(columns=["kind"])
+    plate = _plate_path(run, data["dir"])
+    classes, assay = _classes(run, wells)
+    colours = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(classes)}
+    ctx: dict[str, Any] = {"sections": [], "figures": {}, "title": _title(run, wells, data),
+                           "classes": [{"name": c, "colour": colours[c]} for c in classes]}
+
+    def add(section: dict[str, Any] | None) -> None:
+        if section is None:
+            return
+        for fig_id, fig in section.pop("fig_objects", {}).items():
+            ctx["figures"][fig_id] = figure_json(fig)
+        ctx["sections"].append(section)
+
+    add(sections.summary(run, wells, data["failures"], assay, data["dir"]))
+    have_wells = wells is not None and len(wells) > 0
+    geometry = _geometry(wells, run, plate) if have_wells else None
+    if have_wells:
+        add(sections.heatmaps(wells, geometry))
+        add(sections.conditions(wells, stats, classes, sections.reference_of(stats, wells)))
+    add(sections.stats_table(stats))
+    if have_wells:
+        add(sections.dose(wells, stats))
+        add(sections.plate_qc(wells, stats, geometry))
+    if gallery:
+        add(sections.gallery(data["dir"], plate, classes, colours))
+    if data["embeddings"] is not None:
+        add(sections.embedding(data["embeddings"], classes))
+    return ctx
+
+
+def _title(run: dict[str, Any], wells: pd.DataFrame | None, data: dict[str, Any]) -> str:
+    name = run.get("plate_name") or run.get("name")
+    if not name and wells is not None and "plate" in wells and len(wells):
+        name = ", ".join(sorted(set(wells["plate"].astype(str)))[:3])
+    return f"hcs report: {name or data['dir'].name}"
+
+
+def render(ctx: dict[str, Any]) -> str:
+    """The HTML page of a context (jinja2, autoescape on, plotly.js inlined once)."""
+    import jinja2
+    import plotly.offline
+
+    from hcs import __version__
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    plotly_js = plotly.offline.get_plotlyjs()
+    if "</script" in plotly_js.lower():  # would end the inline script early
+        raise RuntimeError("plotly.js contains '</script': cannot inline it")
+    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return env.get_template("report.html.j2").render(
+        **ctx, plotly_js=plotly_js, hcs_version=__version__, generated=generated)
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False,
+                 gallery: bool = True) -> Path:
+    """Write the HTML report of a run folder.
+
+    Parameters
+    ----------
+    run_dir
+        Run folder (``run.json``, ``wells.parquet``, ``stats.parquet``, ``cells/``, ...).
+    out
+        Output file; default ``reports/<run folder name>.html`` (DESIGN.md).
+    overwrite
+        Replace an existing ``out``.
+    gallery
+        Include the cell gallery (reads a sample of fields of the plate).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written (atomically: nothing is left behind on failure).
+    """
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else Path("reports") / f"{run_dir.resolve().name}.html"
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    page = render(build_context(load_run(run_dir), gallery=gallery))
+    return atomic_write_text(out, page)

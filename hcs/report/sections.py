@@ -1,0 +1,320 @@
+"""The report's sections: each function returns one section (or ``None`` when its data is absent).
+
+A section is ``{"id", "title", "blocks": [...], "fig_objects": {id: plotly Figure}}``; a block is
+``{"type": "figures", "ids": [...]}``, ``{"type": "table", "columns": [...], "rows": [[cell]],
+"sortable": bool}`` (cell: ``{"text", "sort"}``), ``{"type": "kv", "items": [(key, value)]}``,
+``{"type": "text", "text": str}`` or ``{"type": "gallery", ...}``. All strings are plain text; the
+template escapes them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hcs.report.curves import count_qc_figure, dose_figure, embedding_figure
+from hcs.report.figures import (
+    class_composition,
+    condition_box,
+    condition_order,
+    plate_heatmap,
+    readout_label,
+)
+
+_MAX_FAILURES = 50
+
+
+def _fmt(v: object, digits: int = 3) -> str:
+    if v is None or v is pd.NA:
+        return ""
+    if isinstance(v, float | np.floating):
+        if not math.isfinite(float(v)):
+            return "" if math.isnan(float(v)) else str(v)
+        v = float(v)
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.{digits - 1}e}"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _cell(v: object, digits: int = 3) -> dict[str, Any]:
+    """A table cell: display text and a sort key (numbers sort numerically, blanks last)."""
+    text = _fmt(v, digits)
+    try:
+        key: object = float(v)  # type: ignore[arg-type]
+        key = key if math.isfinite(key) else None  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        key = text
+    return {"text": text, "sort": key}
+
+
+def _table(df: pd.DataFrame, columns: dict[str, str], sortable: bool = True,
+           digits: int = 3) -> dict[str, Any]:
+    rows = [[_cell(r[c], digits) for c in columns] for _, r in df.iterrows()]
+    return {"type": "table", "columns": list(columns.values()), "rows": rows,
+            "sortable": sortable}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    items: list[tuple[str, str]] = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            items += _flatten(v, key + ".")
+        else:
+            items.append((key, v if isinstance(v, str) else json.dumps(v, default=str)))
+    return items
+
+
+# Provenance keys shown first, in this order (run.json may hold more; they follow).
+_FIRST = ("status", "plate", "plate_name", "instrument", "assay", "model", "model_sha256",
+          "model_training_data", "detector", "parameters", "hcs_version", "start", "end",
+          "started", "finished")
+
+
+def _training_data(run: dict[str, Any]) -> dict[str, Any]:
+    """``training_data`` of the model card (``model_path``/model.yaml), if run.json lacks it."""
+    if "model_training_data" in run or not run.get("model_path"):
+        return {}
+    card = Path(str(run["model_path"])) / "model.yaml"
+    try:
+        import yaml
+
+        data = yaml.safe_load(card.read_text()) or {}
+    except (OSError, ValueError):  # a missing or broken card only costs this line
+        return {}
+    return {"model_training_data": data["training_data"]} if "training_data" in data else {}
+
+
+def summary(run: dict[str, Any], wells: pd.DataFrame | None, failures: pd.DataFrame | None,
+            assay: str | None, run_dir: Path) -> dict[str, Any]:
+    """Run summary, provenance (every run.json entry) and failures."""
+    blocks: list[dict[str, Any]] = []
+    facts: list[tuple[str, str]] = [("run folder", str(run_dir)), ("assay", str(assay or "?"))]
+    if wells is not None and len(wells):
+        plates = sorted(set(wells["plate"].astype(str))) if "plate" in wells else []
+        facts += [("plates", ", ".join(plates)), ("wells", str(len(wells)))]
+        for c in ("n_detected", "n_analysed"):
+            if c in wells:
+                facts.append((f"cells {c[2:]}", f"{int(wells[c].sum()):,}"))
+        if "usable" in wells:
+            facts.append(("wells usable for statistics", f"{int(wells['usable'].sum())}"))
+        if "condition" in wells:
+            facts.append(("conditions", str(wells["condition"].dropna().nunique())))
+    blocks.append({"type": "kv", "items": facts})
+    if run:
+        run = {**run, **_training_data(run)}
+        ordered = {k: run[k] for k in _FIRST if k in run}
+        ordered.update({k: v for k, v in run.items() if k not in ordered})
+        blocks += [{"type": "text", "text": "Provenance (run.json)"},
+                   {"type": "kv", "items": _flatten(ordered)}]
+    else:
+        blocks.append({"type": "text", "text": "No run.json: provenance unknown."})
+    if failures is not None:
+        facts.append(("failed fields", str(len(failures))))
+    if failures is not None and len(failures):
+        blocks.append({"type": "text", "text": f"{len(failures)} failures"
+                       + (f" (first {_MAX_FAILURES} shown)" if len(failures) > _MAX_FAILURES
+                          else "")})
+        head = failures.head(_MAX_FAILURES)
+        blocks.append(_table(head, {c: c for c in head.columns}))
+    return {"id": "summary", "title": "Run summary and provenance", "blocks": blocks}
+
+
+def heatmaps(wells: pd.DataFrame, geometry: Any) -> dict[str, Any]:
+    """Cell count and each frequency readout per well, on the plate grid."""
+    cols = [c for c in ("n_detected",) if c in wells] + [c for c in wells if c.startswith("freq_")]
+    figs, ids = {}, []
+    for p_i, (plate, grp) in enumerate(wells.groupby(wells["plate"].astype(str)
+                                                     if "plate" in wells else 0)):
+        for col in cols:
+            fig_id = f"heat-{p_i}-{col}"
+            figs[fig_id] = plate_heatmap(grp, col, geometry, str(plate))
+            ids.append(fig_id)
+    text = (f"{geometry.rows} x {geometry.columns} plate. Hover a well for its condition, counts"
+            " and flags; a red cross marks a flagged well (not used in statistics). Grey: no"
+            " value (not imaged, or no analysed cells).")
+    return {"id": "heatmaps", "title": "Plate heatmaps", "fig_objects": figs,
+            "blocks": [{"type": "text", "text": text},
+                       {"type": "figures", "ids": ids, "grid": True}]}
+
+
+def reference_of(stats: pd.DataFrame, wells: pd.DataFrame) -> str | None:
+    """The reference condition of the comparisons (else the single negative control)."""
+    comp = stats[stats["kind"] == "comparison"] if "kind" in stats else stats.iloc[:0]
+    if len(comp) and comp["reference"].notna().any():
+        return str(comp["reference"].dropna().iloc[0])
+    if "role" in wells and "condition" in wells:
+        refs = set(wells.loc[wells["role"] == "negative_control", "condition"].dropna())
+        if len(refs) == 1:
+            return str(refs.pop())
+    return None
+
+
+def conditions(wells: pd.DataFrame, stats: pd.DataFrame, classes: list[str],
+               reference: str | None) -> dict[str, Any] | None:
+    """Per readout a box plot per condition with stars; class compositions per condition."""
+    order = condition_order(wells, reference)
+    if not order:
+        return None
+    readouts = [c for c in wells if c.startswith("freq_")]
+    figs = {f"cond-{c}": condition_box(wells, c, order, stats, reference) for c in readouts}
+    analysed = [c for c in classes if f"freq_{c}" in wells]
+    figs["comp-abs"] = class_composition(wells, analysed, order, "Class frequencies per"
+                                         " condition (absolute)", normalise=False)
+    figs["comp-rel"] = class_composition(wells, analysed, order, "Class composition per"
+                                         " condition (relative, stacked)", normalise=True)
+    ids = ["comp-abs", "comp-rel"]
+    from hcs.assays import ASSAYS
+
+    shown: list[set[str]] = []
+    for assay in ASSAYS.values():  # the composition within a composite readout (all CICs)
+        for name, parts in assay.composites.items():
+            # a composite inside one already shown (completed CICs in all CICs) adds nothing
+            if f"freq_{name}" in wells and all(f"freq_{p}" in wells for p in parts) and \
+                    len(parts) > 1 and not any(set(parts) <= s for s in shown):
+                shown.append(set(parts))
+                figs[f"comp-{name}"] = class_composition(
+                    wells, list(parts), order, f"Composition of {readout_label(name)} per"
+                    " condition (relative, stacked)", normalise=True)
+                ids.append(f"comp-{name}")
+    ref = f"reference: {reference}" if reference else "no reference condition"
+    text = (f"Every usable well is one point; the box shows median and quartiles, the dashed"
+            f" line the mean. Stars: adjusted p of the t-test against the reference ({ref});"
+            " *** < 0.001, ** < 0.01, * < 0.05, ns otherwise.")
+    return {"id": "conditions", "title": "Condition comparisons", "fig_objects": figs,
+            "blocks": [{"type": "text", "text": text},
+                       {"type": "figures", "ids": [f"cond-{c}" for c in readouts], "grid": True},
+                       {"type": "figures", "ids": ids, "grid": True}]}
+
+
+def stats_table(stats: pd.DataFrame) -> dict[str, Any] | None:
+    """Sortable table of the comparison rows."""
+    comp = stats[stats["kind"] == "comparison"] if "kind" in stats else stats.iloc[:0]
+    if not len(comp):
+        return None
+    comp = comp.sort_values(["p_adj", "readout"], na_position="last").copy()
+    comp["readout"] = comp["readout"].map(readout_label)
+    comp["ci"] = [f"{_fmt(a)} to {_fmt(b)}" if pd.notna(a) else ""
+                  for a, b in zip(comp["ci_low"], comp["ci_high"], strict=True)]
+    cols = {"readout": "readout", "plate": "plate", "condition": "condition",
+            "reference": "reference", "n": "n", "n_ref": "n ref", "mean": "mean",
+            "mean_ref": "mean ref", "diff": "difference", "ci": "95% CI", "p": "p",
+            "p_adj": "p adj", "hedges_g": "Hedges' g", "stars": "", "status": "status"}
+    first = comp.iloc[0]
+    text = (f"{first['test']} t-test per readout and condition against the reference (well ="
+            f" unit), {first['correction']} correction over the run; transform"
+            f" {first['transform']}. Click a column header to sort.")
+    return {"id": "statistics", "title": "Statistics", "blocks": [
+        {"type": "text", "text": text}, _table(comp, cols)]}
+
+
+def dose(wells: pd.DataFrame, stats: pd.DataFrame) -> dict[str, Any] | None:
+    """One dose-response figure per construct, and the table of fits."""
+    rows = stats[stats["kind"] == "dose_response"] if "kind" in stats else stats.iloc[:0]
+    if not len(rows) or not {"construct", "dose"} <= set(wells.columns):
+        return None
+    figs = {}
+    for i, (construct, fits) in enumerate(rows.groupby("condition", sort=True)):
+        figs[f"dose-{i}"] = dose_figure(wells, fits, str(construct))
+    table = rows.sort_values(["condition", "readout"]).copy()
+    table["readout"] = table["readout"].map(readout_label)
+    table["ec50_ci"] = [f"{_fmt(a)} to {_fmt(b)}" if pd.notna(a) else ""
+                        for a, b in zip(table["ec50_ci_low"], table["ec50_ci_high"], strict=True)]
+    cols = {"condition": "construct", "readout": "readout", "n": "wells", "n_doses": "doses",
+            "ec50": "EC50", "ec50_ci": "EC50 95% CI", "dose_unit": "unit", "hill": "Hill",
+            "bottom": "bottom", "top": "top", "r2": "R²", "p": "p (vs flat)", "status": "status"}
+    text = ("4-parameter logistic fits (bottom, top, EC50, Hill); the diamond marks the EC50 with"
+            " its 95% CI. Readouts whose fit is not 'ok' start hidden: click them in the legend.")
+    return {"id": "dose", "title": "Dose-response", "fig_objects": figs, "blocks": [
+        {"type": "text", "text": text}, {"type": "figures", "ids": list(figs), "grid": True},
+        _table(table, cols)]}
+
+
+def plate_qc(wells: pd.DataFrame, stats: pd.DataFrame,
+             geometry: Any) -> dict[str, Any] | None:
+    """Z', SSMD, edge and row/column effects, B-score and cell-count outliers."""
+    qc = stats[stats["kind"] == "qc"] if "kind" in stats else stats.iloc[:0]
+    if not len(qc) and "n_detected" not in wells:
+        return None
+    blocks: list[dict[str, Any]] = []
+    figs = {}
+    outliers: dict[str, set[str]] = {}
+    if len(qc):
+        counts = qc[qc["readout"] == "n_detected"]
+        for _, r in counts.iterrows():
+            wells_out = str(r["outlier_wells"]) if pd.notna(r["outlier_wells"]) else ""
+            outliers[str(r["plate"])] = {w for w in wells_out.replace(",", ";").split(";") if w}
+        table = qc.copy()
+        table["readout"] = table["readout"].map(readout_label)
+        cols = {"plate": "plate", "readout": "readout", "z_prime": "Z'", "ssmd": "SSMD",
+                "mean": "mean pos", "mean_ref": "mean neg", "edge_effect": "edge effect",
+                "row_effect_range": "row effect range", "col_effect_range": "col effect range",
+                "n_bscore_outliers": "|B| > 3", "n_outliers": "count outliers",
+                "outlier_wells": "outlier wells", "status": "status"}
+        blocks += [{"type": "text", "text": "Z' and SSMD from the positive and negative control"
+                    " wells; edge effect = median of the outer ring minus median of the"
+                    " interior; row/column effects from Tukey's median polish; count outliers:"
+                    " robust z of the cell count beyond 3.5."}, _table(table, cols)]
+    if "n_detected" in wells and "row" in wells:
+        figs["qc-counts"] = count_qc_figure(wells, outliers, geometry)
+        blocks += [{"type": "text", "text": "Cells detected per well in the outer ring of the"
+                    " plate and inside it; count outliers are ringed in red."},
+                   {"type": "figures", "ids": ["qc-counts"], "grid": False}]
+    return {"id": "qc", "title": "Plate QC", "fig_objects": figs, "blocks": blocks}
+
+
+def gallery(run_dir: Path, plate: Path | None, classes: list[str],
+            colours: dict[str, str]) -> dict[str, Any] | None:
+    """Example crops per class (most confident and borderline) and one field overlay."""
+    from hcs.report.gallery import build_gallery, read_cells, sample_cell_files
+
+    files, total = sample_cell_files(run_dir)
+    if not files:
+        return None
+    if plate is None:
+        return {"id": "gallery", "title": "Cell gallery", "blocks": [{
+            "type": "text", "text": "No plate found (run.json 'plate'): no cell images."}]}
+    cells = read_cells(files)
+    if not len(cells):
+        return None
+    gal = build_gallery(plate, cells, classes, colours)
+    note = (f"Examples from {len(files)} of {total} fields ({len(cells):,} cells). 'best':"
+            " highest class probability; 'borderline': smallest margin between the two most"
+            " probable classes. Scores: probability of the label (margin).")
+    return {"id": "gallery", "title": "Cell gallery", "blocks": [
+        {"type": "text", "text": note}, {"type": "gallery", **gal}]}
+
+
+def embedding(emb: pd.DataFrame, classes: list[str], max_cells: int = 5000,
+              seed: int = 0) -> dict[str, Any] | None:
+    """Scatter of cells coloured by class: precomputed 2-D coordinates (``umap_1``/``umap_2``
+    or ``tsne_1``/``tsne_2``) if the embeddings table has them, else the first two principal
+    components of its ``emb_*``/``feat_*`` features (standardised). t-SNE or UMAP are not run
+    here: they take minutes for a few thousand cells, the report must take seconds."""
+    if "label" not in emb or len(emb) < 3:
+        return None
+    if len(emb) > max_cells:
+        emb = emb.sample(max_cells, random_state=seed)
+    pre = next((m for m in ("umap", "tsne") if {f"{m}_1", f"{m}_2"} <= set(emb.columns)), None)
+    feats = [c for c in emb.columns if c.startswith(("emb_", "feat_"))]
+    if pre is not None:
+        xy = emb[[f"{pre}_1", f"{pre}_2"]].to_numpy(float)
+        method = {"umap": "UMAP", "tsne": "t-SNE"}[pre] + ", precomputed"
+    elif len(feats) >= 2:
+        x = emb[feats].to_numpy(float)
+        sd = x.std(axis=0)
+        x = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1)
+        u, s, _ = np.linalg.svd(x, full_matrices=False)
+        xy, method = u[:, :2] * s[:2], f"PCA of {len(feats)} standardised features"
+    else:
+        return None
+    fig = embedding_figure(xy, emb["label"].astype(str).tolist(), classes, method)
+    return {"id": "embedding", "title": "Cell embedding", "fig_objects": {"embedding": fig},
+            "blocks": [{"type": "text", "text": f"{len(xy):,} cells; {method}."},
+                       {"type": "figures", "ids": ["embedding"], "grid": False}]}

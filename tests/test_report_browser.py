@@ -1,0 +1,213 @@
+"""The report in a real headless Chromium (playwright driving Debian's ``chromium``).
+
+Simulated runs (``hcs simulate`` -> ``hcs convert`` -> a run folder whose classifier is the truth
+blurred by noise, then the real aggregation and statistics) are opened as files; the test waits
+for every plot, fails on any console error or JavaScript dialog, checks each section and figure,
+hovers a heatmap cell and saves screenshots. With ``HCS_DOCS_SCREENSHOTS=1`` the section
+screenshots are also written to ``docs/img/report-<section>.png`` (the pictures of docs/report.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from hcs.report import build_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LAYOUTS = Path(__file__).resolve().parents[1] / "plate_layouts"
+DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium browser installed (apt-get install"
+                       " chromium); .ci/run installs it"),
+]
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed"
+                                     " (pip install -e '.[test]')")
+
+
+def _simulated_run(root: Path, layout: str, assay: str, **sim: Any) -> Path:
+    from simrun import simulated_run
+
+    from hcs.io import open_export
+    from hcs.io.omezarr import write_plate
+    from hcs.synth import simulate_plate
+
+    res = simulate_plate(root / "sim", LAYOUTS / layout, assay, progress=False, workers=1, **sim)
+    plate = write_plate(open_export(res.export), root / "plate.ome.zarr", workers=1,
+                        progress=False)
+    return simulated_run(root / "sim", plate, root / "run")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh --user-data-dir
+    with playwright_api.sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=ARGS,
+            viewport={"width": 1400, "height": 1000})
+        yield ctx
+        ctx.close()
+
+
+def _open(browser: Any, html: Path) -> tuple[Any, list[str]]:
+    """Open a report; collect console errors, page errors and dialogs (none may happen)."""
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+            if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+    def dialog(d: Any) -> None:
+        problems.append(f"dialog: {d.message}")
+        d.dismiss()
+
+    page.on("dialog", dialog)
+    page.goto(html.resolve().as_uri())
+    page.wait_for_function("window.hcsReport && window.hcsReport.ready", timeout=120_000)
+    status = page.evaluate("window.hcsReport")
+    assert status["errors"] == [] and status["rendered"] == status["figures"] > 0, status
+    return page, problems
+
+
+def _check_figures(page: Any) -> None:
+    ids = page.eval_on_selector_all("div.plot[data-figure]", "els => els.map(e => e.id)")
+    drawn = page.eval_on_selector_all("div.plot[data-figure] svg.main-svg",
+                                      "els => new Set(els.map(e => e.closest('div.plot').id))"
+                                      ".size")
+    assert drawn == len(ids), "some figure has no plotly SVG"
+
+
+def _screenshots(page: Any, sections: list[str], out: Path, prefix: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    # the sticky navigation bar would be painted over element screenshots
+    page.add_style_tag(content="nav, th { position: static !important; }")
+    page.screenshot(path=str(out / f"{prefix}-full.png"), full_page=True)
+    docs = os.environ.get("HCS_DOCS_SCREENSHOTS") == "1"
+    for sid in sections:
+        target = out / f"report-{sid}.png"
+        page.locator(f"section#{sid}").screenshot(path=str(target))
+        assert target.stat().st_size > 5000
+        if docs:
+            DOCS_IMG.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(target, DOCS_IMG / f"report-{sid}.png")
+
+
+def test_cic_report_in_chromium(browser: Any, tmp_path: Path) -> None:
+    run = _simulated_run(tmp_path, "arhgap36_truncations.csv", "cic", fields=2, size=320,
+                         wells_per_condition=6)
+    html = build_report(run, tmp_path / "cic.html")
+    page, problems = _open(browser, html)
+    expected = ["summary", "heatmaps", "conditions", "statistics", "qc", "gallery"]
+    assert page.eval_on_selector_all("section", "els => els.map(e => e.id)") == expected
+    _check_figures(page)
+    for fig in ("heat-0-n_detected", "heat-0-freq_completed_cic", "cond-freq_completed_cic",
+                "comp-abs", "comp-rel", "comp-all_cic", "qc-counts"):
+        assert page.locator(f"#{fig} svg.main-svg").count() >= 1, fig
+
+    # hover the heatmap cell of a well with data: the hover label names it and its condition
+    wells = pd.read_parquet(run / "wells.parquet")
+    w = wells[wells["n_detected"] > 0].iloc[len(wells) // 2]
+    box = page.locator("#heat-0-n_detected .nsewdrag").first.bounding_box()
+    x = box["x"] + (w["col"] + 0.5) * box["width"] / 12
+    y = box["y"] + (w["row"] + 0.5) * box["height"] / 8
+    page.mouse.move(x, y)
+    hover = page.locator("#heat-0-n_detected .hoverlayer .hovertext")
+    hover.wait_for(timeout=10_000)
+    text = hover.text_content()
+    assert w["well"] in text and str(w["condition"]) in text
+    assert f"detected: {int(w['n_detected'])}" in text
+
+    # the statistics table sorts by p when its header is clicked
+    table = page.locator("section#statistics table")
+    table.locator("th", has_text="p adj").click()
+    col = page.eval_on_selector_all("section#statistics thead th", "ths => ths.map(t =>"
+                                    " t.textContent)").index("p adj")
+    values = page.eval_on_selector_all(
+        "section#statistics tbody tr", f"rows => rows.map(r => r.cells[{col}]"
+        ".getAttribute('data-sort'))")
+    nums = [float(v) for v in values if v not in (None, "")]
+    assert nums == sorted(nums) and len(nums) > 0
+
+    # gallery: every crop decoded (96 px), and the field overlay is there
+    sizes = page.eval_on_selector_all("figure.crop img", "imgs => imgs.map(i => i.naturalWidth)")
+    assert len(sizes) >= 10 and set(sizes) == {96}
+    assert page.locator("figure.overlay img").evaluate("i => i.naturalWidth") > 100
+    page.mouse.move(0, 0)
+    _screenshots(page, expected, tmp_path / "shots", "cic")
+    assert problems == []
+
+
+def test_dose_report_in_chromium(browser: Any, tmp_path: Path) -> None:
+    run = _simulated_run(tmp_path, "livedead_dose_series.csv", "livedead", fields=1, size=320)
+    html = build_report(run, tmp_path / "dose.html")
+    page, problems = _open(browser, html)
+    sections = page.eval_on_selector_all("section", "els => els.map(e => e.id)")
+    assert sections == ["summary", "heatmaps", "conditions", "statistics", "dose", "qc",
+                        "gallery"]
+    _check_figures(page)
+    assert page.locator("#dose-0 svg.main-svg").count() >= 1
+    assert "doxorubicin" in page.locator("#dose-0").inner_text()
+    qc = page.locator("section#qc table").inner_text()
+    assert "Z'" in qc and "controls_missing" not in qc  # the layout has both control roles
+    _screenshots(page, ["dose", "qc"], tmp_path / "shots", "dose")
+    assert problems == []
+
+
+def test_escaped_names_in_chromium(browser: Any, tmp_path: Path) -> None:
+    from test_report import EVIL, make_run
+
+    run = make_run(tmp_path / "evil", evil=True)
+    html = build_report(run, tmp_path / "evil.html")
+    page, problems = _open(browser, html)  # fails on the alert dialog if the script ran
+    assert problems == []
+    assert EVIL in page.locator("section#statistics").inner_text()  # shown as text
+    svg_text = page.eval_on_selector_all("#cond-freq_dead text", "ts => ts.map(t =>"
+                                         " t.textContent)")
+    assert EVIL in svg_text  # the plotly tick label shows the name literally
+    assert page.eval_on_selector_all("script", "s => s.length") == \
+        2 + page.eval_on_selector_all("div.plot", "d => d.length")
+
+
+def test_report_of_a_real_engine_run_in_chromium(browser: Any, tmp_path: Path) -> None:
+    """The whole chain on real code: simulate -> convert -> hcs run (classical detector +
+    the shipped livedead-ldc model on 2 Dask workers) -> aggregate -> stats -> report."""
+    from hcs.aggregate import write_table
+    from hcs.engine import aggregate_run, run_plate
+    from hcs.io import open_export
+    from hcs.io.omezarr import write_plate
+    from hcs.layouts import read_layout
+    from hcs.stats import run_stats
+    from hcs.synth import simulate_plate
+
+    layout_path = LAYOUTS / "livedead_dose_series.csv"
+    res = simulate_plate(tmp_path / "sim", layout_path, "livedead", fields=1, size=320,
+                         progress=False, workers=1)
+    plate = write_plate(open_export(res.export), tmp_path / "plate.ome.zarr", workers=1,
+                        progress=False)
+    model = Path(__file__).resolve().parents[1] / "models" / "livedead-ldc"
+    run = tmp_path / "run"
+    summary = run_plate(plate, "livedead", model, run, workers=2, progress=False)
+    assert summary.ok and summary.fields_failed == 0
+    wells, _ = aggregate_run(run, layout=layout_path)
+    assert len(wells) == len(read_layout(layout_path)) and "condition" in wells
+    write_table(run_stats(wells, reference="DMSO"), run / "stats.parquet")
+    html = build_report(run, tmp_path / "engine.html")
+    page, problems = _open(browser, html)
+    sections = page.eval_on_selector_all("section", "els => els.map(e => e.id)")
+    assert sections[:4] == ["summary", "heatmaps", "conditions", "statistics"]
+    assert "gallery" in sections and "dose" in sections
+    _check_figures(page)
+    summary_text = page.locator("section#summary").inner_text()
+    assert "livedead-ldc" in summary_text and "threshold" in summary_text
+    _screenshots(page, ["summary", "gallery"], tmp_path / "shots", "engine")
+    assert problems == []
