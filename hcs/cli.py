@@ -251,6 +251,16 @@ def train_classifier_cmd(
     out: str = typer.Option(..., "--out", "-o", help="Model folder to write, e.g. models/x."),
     voc: str = typer.Option(None, "--voc", help="Folder of Pascal VOC XML + images."),
     folders: str = typer.Option(None, "--folders", help="Folder of class folders."),
+    truth: str = typer.Option(
+        None, "--truth", help="Simulation folder (truth/cells.parquet): crops of its plate."
+    ),
+    plate: str = typer.Option(
+        None, "--plate", help="With --truth: the converted plate (default: SIM_DIR/*.ome.zarr "
+        "or SIM_DIR.ome.zarr)."
+    ),
+    channel_map: str = typer.Option(
+        None, "--channel-map", help="With --truth: ROLE=CHANNEL,... (as `hcs run --channels`)."
+    ),
     assay: str = typer.Option("livedead", "--assay", help="Assay (classes, crop, label map)."),
     arch: str = typer.Option("resnet10t", "--arch", help="timm architecture."),
     pretrained: str = typer.Option(None, "--pretrained", help="Local timm weight file."),
@@ -298,12 +308,24 @@ def train_classifier_cmd(
     data = {k: v for k, v in dict(name=data_name, licence=data_licence, source=data_source).items()
             if v}
     train_model(
-        out, voc=voc, folders=folders, assay=assay, config=config, crop_size=crop_size,
+        out, voc=voc, folders=folders, truth=truth, plate=plate,
+        channel_map=_train_channel_map(channel_map), assay=assay, config=config,
+        crop_size=crop_size,
         margin=margin, channels=channels, test_fraction=test_fraction, val_fraction=val_fraction,
         split_seed=seed,
         data=data, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite,
         n_boot=n_boot, log=typer.echo,
     )
+
+
+def _train_channel_map(text: str | None) -> dict[str, str] | None:
+    from hcs.engine.run import parse_channel_map
+    from hcs.errors import InputError
+
+    try:
+        return parse_channel_map(text) or None
+    except InputError as exc:
+        raise InputError(str(exc).replace("--channels", "--channel-map")) from None
 
 
 @evaluate_app.command("classifier")
@@ -312,6 +334,13 @@ def evaluate_classifier_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Model folder."),
     voc: str = typer.Option(None, "--voc", help="Folder of Pascal VOC XML + images."),
     folders: str = typer.Option(None, "--folders", help="Folder of class folders."),
+    truth: str = typer.Option(
+        None, "--truth", help="Simulation folder (truth/cells.parquet): crops of its plate."
+    ),
+    plate: str = typer.Option(None, "--plate", help="With --truth: the converted plate."),
+    channel_map: str = typer.Option(
+        None, "--channel-map", help="With --truth: ROLE=CHANNEL,... (as `hcs run --channels`)."
+    ),
     split: str = typer.Option(None, "--split", help="split.json: score only one part of it."),
     part: str = typer.Option("test", "--part", help="Part of --split to score."),
     batch_size: int = typer.Option(128, "--batch-size"),
@@ -325,7 +354,9 @@ def evaluate_classifier_cmd(
 
     from hcs.train.pipeline import evaluate_model
 
-    m, cs, proba = evaluate_model(model, voc, folders, split, part, batch_size, device, n_boot)
+    m, cs, proba = evaluate_model(model, voc, folders, split, part, batch_size, device, n_boot,
+                                  truth=truth, plate=plate,
+                                  channel_map=_train_channel_map(channel_map))
     if embedding:
         from hcs.classify.explain import write_embedding
         from hcs.classify.models import load_model

@@ -1,9 +1,9 @@
 """``hcs train classifier`` and ``hcs evaluate classifier`` as library functions.
 
-Training: annotations -> split by source image (test / val / train, fixed seed) -> crops ->
-:func:`hcs.train.loop.train_classifier` -> held-out metrics -> model folder (weights, card,
-``split.json``). Evaluation: a model folder + annotations (optionally one part of a split) ->
-:func:`hcs.train.metrics.classification_metrics`.
+Training: annotations (or a simulation's truth, :mod:`hcs.train.truth`) -> split by source image
+(test / val / train, fixed seed) -> crops -> :func:`hcs.train.loop.train_classifier` -> held-out
+metrics -> model folder (weights, card, ``split.json``). Evaluation: a model folder + annotations
+or truth (optionally one part of a split) -> :func:`hcs.train.metrics.classification_metrics`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,18 @@ def _channels(assay: str, n: int) -> list[dict[str, str]]:
     return [{"name": c.name, "meaning": c.meaning} for c in chans]
 
 
+def _source_table(voc: str | Path | None, folders: str | Path | None, truth: str | Path | None,
+                  label_map: dict[str, str] | None) -> Any:
+    """The annotation table of exactly one source (``source`` = the image a box comes from)."""
+    if truth is None:
+        return load_annotations(voc, folders, label_map)
+    if voc is not None or folders is not None:
+        raise InputError("give exactly one data source: --voc DIR, --folders DIR or --truth DIR")
+    from hcs.train.truth import read_truth
+
+    return read_truth(truth)
+
+
 def train_model(
     out: str | Path,
     voc: str | Path | None = None,
@@ -60,10 +72,16 @@ def train_model(
     overwrite: bool = False,
     n_boot: int = 1000,
     log: Callable[[str], None] = print,
+    truth: str | Path | None = None,
+    plate: str | Path | None = None,
+    channel_map: dict[str, str] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train a crop classifier from annotations and write the model folder ``out``.
 
-    Returns the folder and the held-out metrics (``{}`` when ``test_fraction`` is 0).
+    The data are ``voc``, ``folders`` or ``truth`` (a simulation folder; its converted plate is
+    ``plate`` or found by :func:`hcs.train.truth.find_plate`; ``channel_map`` maps input roles
+    to plate channels as ``hcs run --channels`` does). Returns the folder and the held-out
+    metrics (``{}`` when ``test_fraction`` is 0).
     """
     from hcs import __version__
     from hcs.assays import get_assay
@@ -78,12 +96,23 @@ def train_model(
     classes = list(get_assay(assay).classes)
     size = crop_size or spec.crop_size
     margin = spec.margin if margin is None else margin
-    table = load_annotations(voc, folders, spec.label_map if voc is not None else None)
+    table = _source_table(voc, folders, truth, spec.label_map if voc is not None else None)
     parts = {"test": test_fraction, "val": val_fraction}
     split = split_by_image(table["source"].tolist(), parts, split_seed)
     log(f"{len(table)} boxes from {table['source'].nunique()} images; split by image: "
         + ", ".join(f"{k} {len(v)}" for k, v in split.items()))
-    full = build_cropset(table, classes, size, margin, spec.square, spec.pad_mode, channels)
+    if truth is not None:
+        from hcs.train.truth import find_plate, input_modes, truth_cropset
+
+        roles = [c["name"] for c in _channels(assay, channels or len(spec.channels))]
+        if roles[0] == "channel_0":
+            raise InputError(f"--channels {channels}: assay {assay} takes "
+                             f"{len(spec.channels)} channel(s) (or 3 for RGB brightfield)")
+        full = truth_cropset(table, find_plate(truth, plate), classes, roles,
+                             input_modes(assay, roles), size, margin, spec.square, spec.pad_mode,
+                             channel_map, log)
+    else:
+        full = build_cropset(table, classes, size, margin, spec.square, spec.pad_mode, channels)
     sets = {k: full.subset(table["source"].isin(v).to_numpy()) for k, v in split.items()}
     log("crops per class: " + "; ".join(f"{k} {s.counts()}" for k, s in sets.items()))
     mean, std = channel_stats(sets["train"].crops)
@@ -100,7 +129,8 @@ def train_model(
         normalisation=dict(scale=1 / 255, mean=mean, std=std),
         thresholds={"rule": "argmax"},
         training=dict(
-            data=dict(data or {}, source_folder=Path(voc or folders).name),  # type: ignore[arg-type]
+            data=dict(data or {}, source_folder=Path(voc or folders or truth).name,  # type: ignore[arg-type]
+                      **({"plate": find_plate(truth, plate).name} if truth is not None else {})),
             split=dict(by="source image", seed=split_seed, test_fraction=test_fraction,
                        val_fraction=val_fraction, file=SPLIT_FILE,
                        images={k: len(v) for k, v in split.items()},
@@ -144,8 +174,15 @@ def evaluate_model(
     device: str = "auto",
     n_boot: int = 1000,
     seed: int = 0,
+    truth: str | Path | None = None,
+    plate: str | Path | None = None,
+    channel_map: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], CropSet, np.ndarray]:
     """Score a model folder on annotated crops (optionally only ``part`` of a ``split.json``).
+
+    ``truth`` (a simulation folder, with ``plate`` and ``channel_map`` as in
+    :func:`train_model`) replaces the annotations: crops are cut from the plate as the engine
+    cuts them, labelled with the true class.
 
     Returns the metrics dict (see :func:`~hcs.train.metrics.classification_metrics`), the crops
     and the probabilities.
@@ -163,7 +200,7 @@ def evaluate_model(
         label_map = {}
     if voc is not None and label_map:
         label_map = {**label_map, **{c: c for c in card.classes}}
-    table = load_annotations(voc, folders, label_map or None)
+    table = _source_table(voc, folders, truth, label_map or None)
     if split_file is not None:
         try:
             split = json.loads(Path(split_file).read_text())
@@ -176,7 +213,15 @@ def evaluate_model(
         if missing and keep.sum() == 0:
             raise InputError(f"{split_file}: none of the {part} images are in the annotations")
         table = table[keep]
-    cs = build_cropset(table, card.classes, card.crop.size, card.crop.margin, card.crop.square,
-                       card.crop.pad_mode, channels=card.in_chans)
+    if truth is not None:
+        from hcs.train.truth import find_plate, input_modes, truth_cropset
+
+        roles = [c.name for c in card.channels]
+        cs = truth_cropset(table, find_plate(truth, plate), card.classes, roles,
+                           input_modes(card.assay, roles), card.crop.size, card.crop.margin,
+                           card.crop.square, card.crop.pad_mode, channel_map)
+    else:
+        cs = build_cropset(table, card.classes, card.crop.size, card.crop.margin,
+                           card.crop.square, card.crop.pad_mode, channels=card.in_chans)
     proba = predict_proba(m, cs.crops, batch_size=batch_size, device=device)
     return classification_metrics(cs.y, proba, card.classes, n_boot=n_boot, seed=seed), cs, proba
