@@ -412,7 +412,7 @@ def run_command(
         threads_per_worker=threads_per_worker, scheduler=scheduler, gpus=gpus, resume=resume,
         wells=wells.split(",") if wells else None, batch_size=batch_size,
         nucleus_channel=nucleus_channel, channel_map=parse_channel_map(channels), seed=seed,
-        progress=not quiet and sys.stderr.isatty(),
+        progress=not quiet,
     )
     typer.echo(summary_text(summary))
     if not summary.ok:

@@ -97,18 +97,19 @@ def _progress(enabled: bool, total: int):  # noqa: ANN202 - rich types only when
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
-    return Progress(
+    from hcs.progress import make_progress
+
+    return make_progress("fields", [
         TextColumn("fields"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:.1f} cells/s"), TextColumn("failed {task.fields[failed]}"),
+        TextColumn("{task.fields[cells_per_s]:.1f} cells/s"),
+        TextColumn("failed {task.fields[failed]}"),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        disable=not enabled, transient=False,
-    )
+    ], enabled)
 
 
 def _prepare(run_dir: Path, params: EngineParams, resume: bool, record: dict) -> None:
@@ -278,7 +279,7 @@ def _execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[
         futures[fut] = (well, fld)
     t0 = time.perf_counter()
     with _progress(progress, len(todo)) as bar:
-        task = bar.add_task("fields", total=len(todo), rate=0.0, failed=0)
+        task = bar.add_task("fields", total=len(todo), cells_per_s=0.0, failed=0)
         try:
             for fut in as_completed(futures):
                 well, fld = futures[fut]
@@ -293,7 +294,7 @@ def _execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[
                     summary.fields_failed += 1
                 fut.release()
                 rate = summary.cells / max(time.perf_counter() - t0, 1e-9)
-                bar.update(task, advance=1, rate=rate, failed=summary.fields_failed)
+                bar.update(task, advance=1, cells_per_s=rate, failed=summary.fields_failed)
         except BaseException:
             client.cancel(list(futures))
             raise

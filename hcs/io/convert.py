@@ -149,45 +149,23 @@ def _write_field(
     return np.percentile(flat, [0.1, 99.9], axis=1).T
 
 
-class _LineProgress:
-    """Progress for logs (stderr not a terminal): one line every ``every`` seconds."""
-
-    def __init__(self, total: int, every: float = 10.0) -> None:
-        self.total, self.every = total, every
-        self.planes = self.bytes = 0
-        self.start_t = self.last = time.perf_counter()
-        self.lock = threading.Lock()
-
-    def start(self) -> None:
-        self.start_t = self.last = time.perf_counter()
-
-    def stop(self) -> None:
-        self._line()
-
-    def advance(self, planes: int, nbytes: int) -> None:
-        with self.lock:
-            self.planes += planes
-            self.bytes += nbytes
-            if time.perf_counter() - self.last >= self.every:
-                self._line()
-
-    def _line(self) -> None:
-        self.last = time.perf_counter()
-        el = max(self.last - self.start_t, 1e-6)
-        print(
-            f"converting planes: {self.planes}/{self.total}, {self.bytes / 1e6 / el:.1f} MB/s, "
-            f"{el:.0f} s elapsed",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
 def _progress_bar(total: int, enabled: bool) -> tuple[Any, Callable[[int, int], None] | None]:
     if not enabled:
         return None, None
     if not sys.stderr.isatty():
-        lines = _LineProgress(total)
-        return lines, lines.advance
+        from hcs.progress import LineProgress
+
+        lines = LineProgress("converting planes")
+        task = lines.add_task("convert", total=total, mb_per_s="")
+        start = time.perf_counter()
+        done = {"bytes": 0}
+
+        def line_advance(planes: int, nbytes: int) -> None:
+            done["bytes"] += nbytes
+            mbps = done["bytes"] / 1e6 / max(time.perf_counter() - start, 1e-6)
+            lines.update(task, advance=planes, mb_per_s=f"{mbps:.1f}")
+
+        return lines, line_advance
     from rich.console import Console
     from rich.progress import (
         BarColumn,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -335,20 +334,20 @@ class _Progress:
         self.bar = None
         self.objects = 0
         if enabled:
-            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
-                Progress,
                 TextColumn,
                 TimeElapsedColumn,
                 TimeRemainingColumn,
             )
 
-            self.bar = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("fields, {task.fields[objects]} objects"),
-                                TimeElapsedColumn(), TimeRemainingColumn(),
-                                console=Console(file=sys.stderr))
+            from hcs.progress import make_progress
+
+            self.bar = make_progress("simulating fields", [
+                TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("fields, {task.fields[objects]} objects"),
+                TimeElapsedColumn(), TimeRemainingColumn()])
             self.task = self.bar.add_task("sim", total=total, objects=0)
             self.bar.start()
 
