@@ -351,3 +351,23 @@ def nan_or(value: Any) -> float:
     except (TypeError, ValueError):
         return math.nan
     return f
+
+
+def default_field_positions(
+    n_fields: int, image_shape: tuple[int, int], pixel_size_um: tuple[float, float]
+) -> list[tuple[float, float]]:
+    """Well-relative (x, y) in um, image orientation, of ``n_fields`` abutting fields on a square
+    grid centred on the well, numbered row by row from the top left (as Harmony does).
+
+    Examples
+    --------
+    >>> default_field_positions(2, (100, 100), (1.0, 1.0))
+    [(-50.0, 0.0), (50.0, 0.0)]
+    """
+    side = math.ceil(math.sqrt(n_fields))
+    n_rows = math.ceil(n_fields / side)
+    w, h = image_shape[1] * pixel_size_um[1], image_shape[0] * pixel_size_um[0]
+    return [
+        ((i % side - (side - 1) / 2) * w, (i // side - (n_rows - 1) / 2) * h)
+        for i in range(n_fields)
+    ]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -150,49 +149,31 @@ def _write_field(
 
 
 def _progress_bar(total: int, enabled: bool) -> tuple[Any, Callable[[int, int], None] | None]:
+    """A progress display (bar on a terminal, periodic lines otherwise) and its advance()."""
     if not enabled:
         return None, None
-    if not sys.stderr.isatty():
-        from hcs.progress import LineProgress
-
-        lines = LineProgress("converting planes")
-        task = lines.add_task("convert", total=total, mb_per_s="")
-        start = time.perf_counter()
-        done = {"bytes": 0}
-
-        def line_advance(planes: int, nbytes: int) -> None:
-            done["bytes"] += nbytes
-            mbps = done["bytes"] / 1e6 / max(time.perf_counter() - start, 1e-6)
-            lines.update(task, advance=planes, mb_per_s=f"{mbps:.1f}")
-
-        return lines, line_advance
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
-    progress = Progress(
-        TextColumn("converting planes"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
-    task = progress.add_task("convert", total=total, rate="")
+    from hcs.progress import make_progress
+
+    progress = make_progress("converting planes", [
+        TextColumn("converting planes"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[mb_per_s]} MB/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+    ])
+    task = progress.add_task("convert", total=total, mb_per_s="")
     start = time.perf_counter()
     done = {"bytes": 0}
 
     def advance(planes: int, nbytes: int) -> None:
         done["bytes"] += nbytes
         mbps = done["bytes"] / 1e6 / max(time.perf_counter() - start, 1e-6)
-        progress.update(task, advance=planes, rate=f"{mbps:.1f} MB/s")
+        progress.update(task, advance=planes, mb_per_s=f"{mbps:.1f}")
 
     return progress, advance
 

@@ -21,7 +21,6 @@ leaves nothing behind. Output bytes depend only on the arguments (no clock, fixe
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import uuid
@@ -34,7 +33,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from hcs.errors import InputError, OutputExistsError
-from hcs.io.acquisition import Channel
+from hcs.io.acquisition import Channel, default_field_positions
 from hcs.plate import PlateGeometry
 
 __all__ = ["write_harmony_export", "harmony_file_name", "default_field_positions"]
@@ -67,26 +66,6 @@ def harmony_file_name(row: int, col: int, field: int, z: int, channel: int, t: i
         f"r{row + 1:02d}c{col + 1:02d}f{field + 1:02d}p{z + 1:02d}"
         f"-ch{channel + 1}sk{t + 1}fk1fl1.tiff"
     )
-
-
-def default_field_positions(
-    n_fields: int, image_shape: tuple[int, int], pixel_size_um: tuple[float, float]
-) -> list[tuple[float, float]]:
-    """Well-relative (x, y) in um, image orientation, of ``n_fields`` abutting fields on a square
-    grid centred on the well, numbered row by row from the top left (as Harmony does).
-
-    Examples
-    --------
-    >>> default_field_positions(2, (100, 100), (1.0, 1.0))
-    [(-50.0, 0.0), (50.0, 0.0)]
-    """
-    side = math.ceil(math.sqrt(n_fields))
-    n_rows = math.ceil(n_fields / side)
-    w, h = image_shape[1] * pixel_size_um[1], image_shape[0] * pixel_size_um[0]
-    return [
-        ((i % side - (side - 1) / 2) * w, (i // side - (n_rows - 1) / 2) * h)
-        for i in range(n_fields)
-    ]
 
 
 def _num(v: float | int) -> str:

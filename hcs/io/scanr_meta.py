@@ -66,26 +66,27 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _length_um(attrs: dict[str, str], key: str, where: str) -> float:
+def _quantity(
+    attrs: dict[str, str], key: str, where: str, factors: dict[str, float], default_unit: str
+) -> float:
+    """``attrs[key]`` converted with ``factors`` by its ``<key>Unit`` (OME default unit if
+    absent); NaN when the attribute is missing."""
     value = attrs.get(key)
     if value is None or value == "":
         return math.nan
-    unit = attrs.get(f"{key}Unit", "µm")
+    unit = attrs.get(f"{key}Unit", default_unit)
     try:
-        return float(value) * _LENGTH_TO_UM[unit]
+        return float(value) * factors[unit]
     except (KeyError, ValueError):
         raise InputError(f"{where}: cannot read {key}={value!r} {unit}") from None
+
+
+def _length_um(attrs: dict[str, str], key: str, where: str) -> float:
+    return _quantity(attrs, key, where, _LENGTH_TO_UM, "µm")
 
 
 def _time_s(attrs: dict[str, str], key: str, where: str) -> float:
-    value = attrs.get(key)
-    if value is None or value == "":
-        return math.nan
-    unit = attrs.get(f"{key}Unit", "s")
-    try:
-        return float(value) * _TIME_TO_S[unit]
-    except (KeyError, ValueError):
-        raise InputError(f"{where}: cannot read {key}={value!r} {unit}") from None
+    return _quantity(attrs, key, where, _TIME_TO_S, "s")
 
 
 def _int_attr(attrs: dict[str, str], key: str, default: int, where: str) -> int:

@@ -32,7 +32,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from hcs.errors import InputError, OutputExistsError
-from hcs.io.acquisition import Channel
+from hcs.io.acquisition import Channel, default_field_positions
 from hcs.plate import PlateGeometry, row_name
 
 __all__ = ["write_scanr_export", "well_center_um", "default_field_positions"]
@@ -56,26 +56,6 @@ def well_center_um(geometry: PlateGeometry, row: int, col: int) -> tuple[float, 
     x0 = (_SBS_UM[0] - (geometry.columns - 1) * pitch) / 2
     y0 = (_SBS_UM[1] - (geometry.rows - 1) * pitch) / 2
     return x0 + col * pitch, y0 + row * pitch
-
-
-def default_field_positions(
-    n_fields: int, image_shape: tuple[int, int], pixel_size_um: tuple[float, float]
-) -> list[tuple[float, float]]:
-    """Offsets (x, y) in um of ``n_fields`` abutting fields on a square-ish grid centred on the
-    well, row by row (image orientation).
-
-    Examples
-    --------
-    >>> default_field_positions(4, (100, 100), (1.0, 1.0))
-    [(-50.0, -50.0), (50.0, -50.0), (-50.0, 50.0), (50.0, 50.0)]
-    """
-    ncol = math.ceil(math.sqrt(n_fields))
-    nrow = math.ceil(n_fields / ncol)
-    w, h = image_shape[1] * pixel_size_um[1], image_shape[0] * pixel_size_um[0]
-    return [
-        ((i % ncol - (ncol - 1) / 2) * w, (i // ncol - (nrow - 1) / 2) * h)
-        for i in range(n_fields)
-    ]
 
 
 def _check_channel_names(channels: Sequence[Channel], metadata: str) -> list[str]:
