@@ -375,6 +375,9 @@ def evaluate_classifier_cmd(
     typer.echo(f"confusion (rows true, columns predicted {m['classes']}): {m['confusion']}")
 
 
+# --- train / evaluate detector (issue 4) ---
+
+
 # --- run / aggregate (issue 6) ---
 
 
@@ -459,6 +462,9 @@ def report_cmd(
     path = build_report(run_dir, out, overwrite=overwrite, gallery=gallery)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in"
                f" {time.perf_counter() - t0:.1f} s")
+
+
+# --- analyze / demo (issue 9) ---
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m hcs`
