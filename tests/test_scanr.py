@@ -14,7 +14,8 @@ import tifffile
 from hcs.errors import InputError, OutputExistsError
 from hcs.io.acquisition import Channel, read_plane
 from hcs.io.scanr import read_scanr
-from hcs.io.scanr_meta import parse_experiment_descriptor, parse_scanr_name, parse_scanr_ome
+from hcs.io.scanr_descriptor import parse_experiment_descriptor
+from hcs.io.scanr_meta import parse_scanr_name, parse_scanr_ome
 from hcs.io.scanr_writer import well_center_um, write_scanr_export
 from hcs.plate import PlateGeometry, parse_well
 

@@ -42,15 +42,10 @@ from hcs.io.acquisition import (
     probe_tiff,
     resolve_inside,
 )
-from hcs.io.scanr_meta import (
-    Descriptor,
-    ScanrOme,
-    parse_acquisition_log,
-    parse_experiment_descriptor,
-    parse_scanr_name,
-    parse_scanr_ome,
-)
-from hcs.plate import PLATE_FORMATS, PlateGeometry, parse_well, well_name
+from hcs.io.scanr_descriptor import Descriptor, parse_acquisition_log, parse_experiment_descriptor
+from hcs.io.scanr_meta import ScanrOme, parse_scanr_name, parse_scanr_ome
+from hcs.io.scanr_wells import add_prefix_labels, check_labels, plate_geometry
+from hcs.plate import well_name
 
 __all__ = ["read_scanr", "locate_scanr"]
 
@@ -135,8 +130,8 @@ def read_scanr(
         log = parse_acquisition_log(log_path) if log_path else {}
         records, channels, labels = _records_from_names(files, desc, log, desc_path)
         source_kind = "descriptor" if desc is not None else "file names"
-    geometry = _geometry(desc, plate_format, labels, exp_dir)
-    _check_labels(labels, geometry, plate_format, ome_path or desc_path or data_dir)
+    geometry = plate_geometry(desc, plate_format, labels, exp_dir)
+    check_labels(labels, geometry, plate_format, ome_path or desc_path or data_dir)
 
     planes = pd.DataFrame.from_records(records)
     rc = []
@@ -296,7 +291,7 @@ def _records_from_ome(
             )
         if img.label and img.well is not None:
             labels.setdefault(img.well, img.label)
-    _add_prefix_labels(labels, [parse_scanr_name(Path(r["file"]).name) for r in records])
+    add_prefix_labels(labels, [parse_scanr_name(Path(r["file"]).name) for r in records])
     stray = sorted(n for n in files if n not in referenced)
     if stray:
         raise InputError(
@@ -371,78 +366,5 @@ def _records_from_names(
              "stage_z_um": z_um, "time_s": t_s}
         )
     labels = {w: lab for w, lab in desc.wells if lab} if desc is not None else {}
-    _add_prefix_labels(labels, [p for p, _ in files.values()])
+    add_prefix_labels(labels, [p for p, _ in files.values()])
     return records, channels, labels
-
-
-def _add_prefix_labels(labels: dict[int, str], names: list[Any]) -> None:
-    """File prefixes are user labels (cDNA) in general: use them as well labels only when
-    every prefix looks like a well name."""
-    prefixes = {p.well: p.prefix for p in names if p is not None}
-    if prefixes and all(_is_well_name(x) for x in prefixes.values()):
-        for w, x in prefixes.items():
-            labels.setdefault(w, x)
-
-
-def _is_well_name(text: str) -> bool:
-    try:
-        parse_well(text)
-    except InputError:
-        return False
-    return True
-
-
-def _implied_formats(labels: dict[int, str]) -> list[int]:
-    """Plate formats under which every (W number, well label) pair agrees."""
-    out = []
-    for n, (rows, cols) in sorted(PLATE_FORMATS.items()):
-        g = PlateGeometry(rows, cols)
-        if all(_label_agrees(g, w, lab) for w, lab in labels.items()):
-            out.append(n)
-    return out
-
-
-def _label_agrees(g: PlateGeometry, w: int, label: str) -> bool:
-    if not _is_well_name(label):
-        return True
-    if not 1 <= w <= g.n_wells:
-        return False
-    return g.well_from_index(w) == parse_well(label)
-
-
-def _geometry(
-    desc: Descriptor | None, plate_format: int | None, labels: dict[int, str], where: Path
-) -> PlateGeometry:
-    if desc is not None and desc.rows and desc.columns:
-        g = PlateGeometry(desc.rows, desc.columns)
-        if plate_format is not None and PlateGeometry.from_format(plate_format) != g:
-            raise InputError(
-                f"{desc.path}: the descriptor says {g.rows} x {g.columns} wells, but "
-                f"--plate-format {plate_format} was given"
-            )
-        return g
-    if plate_format is not None:
-        return PlateGeometry.from_format(plate_format)
-    hint = ""
-    implied = _implied_formats({w: lab for w, lab in labels.items() if _is_well_name(lab)})
-    if labels and implied and len(implied) < len(PLATE_FORMATS):
-        hint = f"; the well labels fit {' or '.join(str(n) for n in implied)} wells"
-    raise InputError(
-        f"{where}: the scanR metadata does not state the plate format; pass --plate-format "
-        f"(e.g. 96 or 384){hint}"
-    )
-
-
-def _check_labels(
-    labels: dict[int, str], g: PlateGeometry, plate_format: int | None, where: Path
-) -> None:
-    for w, lab in sorted(labels.items()):
-        if _is_well_name(lab) and not _label_agrees(g, w, lab):
-            on = (well_name(*g.well_from_index(w)) if 1 <= w <= g.n_wells else "outside the plate")
-            implied = _implied_formats({w: lab})
-            raise InputError(
-                f"{where}: well W{w:05d} is labelled {lab}, but on a "
-                f"{g.rows} x {g.columns} plate it is {on}; the plate format "
-                f"({plate_format or 'from the descriptor'}) contradicts the labels"
-                + (f" (they fit {' or '.join(map(str, implied))} wells)" if implied else "")
-            )
