@@ -2,15 +2,18 @@
 
 Simulates a livedead plate (hcs.synth, Harmony export -> OME-Zarr) of 24 wells x 4 fields of
 1080 x 1080 px, then processes it (detect + classify every cell, write cells/) four ways in one
-run: a plain loop in this process (baseline), ``run_plate`` with 1 worker, with 2 workers, and
-with 2 workers on a 96-well plate (is the peak RSS per worker flat in plate size?). Prints
-fields/s, cells/s, speed-up, peak RSS per worker and scheduling overhead side by side.
+run: a plain loop in this process (baseline: ``process_field`` per field, crops batched within
+the field), ``run_plate`` with 1 worker, with 2 workers (``--fields-per-task`` fields per task,
+crops batched across them), and with 2 workers on a 96-well plate (is the peak RSS per worker
+flat in plate size?). Prints fields/s, cells/s, speed-up, peak and final RSS per worker and
+scheduling overhead side by side.
 
 Scheduling overhead = 1 - (sum of task times) / (workers x wall time from first submit to last
 result): everything that is not a worker computing a field (task dispatch, result transfer,
 idle workers at the tail). Cluster start-up is reported separately.
 
     python benchmarks/engine.py [--wells 24] [--big-wells 96] [--fields 4] [--size 1080]
+                                [--fields-per-task 4] [--batch-size 64] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -56,15 +59,15 @@ def make_plate(work: Path, n_wells: int, fields: int, size: int) -> Path:
     return plate
 
 
-def baseline(plate: Path, model: Path, out: Path) -> dict:
+def baseline(plate: Path, model: Path, out: Path, batch_size: int) -> dict:
     """A plain loop over the fields in this process: no Dask at all."""
     from hcs.engine.processor import get_processor
     from hcs.engine.run import list_fields
-    from hcs.engine.tasks import _peak_rss_bytes
+    from hcs.engine.tasks import _peak_rss_bytes, _rss_bytes
     from hcs.io.omezarr import open_plate
 
     params = EngineParams(plate=str(plate.resolve()), assay="livedead",
-                          model=str(model.resolve()))
+                          model=str(model.resolve()), batch_size=batch_size)
     fields = list_fields(open_plate(plate))
     get_processor(params)  # load the model first, as the engine's workers do before timing
     t0 = time.perf_counter()
@@ -74,40 +77,46 @@ def baseline(plate: Path, model: Path, out: Path) -> dict:
     wall = time.perf_counter() - t0
     rss = _peak_rss_bytes()
     return {"fields": len(fields), "cells": cells, "wall": wall, "startup": 0.0,
-            "rss": rss, "rss_quarter": float("nan"), "overhead": float("nan"), "workers": 1,
-            "task_s": wall / len(fields)}
+            "rss": rss, "rss_quarter": float("nan"), "rss_end": _rss_bytes(),
+            "overhead": float("nan"), "workers": 1, "task_s": wall / len(fields)}
 
 
-def engine(plate: Path, model: Path, out: Path, workers: int) -> dict:
+def engine(plate: Path, model: Path, out: Path, workers: int, fields_per_task: int,
+           batch_size: int) -> dict:
     t0 = time.perf_counter()
-    s = run_plate(plate, "livedead", model, out, workers=workers, gpus=0, progress=False)
+    s = run_plate(plate, "livedead", model, out, workers=workers, gpus=0, progress=False,
+                  fields_per_task=fields_per_task, batch_size=batch_size)
     total = time.perf_counter() - t0
     if not s.ok:
         raise SystemExit(f"benchmark run failed: {s.failures[:2]}")
-    tasks = pd.DataFrame(s.tasks)
+    tasks = pd.DataFrame(s.tasks)  # one row per task (a group of fields)
+    tasks["n_fields"] = tasks["fields"].map(len)
     busy = tasks["seconds"].sum()
     # wall of the task phase: run_plate's own clock starts at the first submit, after the
     # workers have started and loaded the model (start-up, reported separately)
     wall = s.seconds
-    # peak RSS of each worker after a quarter of its fields vs at the end (growth = a leak)
-    quarter = tasks.groupby("pid")["peak_rss"].apply(lambda r: r.iloc[max(len(r) // 4 - 1, 0)])
+    # peak RSS of each worker after a quarter of its tasks vs at the end (growth = a leak), and
+    # its resident size after its last task (what it holds between fields)
+    by = tasks.groupby("pid")
+    quarter = by["peak_rss"].apply(lambda r: r.iloc[max(len(r) // 4 - 1, 0)])
     return {"fields": s.fields_done, "cells": s.cells, "wall": wall, "startup": total - wall,
-            "rss": tasks.groupby("pid")["peak_rss"].max().max(), "rss_quarter": quarter.max(),
-            "overhead": 1 - busy / (workers * wall), "workers": workers,
-            "task_s": tasks["seconds"].mean()}
+            "ru_maxrss": by["ru_maxrss"].max().max(), "rss": by["peak_rss"].max().max(),
+            "rss_quarter": quarter.max(),
+            "rss_end": by["rss"].last().max(), "overhead": 1 - busy / (workers * wall),
+            "workers": workers, "task_s": busy / tasks["n_fields"].sum()}
 
 
 HEADER = (f"{'':34s}{'fields':>7s}{'cells':>8s}{'wall s':>8s}{'fields/s':>9s}{'cells/s':>9s}"
-          f"{'vs 1w':>7s}{'task s':>7s}{'RSS/worker MB':>14s}{'(at 1/4)':>9s}{'overhead':>9s}"
-          f"{'start s':>8s}")
+          f"{'vs 1w':>7s}{'field s':>8s}{'peak RSS MB':>12s}{'(at 1/4)':>9s}{'end RSS':>8s}"
+          f"{'overhead':>9s}{'start s':>8s}")
 
 
 def show(name: str, r: dict, ref: dict | None) -> None:
     speed = (r["fields"] / r["wall"]) / (ref["fields"] / ref["wall"]) if ref else float("nan")
     print(f"{name:34s}{r['fields']:7d}{r['cells']:8d}{r['wall']:8.1f}"
           f"{r['fields'] / r['wall']:9.2f}{r['cells'] / r['wall']:9.1f}{speed:6.2f}x"
-          f"{r['task_s']:7.2f}{r['rss'] / 2**20:14.0f}{r['rss_quarter'] / 2**20:9.0f}"
-          f"{r['overhead']:9.1%}{r['startup']:8.1f}", flush=True)
+          f"{r['task_s']:8.2f}{r['rss'] / 2**20:12.0f}{r['rss_quarter'] / 2**20:9.0f}"
+          f"{r['rss_end'] / 2**20:8.0f}{r['overhead']:9.1%}{r['startup']:8.1f}", flush=True)
 
 
 def main() -> None:
@@ -117,6 +126,8 @@ def main() -> None:
     ap.add_argument("--fields", type=int, default=4)
     ap.add_argument("--size", type=int, default=1080)
     ap.add_argument("--arch", default="lcnet_050", help="timm architecture of the model")
+    ap.add_argument("--fields-per-task", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--keep", default=None, help="Work folder to keep (default: temporary)")
     args = ap.parse_args()
 
@@ -130,25 +141,42 @@ def main() -> None:
                               crop_size=48)  # seeded: the same weights every time
     plate = make_plate(work, args.wells, args.fields, args.size)
     print(f"\nplate: {args.wells} wells x {args.fields} fields, {args.size} px, model "
-          f"{args.arch}; 'vs 1w' = fields/s relative to the 1-worker engine run")
+          f"{args.arch}, batch {args.batch_size}, {args.fields_per_task} fields per task; "
+          f"'vs 1w' = fields/s relative to the 1-worker engine run")
     print(HEADER, flush=True)
     rows = {}
-    rows["plain loop (baseline)"] = baseline(plate, model, work / "loop")
+    rows["plain loop (baseline)"] = baseline(plate, model, work / "loop", args.batch_size)
     show("plain loop (baseline)", rows["plain loop (baseline)"], None)
     for n in (1, 2):
         name = f"engine {n} worker{'s' if n > 1 else ''}"
-        rows[name] = engine(plate, model, work / f"w{n}", n)
+        rows[name] = engine(plate, model, work / f"w{n}", n, args.fields_per_task,
+                            args.batch_size)
         show(name, rows[name], rows["engine 1 worker"])
     if args.big_wells:
         big = make_plate(work, args.big_wells, args.fields, args.size)
         name = f"engine 2 workers, {args.big_wells} wells"
-        rows[name] = engine(big, model, work / "big", 2)
+        rows[name] = engine(big, model, work / "big", 2, args.fields_per_task, args.batch_size)
         show(name, rows[name], rows["engine 1 worker"])
     print(f"loadavg now {os.getloadavg()[0]:.1f}")
+    from hcs.engine.tasks import _peak_rss_bytes
+
+    print("peak RSS = the worker's own VmHWM. ru_maxrss, which a spawned worker inherits from "
+          "the process that started it, would say: " + ", ".join(
+              f"{k} {r['ru_maxrss'] / 2**20:.0f} MB" for k, r in rows.items() if "ru_maxrss" in r)
+          + f" (this process's own peak now: {_peak_rss_bytes() / 2**20:.0f} MB)")
     same = all(
         pd.read_parquet(p).equals(pd.read_parquet(work / "w2" / p.relative_to(work / "w1")))
         for p in (work / "w1" / "cells").rglob("*.parquet"))
     print(f"cell tables identical with 1 and 2 workers: {same}")
+    worst = 0.0
+    labels_same = True
+    for p in (work / "loop" / "cells").rglob("*.parquet"):
+        a, b = pd.read_parquet(p), pd.read_parquet(work / "w2" / p.relative_to(work / "loop"))
+        cols = [c for c in a if c.startswith("p_")]
+        worst = max(worst, float((a[cols] - b[cols]).abs().to_numpy().max()) if len(a) else 0)
+        labels_same &= bool((a.label == b.label).all())
+    print(f"per-field loop vs cross-field batches: max |dp| {worst:.2e}, labels identical: "
+          f"{labels_same}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     sys.exit(0 if same else 1)

@@ -388,7 +388,9 @@ def run_command(
     assay: str = typer.Option(..., "--assay", "-a", help="cic | livedead | mitosis | cancer"),
     model: str = typer.Option(..., "--model", "-m", help="Model folder (model.yaml + weights)."),
     out: str = typer.Option(..., "--out", "-o", help="Run folder (cells/, run.json, ...)."),
-    detector: str = typer.Option("threshold", "--detector", help="Detection method."),
+    detector: str = typer.Option(
+        "threshold", "--detector", help="Detection method (threshold) or a detector folder."
+    ),
     workers: int | None = typer.Option(None, "--workers", help="Local worker processes."),
     threads_per_worker: int = typer.Option(1, "--threads-per-worker", help="Threads each."),
     scheduler: str | None = typer.Option(
@@ -405,6 +407,12 @@ def run_command(
         None, "--channels", help="Model input role -> plate channel: brightfield=BF,nucleus=DAPI"
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed (recorded in run.json)."),
+    timepoint: int | None = typer.Option(
+        None, "--timepoint", help="Timepoint to process (required if the plate has several)."
+    ),
+    fields_per_task: int = typer.Option(
+        4, "--fields-per-task", help="Fields per task; their crops share inference batches."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Detect and classify every cell of a plate in parallel -> RUN_DIR/cells/."""
@@ -415,7 +423,7 @@ def run_command(
         threads_per_worker=threads_per_worker, scheduler=scheduler, gpus=gpus, resume=resume,
         wells=wells.split(",") if wells else None, batch_size=batch_size,
         nucleus_channel=nucleus_channel, channel_map=parse_channel_map(channels), seed=seed,
-        progress=not quiet,
+        timepoint=timepoint, fields_per_task=fields_per_task, progress=not quiet,
     )
     typer.echo(summary_text(summary))
     if not summary.ok:

@@ -3,7 +3,9 @@
 :class:`FieldProcessor` is the protocol the engine schedules: built once per worker from
 validated :class:`EngineParams` (so the CLI, a Dask task and a test call the same thing), then
 ``process(image, meta)`` per field. :class:`PipelineProcessor` is the default implementation
-(classical detector + timm classifier); :func:`get_processor` caches one per worker process.
+(classical or learned detector + timm classifier); :func:`get_processor` caches one per worker
+process. For cross-field batching a field is split into ``prepare`` (detect, compose),
+``crops``/``classify`` (driven by :class:`hcs.engine.batching.FieldBatcher`) and ``finish``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hcs.errors import InputError
 
-__all__ = ["EngineParams", "FieldMeta", "FieldProcessor", "PipelineProcessor", "compose_field",
-           "field_crops", "get_processor", "nucleus_channel_index"]
+__all__ = ["EngineParams", "FieldMeta", "FieldProcessor", "PipelineProcessor", "PreparedField",
+           "compose_field", "field_crops", "get_processor", "nucleus_channel_index"]
 
 _NUCLEAR = re.compile(r"hoechst|dapi|nucle|draq|sytox|h2b", re.IGNORECASE)
 
@@ -40,6 +42,7 @@ class EngineParams(BaseModel):
     device: str = "auto"
     torch_threads: int = Field(1, ge=1)
     channel_map: tuple[tuple[str, str], ...] = ()
+    timepoint: int = Field(0, ge=0)
 
     @field_validator("device")
     @classmethod
@@ -60,6 +63,8 @@ class FieldMeta:
     field: int
     channels: tuple[str, ...]
     pixel_size_um: float
+    image_channels: tuple[int, ...] | None = None  # plate channels in the image; None: all
+    timepoint: int = 0
 
 
 class FieldProcessor(Protocol):
@@ -152,8 +157,31 @@ def _resolve_device(device: str) -> str:
     return f"cuda:{index}"
 
 
+@dataclass(eq=False)
+class PreparedField:
+    """A detected field waiting for its crops to be classified (see :mod:`hcs.engine.batching`).
+
+    ``composed`` is the ``(H, W, C)`` classifier input, kept only until every crop is cut, so a
+    worker holds composed planes, not crops, however many cells a field has.
+    """
+
+    meta: FieldMeta
+    frame: pd.DataFrame
+    boxes: np.ndarray
+    composed: np.ndarray | None
+    shape: tuple[int, int]
+    probs: np.ndarray
+    cut: int = 0
+    done: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.boxes)
+
+
 class PipelineProcessor:
-    """Classical detection on the nuclear channel + the model of ``params.model`` on crops."""
+    """Detection (classical on the nuclear channel, or a learned detector folder) + the model of
+    ``params.model`` on crops."""
 
     def __init__(self, params: EngineParams) -> None:
         import torch
@@ -161,56 +189,114 @@ class PipelineProcessor:
         from hcs.assays import get_assay
         from hcs.assays.inputs import get_input_spec
         from hcs.assays.rules import get_rule
-        from hcs.detect import available_methods
+        from hcs.engine.detector import load_engine_detector
         from hcs.engine.model import load_classifier, model_card
 
         self.params = params
         self.assay = get_assay(params.assay)
         self.rule = get_rule(self.assay.name)
-        if params.detector not in available_methods():
-            raise InputError(f"detector {params.detector!r} is not available here "
-                             f"(available: {', '.join(available_methods())})")
         folder, card = model_card(params.model)
         if card.assay != self.assay.name or set(card.classes) != set(self.assay.classes):
             raise InputError(f"model {card.name} ({card.assay}: {card.classes}) is not a model "
                              f"of assay {self.assay.name} ({list(self.assay.classes)})")
         spec = get_input_spec(self.assay.name)
-        known = {c.name: c.rescale for c in spec.channels + spec.optional_channels}
+        self._known = {c.name: c.rescale for c in spec.channels + spec.optional_channels}
         self.roles = [c.name for c in card.channels]
-        self.modes = [known.get(r, "percentile") for r in self.roles]
+        self.modes = [self._known.get(r, "percentile") for r in self.roles]
         torch.manual_seed(params.seed)
         torch.set_num_threads(params.torch_threads)
         self.device = _resolve_device(params.device)
+        self.detector = load_engine_detector(params.detector, self.device)
         self.model = load_classifier(folder, card.sha256)
         self.card = self.model.card
         self._order = [list(self.card.classes).index(c) for c in self.assay.classes]
+        self._plans: dict[tuple[str, ...], _Plan] = {}
 
-    def process(self, image: np.ndarray, meta: FieldMeta) -> pd.DataFrame:
-        """Cell table of one field ``(c, z, y, x)``: DESIGN.md ``cells/`` columns, by cell_id."""
-        from hcs.assays.rules import apply_rule
-        from hcs.classify.infer import predict_proba
-        from hcs.detect import detect
-        from hcs.engine.model import plate_channel_for
+    def plan(self, channels: tuple[str, ...]) -> _Plan:
+        """Which plate channels detection and classification read (resolved once per plate)."""
+        if channels not in self._plans:
+            mapping = dict(self.params.channel_map)
+            nuc = nucleus_channel_index(channels, self.params.nucleus_channel)
+            det_idx, det_modes = self.detector.plate_channels(list(channels), nuc, mapping,
+                                                              self._known)
+            from hcs.engine.model import plate_channel_for
 
+            cls_idx = [plate_channel_for(r, list(channels), mapping) for r in self.roles]
+            self._plans[channels] = _Plan(tuple(sorted(set(det_idx) | set(cls_idx))),
+                                          det_idx, det_modes, cls_idx)
+        return self._plans[channels]
+
+    def read_channels(self, channels: tuple[str, ...]) -> tuple[int, ...]:
+        """Plate channel indices to read for a plate with ``channels`` (all others are never
+        read)."""
+        return self.plan(channels).read
+
+    def prepare(self, image: np.ndarray, meta: FieldMeta) -> PreparedField:
+        """Detect the cells of one field ``(c, z, y, x)`` and compose its classifier input.
+
+        ``image`` holds the plate channels ``meta.image_channels`` (all when None), in order.
+        """
         if image.ndim != 4:
             raise InputError(f"well {meta.well} field {meta.field}: expected (c, z, y, x), "
                              f"got shape {image.shape}")
+        present = meta.image_channels or tuple(range(len(meta.channels)))
+        if len(present) != image.shape[0]:
+            raise InputError(f"well {meta.well} field {meta.field}: {image.shape[0]} channels "
+                             f"read, {len(present)} expected")
+        pos = {c: i for i, c in enumerate(present)}
+        plan = self.plan(meta.channels)
         planes = image.max(axis=1)  # z max-projection, dtype kept
-        nuc = nucleus_channel_index(meta.channels, self.params.nucleus_channel)
-        det = detect(planes[nuc], method=self.params.detector, pixel_size_um=meta.pixel_size_um)
-        mapping = dict(self.params.channel_map)
-        idx = [plate_channel_for(r, list(meta.channels), mapping) for r in self.roles]
-        composed = compose_field(planes, idx, self.modes)
-        c = self.card.crop
-        crops = field_crops(composed, det.boxes, c.size, c.margin, c.square, c.pad_mode)
-        if len(crops):
-            probs = predict_proba(self.model, crops, self.params.batch_size, self.device)
+        if self.detector.kind == "method":
+            det_in = planes[pos[plan.det_idx[0]]]
         else:
-            probs = np.zeros((0, len(self.card.classes)), np.float32)
-        probs = probs[:, self._order]
+            det_in = compose_field(planes, [pos[i] for i in plan.det_idx], plan.det_modes)
+        det = self.detector.detect(det_in, meta.pixel_size_um)
+        del det_in
+        composed = compose_field(planes, [pos[i] for i in plan.cls_idx], self.modes)
+        frame = det.to_frame()
+        boxes = np.asarray(det.boxes, np.float32)
+        probs = np.zeros((len(boxes), len(self.card.classes)), np.float32)
+        return PreparedField(meta, frame, boxes, composed, planes.shape[1:], probs)
+
+    def crops(self, prep: PreparedField, start: int, stop: int) -> np.ndarray:
+        """Crops ``start:stop`` of a prepared field, cut as in training."""
+        c = self.card.crop
+        return field_crops(prep.composed, prep.boxes[start:stop], c.size, c.margin, c.square,
+                           c.pad_mode)
+
+    def classify(self, crops: np.ndarray) -> np.ndarray:
+        """Probabilities (card class order) of one batch of crops: one forward pass."""
+        from hcs.classify.infer import predict_proba
+
+        return predict_proba(self.model, crops, max(len(crops), 1), self.device)
+
+    def finish(self, prep: PreparedField) -> pd.DataFrame:
+        """The cell table of a field whose crops are all classified."""
+        from hcs.assays.rules import apply_rule
+
+        probs = prep.probs[:, self._order]
         labels = apply_rule(probs, self.assay.classes, self.rule) if len(probs) else []
-        return _cell_table(det.to_frame(), probs, labels, self.assay.classes, meta,
-                           planes.shape[1:], self.assay.name, self.card.name)
+        return _cell_table(prep.frame, probs, labels, self.assay.classes, prep.meta,
+                           prep.shape, self.assay.name, self.card.name)
+
+    def process(self, image: np.ndarray, meta: FieldMeta) -> pd.DataFrame:
+        """Cell table of one field ``(c, z, y, x)``: DESIGN.md ``cells/`` columns, by cell_id.
+
+        The same path as a group of one field in :func:`hcs.engine.tasks.process_fields`.
+        """
+        from hcs.engine.batching import FieldBatcher
+
+        batcher = FieldBatcher(self, self.params.batch_size)
+        done = batcher.add(self.prepare(image, meta)) + batcher.flush()
+        return self.finish(done[0])
+
+
+@dataclass(frozen=True)
+class _Plan:
+    read: tuple[int, ...]
+    det_idx: list[int]
+    det_modes: list[str]
+    cls_idx: list[int]
 
 
 def _cell_table(frame: pd.DataFrame, probs: np.ndarray, labels: Any, classes: tuple[str, ...],
@@ -237,11 +323,11 @@ def _cell_table(frame: pd.DataFrame, probs: np.ndarray, labels: Any, classes: tu
     return out.sort_values("cell_id", kind="stable").reset_index(drop=True)
 
 
-_PROCESSORS: dict[str, FieldProcessor] = {}
+_PROCESSORS: dict[str, PipelineProcessor] = {}
 _LOCK = threading.Lock()
 
 
-def get_processor(params: EngineParams) -> FieldProcessor:
+def get_processor(params: EngineParams) -> PipelineProcessor:
     """The worker's :class:`PipelineProcessor` for ``params`` (built on first use)."""
     key = params.model_dump_json()
     with _LOCK:

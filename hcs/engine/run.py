@@ -1,9 +1,11 @@
 """Whole-plate orchestration: fields -> Dask tasks -> ``cells/``, with resume, retries and a lock.
 
 :func:`run_plate` lists the fields of a plate, skips those whose cell table exists (``resume``),
-submits one task per remaining field (retried once by Dask, then recorded in
-``failures.parquet``), shows progress, and writes ``run.json`` (provenance) at the start and the
-end. Every output file is written atomically, so a run killed at any moment resumes exactly.
+submits one task per group of ``fields_per_task`` consecutive remaining fields (their crops share
+inference batches), retries every field that failed in its group once on its own, records the
+fields that fail again in ``failures.parquet``, shows progress, and writes ``run.json``
+(provenance) at the start and the end. Every output file is written atomically, so a run killed
+at any moment resumes exactly.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import hashlib
 import json
 import os
 import time
-import traceback
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,15 @@ from pydantic import ValidationError
 
 from hcs.engine.lock import RunLock
 from hcs.engine.processor import EngineParams
-from hcs.engine.tasks import atomic_write_parquet, cells_path, process_field
+from hcs.engine.schedule import execute
+from hcs.engine.tasks import atomic_write_parquet, cells_path
 from hcs.errors import InputError, OutputExistsError
 
 __all__ = ["RunSummary", "list_fields", "run_plate"]
 
 #: run.json keys that must match for ``--resume`` to continue a run.
 RESUME_KEYS = ("plate_metadata_sha256", "assay", "model_sha256", "detector", "nucleus_channel",
-               "channel_map")
+               "channel_map", "timepoint")
 
 
 @dataclass
@@ -87,29 +88,28 @@ def list_fields(plate: Any, wells: list[str] | None = None) -> list[tuple[str, i
     return [(w, f) for w in chosen for f in plate.fields(w)]
 
 
-def _failure(well: str, field_: int, exc: BaseException) -> dict[str, Any]:
-    tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return {"well": well, "field": int(field_), "error_type": type(exc).__name__,
-            "error": str(exc) or tb, "attempts": 2, "time": _now()}
+def choose_timepoint(n_timepoints: int, timepoint: int | None, plate: Path) -> int:
+    """The timepoint to process: ``timepoint``, or 0 on a single-timepoint plate.
 
+    A multi-timepoint plate needs an explicit choice: the ``cells/`` contract holds one table
+    per field and has no timepoint column, so processing "the" timepoint 0 silently would drop
+    data. Run once per timepoint (one RUN_DIR each) to analyse a time series.
 
-def _progress(enabled: bool, total: int):  # noqa: ANN202 - rich types only when enabled
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from hcs.progress import make_progress
-
-    return make_progress("fields", [
-        TextColumn("fields"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[cells_per_s]:.1f} cells/s"),
-        TextColumn("failed {task.fields[failed]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-    ], enabled)
+    Examples
+    --------
+    >>> choose_timepoint(1, None, Path("p.ome.zarr"))
+    0
+    >>> choose_timepoint(5, 3, Path("p.ome.zarr"))
+    3
+    """
+    if timepoint is None:
+        if n_timepoints > 1:
+            raise InputError(f"{plate}: the plate has {n_timepoints} timepoints; choose one with "
+                             f"--timepoint T (0..{n_timepoints - 1}; one run per timepoint)")
+        return 0
+    if not 0 <= timepoint < n_timepoints:
+        raise InputError(f"--timepoint {timepoint}: {plate} has timepoints 0..{n_timepoints - 1}")
+    return int(timepoint)
 
 
 def _prepare(run_dir: Path, params: EngineParams, resume: bool, record: dict) -> None:
@@ -143,6 +143,8 @@ def run_plate(
     nucleus_channel: str | int | None = None,
     channel_map: dict[str, str] | None = None,
     seed: int = 0,
+    timepoint: int | None = None,
+    fields_per_task: int = 4,
     progress: bool = True,
 ) -> RunSummary:
     """Process every field of a plate into ``OUT/cells/<well>/<field>.parquet``.
@@ -152,7 +154,8 @@ def run_plate(
     plate, assay, model, out
         The OME-Zarr plate, the assay name, the model folder and the run folder.
     detector
-        Detection method (:func:`hcs.detect.available_methods`).
+        Detection method (:func:`hcs.detect.available_methods`) or a learned detector folder
+        (:mod:`hcs.engine.detector`).
     workers, threads_per_worker, scheduler, gpus
         Where to run (:func:`hcs.engine.cluster.start_cluster`).
     resume
@@ -160,7 +163,7 @@ def run_plate(
     wells
         Only these wells.
     batch_size
-        Crops per inference batch.
+        Crops per inference batch (batches span the fields of a task).
     nucleus_channel
         Channel name or index for detection (default: the first nuclear-looking channel).
     channel_map
@@ -169,6 +172,13 @@ def run_plate(
     seed
         Seed of torch on every worker (outputs do not depend on it for a trained model in eval
         mode; it is recorded for provenance).
+    timepoint
+        Timepoint to process; required when the plate has several (see
+        :func:`choose_timepoint`).
+    fields_per_task
+        Consecutive fields per Dask task, whose crops share inference batches; a field failing
+        in its group is retried alone. Groups depend only on the list of fields, never on the
+        number of workers.
     progress
         Show a progress bar on stderr.
 
@@ -181,6 +191,7 @@ def run_plate(
 
     from hcs import __version__
     from hcs.engine.cluster import start_cluster
+    from hcs.engine.detector import detector_info
     from hcs.engine.model import model_card
     from hcs.engine.processor import get_processor
     from hcs.io.omezarr import open_plate
@@ -189,12 +200,19 @@ def run_plate(
     run_dir = Path(out)
     pl = open_plate(plate_path)
     folder, card = model_card(model)
+    tp = choose_timepoint(int(pl.shape[0]), timepoint, plate_path)
+    if fields_per_task < 1:
+        raise InputError(f"--fields-per-task must be >= 1, got {fields_per_task}")
+    det = detector_info(detector)
+    if det["kind"] == "learned":
+        detector = det["path"]  # absolute: workers may run elsewhere
     try:
         params = EngineParams(plate=str(plate_path), assay=assay, model=str(folder),
                               detector=detector, nucleus_channel=nucleus_channel,
                               batch_size=batch_size, seed=seed, torch_threads=threads_per_worker,
                               device="cpu" if str(gpus).strip() == "0" else "auto",
-                              channel_map=tuple(sorted((channel_map or {}).items())))
+                              channel_map=tuple(sorted((channel_map or {}).items())),
+                              timepoint=tp)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise InputError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
@@ -204,11 +222,14 @@ def run_plate(
         "hcs_version": __version__, "status": "running", "plate": str(plate_path),
         "plate_metadata_sha256": _plate_checksum(plate_path), "assay": assay,
         "model": card.name, "model_path": str(folder), "model_sha256": card.sha256,
-        "model_architecture": card.architecture, "detector": detector,
+        "model_architecture": card.architecture, "detector": det,
         "nucleus_channel": nucleus_channel, "channel_map": dict(params.channel_map),
-        "parameters": {"batch_size": batch_size, "seed": seed, "wells": wells,
-                       "threads_per_worker": threads_per_worker, "gpus": str(gpus),
-                       "resume": resume},
+        "timepoint": tp, "timepoints_in_plate": int(pl.shape[0]),
+        "channels_read": [pl.channels[i] for i in get_processor(params).read_channels(
+            tuple(pl.channels))] if pl.channels else None,
+        "parameters": {"batch_size": batch_size, "fields_per_task": fields_per_task,
+                       "seed": seed, "wells": wells, "threads_per_worker": threads_per_worker,
+                       "gpus": str(gpus), "resume": resume},
         "fields_total": len(fields), "start": _now(), "end": None,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -227,7 +248,8 @@ def run_plate(
             if handle is not None:
                 summary.warmup_seconds = _warm_up(handle.client, params)
                 t0 = time.perf_counter()
-                _execute(handle, params, run_dir, todo, summary, progress, as_completed)
+                execute(handle, params, run_dir, todo, summary, progress, as_completed,
+                         fields_per_task)
             record["status"] = "failed" if summary.failures else "complete"
         except BaseException:
             record["status"] = "interrupted"
@@ -264,40 +286,6 @@ def _warm_up(client: Any, params: EngineParams) -> float:
         raise InputError(f"a worker could not load the model: {type(exc).__name__}: {exc}"
                          ) from None
     return time.perf_counter() - t0
-
-
-def _execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[str, int]],
-             summary: RunSummary, progress: bool, as_completed: Any) -> None:
-    client = handle.client
-    token = uuid.uuid4().hex[:8]
-    p = params.model_dump()
-    futures = {}
-    for well, fld in todo:
-        fut = client.submit(process_field, p, str(run_dir.resolve()), well, fld, retries=1,
-                            pure=False, key=f"field-{well}-{fld}-{token}",
-                            resources=handle.resources)
-        futures[fut] = (well, fld)
-    t0 = time.perf_counter()
-    with _progress(progress, len(todo)) as bar:
-        task = bar.add_task("fields", total=len(todo), cells_per_s=0.0, failed=0)
-        try:
-            for fut in as_completed(futures):
-                well, fld = futures[fut]
-                if fut.status == "finished":
-                    res = fut.result()
-                    summary.fields_done += 1
-                    summary.cells += int(res["n_cells"])
-                    summary.tasks.append(res)
-                else:
-                    exc = fut.exception()
-                    summary.failures.append(_failure(well, fld, exc))
-                    summary.fields_failed += 1
-                fut.release()
-                rate = summary.cells / max(time.perf_counter() - t0, 1e-9)
-                bar.update(task, advance=1, cells_per_s=rate, failed=summary.fields_failed)
-        except BaseException:
-            client.cancel(list(futures))
-            raise
 
 
 def parse_channel_map(text: str | None) -> dict[str, str]:

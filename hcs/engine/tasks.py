@@ -1,17 +1,22 @@
-"""The per-field task: read one field lazily, process it, write its cell table atomically.
+"""The tasks: read fields chunk by chunk, process them, write each cell table atomically.
 
-:func:`process_field` is what a Dask worker runs (and what the single-process baseline calls):
-the plate and the :class:`~hcs.engine.processor.FieldProcessor` are opened once per worker
-process and reused, the field is read plane by plane (one zarr chunk per plane, only the
-channels the pipeline needs), and ``cells/<well>/<field>.parquet`` appears only when complete.
+:func:`process_fields` is what a Dask worker runs for a group of fields (and
+:func:`process_field`, a group of one, what the single-process baseline calls): the plate and
+the :class:`~hcs.engine.processor.PipelineProcessor` are opened once per worker process and
+reused; a field is read plane by plane, only the channels detection and classification use, of
+the chosen timepoint (one zarr chunk per plane, so every read is exactly one chunk); crops of
+consecutive fields share inference batches (:mod:`hcs.engine.batching`); and
+``cells/<well>/<field>.parquet`` appears only when complete.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +24,10 @@ import pandas as pd
 
 from hcs.atomic import atomic_write_parquet as _atomic_parquet
 from hcs.engine.processor import EngineParams, FieldMeta, get_processor
+from hcs.errors import InputError
 from hcs.plate import parse_well
 
-__all__ = ["atomic_write_parquet", "cells_path", "process_field"]
+__all__ = ["atomic_write_parquet", "cells_path", "process_field", "process_fields", "read_field"]
 
 _PLATES: dict[str, Any] = {}
 _PLATES_LOCK = threading.Lock()
@@ -53,39 +59,131 @@ def _plate(path: str) -> Any:
 
 
 def _peak_rss_bytes() -> int:
+    """Peak resident size of this process: ``VmHWM``. Not ``ru_maxrss``, which a spawned
+    process inherits from its parent across fork + exec (a Dask worker would report the peak of
+    the process that started the cluster)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
 
 
-def read_field(params: EngineParams, well: str, field: int) -> tuple[Any, FieldMeta]:
-    """The channels the pipeline uses of timepoint 0 of one field, as ``(c, z, y, x)``."""
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    A field's transient arrays (float planes, watershed labels, ~200 MB for 1080 px) are freed
+    after each field, but glibc keeps freed blocks in its arenas; without a trim the resident
+    size of a worker creeps up with fragmentation, i.e. with the number of fields it ran.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def read_field(params: EngineParams, well: str, field: int,
+               channels: tuple[int, ...] | None = None) -> tuple[Any, FieldMeta]:
+    """Channels ``channels`` (plate indices; all when None) of timepoint ``params.timepoint``
+    of one field, as ``(c, z, y, x)``, read chunk by chunk."""
     plate = _plate(params.plate)
-    arr = plate.field(well, field).isel(t=0)
+    arr = plate.field(well, field)
+    t = params.timepoint
+    if t >= arr.sizes["t"]:
+        raise InputError(f"well {well} field {field}: no timepoint {t} "
+                         f"(the field has {arr.sizes['t']})")
+    names = tuple(plate.channels) or tuple(str(i) for i in range(arr.sizes["c"]))
+    arr = arr.isel(t=t) if channels is None else arr.isel(t=t, c=list(channels))
     image = arr.data.compute(scheduler="synchronous")  # one zarr chunk per plane: aligned reads
     r, c = parse_well(well)
     meta = FieldMeta(plate=str(plate.name or Path(params.plate).name), well=well, row=r, col=c,
-                     field=int(field), channels=tuple(plate.channels) or tuple(
-                         str(i) for i in range(image.shape[0])),
-                     pixel_size_um=float(plate.pixel_size_um[1]))
+                     field=int(field), channels=names,
+                     pixel_size_um=float(plate.pixel_size_um[1]),
+                     image_channels=None if channels is None else tuple(channels), timepoint=t)
     return image, meta
 
 
-def process_field(params: EngineParams | dict, run_dir: str, well: str, field: int) -> dict:
-    """Process one field and write its cell table; return a summary for progress and benchmarks.
+def _error(well: str, field: int, exc: BaseException) -> dict[str, Any]:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return {"well": well, "field": int(field), "error_type": type(exc).__name__,
+            "error": str(exc) or text}
+
+
+def process_fields(params: EngineParams | dict, run_dir: str, items: list[tuple[str, int]],
+                   raise_errors: bool = False) -> dict[str, Any]:
+    """Process a group of fields, batching crops across them, and write each cell table.
+
+    A field that cannot be read or detected is reported in ``failed`` (the others go on; the
+    engine retries it alone); an error in inference or writing fails the whole task.
 
     Returns
     -------
     dict
-        ``well, field, n_cells, seconds`` (task time), ``read_seconds``, ``pid``, ``peak_rss``
-        (bytes, of the worker process so far).
+        ``fields`` (``well, field, n_cells`` per field written), ``failed`` (``well, field,
+        error_type, error``), ``n_cells``, ``seconds`` (task time), ``read_seconds``,
+        ``batches``, ``padded`` (blank crops completing the last batch), ``pid``, ``rss`` and
+        ``peak_rss`` (bytes, of the worker process).
     """
+    from hcs.engine.batching import FieldBatcher
+
     if isinstance(params, dict):
         params = EngineParams(**params)
     t0 = time.perf_counter()
     processor = get_processor(params)
-    image, meta = read_field(params, well, field)
-    t_read = time.perf_counter() - t0
-    cells = processor.process(image, meta)
-    atomic_write_parquet(cells, cells_path(run_dir, well, field))
-    return {"well": well, "field": int(field), "n_cells": len(cells),
-            "seconds": time.perf_counter() - t0, "read_seconds": t_read, "pid": os.getpid(),
-            "peak_rss": _peak_rss_bytes()}
+    batcher = FieldBatcher(processor, params.batch_size)
+    written: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    t_read = 0.0
+
+    def write(prepared: list[Any]) -> None:
+        for prep in prepared:
+            cells = processor.finish(prep)
+            m = prep.meta
+            atomic_write_parquet(cells, cells_path(run_dir, m.well, m.field))
+            written.append({"well": m.well, "field": m.field, "n_cells": len(cells)})
+
+    for well, field in items:
+        try:
+            t1 = time.perf_counter()
+            channels = processor.read_channels(tuple(_plate(params.plate).channels))
+            image, meta = read_field(params, well, int(field), channels)
+            t_read += time.perf_counter() - t1
+            prep = processor.prepare(image, meta)
+            del image
+        except Exception as exc:
+            if raise_errors:
+                raise
+            failed.append(_error(well, field, exc))
+            continue
+        write(batcher.add(prep))
+        del prep
+    write(batcher.flush())
+    release_memory()
+    return {"fields": written, "failed": failed, "n_cells": sum(w["n_cells"] for w in written),
+            "seconds": time.perf_counter() - t0, "read_seconds": t_read,
+            "batches": batcher.batches, "padded": batcher.padded, "pid": os.getpid(),
+            "rss": _rss_bytes(), "peak_rss": _peak_rss_bytes(),
+            "ru_maxrss": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}
+
+
+def process_field(params: EngineParams | dict, run_dir: str, well: str, field: int) -> dict:
+    """Process one field (a group of one) and write its cell table; errors propagate.
+
+    Returns
+    -------
+    dict
+        ``well, field, n_cells, seconds`` (task time), ``read_seconds``, ``pid``, ``rss`` and
+        ``peak_rss`` (bytes, of the worker process).
+    """
+    res = process_fields(params, run_dir, [(well, int(field))], raise_errors=True)
+    return {"well": well, "field": int(field), "n_cells": res["n_cells"],
+            "seconds": res["seconds"], "read_seconds": res["read_seconds"], "pid": res["pid"],
+            "rss": res["rss"], "peak_rss": res["peak_rss"]}

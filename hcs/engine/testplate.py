@@ -50,15 +50,17 @@ def write_disc_plate(
     nuclei: int = 9,
     seed: int = 0,
     pixel_size_um: float = 0.6,
+    timepoints: int = 1,
 ) -> tuple[Path, pd.DataFrame]:
     """Write ``out/plate.ome.zarr`` (via a Harmony export in ``out/export``) with known nuclei.
 
-    Field ``f`` of the ``i``-th well holds ``nuclei + i + f`` well-separated discs.
+    Field ``f`` of the ``i``-th well holds ``nuclei + i + f + 2 t`` well-separated discs at
+    timepoint ``t`` (drawn anew at every timepoint).
 
     Returns
     -------
     (Path, pandas.DataFrame)
-        The plate and its truth: ``well, field, x, y, radius`` (pixels).
+        The plate and its truth: ``well, field, timepoint, x, y, radius`` (pixels).
     """
     from hcs.io import open_export
     from hcs.io.acquisition import Channel
@@ -72,10 +74,11 @@ def write_disc_plate(
     for i, well in enumerate(wells):
         r, c = parse_well(well)
         for f in range(fields):
-            planes, discs = _field_planes(rng, size, nuclei + i + f)
-            truth += [{"well": well, "field": f, "x": x, "y": y, "radius": rad}
-                      for x, y, rad in discs]
-            items += [((r, c, f, 0, ch, 0), p) for ch, p in enumerate(planes)]
+            for t in range(timepoints):
+                planes, discs = _field_planes(rng, size, nuclei + i + f + 2 * t)
+                truth += [{"well": well, "field": f, "timepoint": t, "x": x, "y": y,
+                           "radius": rad} for x, y, rad in discs]
+                items += [((r, c, f, 0, ch, t), p) for ch, p in enumerate(planes)]
     channels = [Channel(CHANNELS[0], "brightfield", 740, 0), Channel(CHANNELS[1]),
                 Channel(CHANNELS[2])]
     index = write_harmony_export(out / "export", items, channels=channels,
