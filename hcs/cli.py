@@ -378,6 +378,125 @@ def evaluate_classifier_cmd(
 # --- train / evaluate detector (issue 4) ---
 
 
+@train_app.command("detector")
+@user_errors
+def train_detector_cmd(
+    annotations: str = typer.Option(..., "--annotations", "-a",
+                                    help="VOC folder (XML + images) or VIA JSON (or its folder)."),
+    fmt: str = typer.Option("voc", "--format", help="voc | via"),
+    out: str = typer.Option(..., "--out", "-o", help="Model folder to write, e.g. models/x."),
+    arch: str = typer.Option("fasterrcnn_resnet18_fpn", "--arch",
+                             help="fasterrcnn_resnet50_fpn | fasterrcnn_resnet18_fpn | "
+                             "fcos_resnet18_fpn | retinanet_resnet18_fpn"),
+    channels: str = typer.Option("brightfield", "--channels",
+                                 help="Input channel roles, comma-separated (1, 3, 4, 6, ...)."),
+    per_class: bool = typer.Option(False, "--per-class",
+                                   help="One class per annotation label (default: 'cell')."),
+    anchor_sizes: str = typer.Option(None, "--anchor-sizes",
+                                     help="Per FPN level, e.g. 12,24,48,96."),
+    scale: float = typer.Option(1.0, "--scale", help="Resize factor before the network."),
+    tile_size: int = typer.Option(512, "--tile-size", help="Tile side for large fields (px)."),
+    tile_overlap: int = typer.Option(64, "--tile-overlap", help="Tile overlap (px)."),
+    pretrained: str = typer.Option(None, "--pretrained",
+                                   help="Local ResNet state dict (never downloaded)."),
+    split: str = typer.Option(None, "--split", help="split.json with train/val/test image lists."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction"),
+    test_fraction: float = typer.Option(0.2, "--test-fraction"),
+    epochs: int = typer.Option(20, "--epochs"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay"),
+    crop: int = typer.Option(None, "--crop", help="Train on random crops of this side (px)."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Cap on steps per epoch."),
+    roi_batch: int = typer.Option(64, "--roi-batch", help="Faster R-CNN RoIs sampled per image."),
+    val_images: int = typer.Option(None, "--val-images", help="Validate on the first N only."),
+    time_limit: float = typer.Option(None, "--time-limit", help="Stop after the epoch that "
+                                     "passes this many minutes."),
+    no_augment: bool = typer.Option(False, "--no-augment"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(1, "--threads", help="CPU threads for torch."),
+    checkpoint_dir: str = typer.Option(None, "--checkpoint-dir",
+                                       help="Default: OUT.ckpt next to OUT."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+    data_name: str = typer.Option(None, "--data-name", help="Training data name (card)."),
+    data_licence: str = typer.Option(None, "--data-licence", help="Training data licence."),
+    data_source: str = typer.Option(None, "--data-source", help="Data source / attribution."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+) -> None:
+    """Train a cell detector (split by image, flip/rotation/scale augmentation, checkpoints)."""
+    from pydantic import ValidationError
+
+    from hcs.errors import InputError
+    from hcs.train.detector import DetectorTrainConfig, train_detector
+
+    try:
+        sizes = [int(s) for s in anchor_sizes.split(",")] if anchor_sizes else None
+    except ValueError:
+        raise InputError(f"--anchor-sizes {anchor_sizes!r}: expected integers like 12,24,48"
+                         ) from None
+    try:
+        config = DetectorTrainConfig(
+            architecture=arch, channels=[c.strip() for c in channels.split(",") if c.strip()],
+            class_agnostic=not per_class, anchor_sizes=sizes, scale=scale, tile_size=tile_size,
+            tile_overlap=tile_overlap, pretrained=pretrained, epochs=epochs,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, crop=crop,
+            max_steps_per_epoch=max_steps, roi_batch=roi_batch, val_images=val_images,
+            time_limit_min=time_limit, augment=not no_augment, seed=seed, threads=threads)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    data = {k: v for k, v in dict(name=data_name, licence=data_licence, source=data_source).items()
+            if v}
+    train_detector(out, annotations, fmt, config, split=split, val_fraction=val_fraction,
+                   test_fraction=test_fraction, checkpoint_dir=checkpoint_dir, resume=resume,
+                   overwrite=overwrite, data=data, log=typer.echo)
+    typer.echo(f"wrote {out}")
+
+
+@evaluate_app.command("detector")
+@user_errors
+def evaluate_detector_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Detector folder."),
+    annotations: str = typer.Option(..., "--annotations", "-a", help="VOC folder or VIA JSON."),
+    fmt: str = typer.Option("voc", "--format", help="voc | via"),
+    split: str = typer.Option(None, "--split", help="split.json: score only one part of it."),
+    part: str = typer.Option("test", "--part", help="Part of --split to score."),
+    score_threshold: float = typer.Option(0.1, "--score-threshold",
+                                          help="Operating point for P/R (AIM-CICs: 0.1)."),
+    out_json: str = typer.Option(None, "--out-json", help="Write the metrics JSON here."),
+    plot: str = typer.Option(None, "--plot", help="Write the precision-recall plot (HTML)."),
+    device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda[:N]"),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out-json / --plot."),
+    record: str = typer.Option(None, "--record",
+                               help="Store the metrics in the model card under this key."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """P/R at IoU 0.5 and 0.1 (score > 0.1), AP50, best F1, F1@0.5; JSON and a PR plot."""
+    import json
+
+    from hcs.train.detector_eval import evaluate_detector
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    m = evaluate_detector(model, annotations, fmt, split=split, part=part,
+                          score_threshold=score_threshold, json_path=out_json, html_path=plot,
+                          device=device, overwrite=overwrite, record=record)
+    if as_json:
+        typer.echo(json.dumps(m, indent=1))
+        return
+    f = {k: ("n/a" if m[k] is None else f"{m[k]:.4f}") for k in (
+        "precision_iou50", "recall_iou50", "precision_iou10", "recall_iou10", "ap50",
+        "f1_iou50", "best_f1")}
+    typer.echo(f"{m['n_images']} images, {m['n_truth']} true boxes, {m['n_pred_scored']} "
+               f"detections with score > {m['score_threshold']}")
+    typer.echo(f"IoU 0.5: precision {f['precision_iou50']} recall {f['recall_iou50']} "
+               f"F1 {f['f1_iou50']}   IoU 0.1: precision {f['precision_iou10']} recall "
+               f"{f['recall_iou10']}   AP50 {f['ap50']}  best F1 {f['best_f1']}")
+
+
 # --- run / aggregate (issue 6) ---
 
 

@@ -14,8 +14,9 @@ swapped: ``(min_col, min_row, max_col, max_row)``. Centroids are in the same fra
 Methods
 -------
 ``detect(image, method="threshold")`` dispatches to :func:`hcs.detect.threshold.detect_nuclei`
-(the classical, nucleus-seeded detector, the default for fluorescence assays). Learned torchvision
-detectors register here when they exist.
+(the classical, nucleus-seeded detector, the default for fluorescence assays);
+``detect(image, method="learned", model=FOLDER)`` runs a torchvision detector folder
+(:mod:`hcs.detect.learned`).
 """
 
 from __future__ import annotations
@@ -212,10 +213,17 @@ def _threshold_detector() -> Callable[..., Detections]:
     return detect_nuclei
 
 
+def _learned_detector() -> Callable[..., Detections]:
+    from hcs.detect.learned.infer import detect_with_folder
+
+    return detect_with_folder
+
+
 # method name -> loader returning the detector function (imported lazily: the learned
 # detectors need torch, which the classical path must never import).
 _METHODS: dict[str, Callable[[], Callable[..., Detections]]] = {
     "threshold": _threshold_detector,
+    "learned": _learned_detector,
 }
 
 
@@ -232,7 +240,9 @@ def detect(image: np.ndarray, method: str = "threshold", **kwargs: Any) -> Detec
     image
         2-D array (one channel of one field, level 0).
     method
-        ``"threshold"``: :func:`hcs.detect.threshold.detect_nuclei`.
+        ``"threshold"``: :func:`hcs.detect.threshold.detect_nuclei`; ``"learned"``: a
+        torchvision detector folder, ``detect(image, "learned", model="models/ldc-detector")``
+        (:func:`hcs.detect.learned.infer.detect_with_folder`).
     **kwargs
         Passed to the method (e.g. ``pixel_size_um``).
 
