@@ -594,6 +594,117 @@ def report_cmd(
 # --- analyze / demo (issue 9) ---
 
 
+def _run_options(detector: str, workers: int | None, threads_per_worker: int,
+                 scheduler: str | None, gpus: str, batch_size: int,
+                 nucleus_channel: str | None, channels: str | None, seed: int) -> Any:
+    from hcs.analyze import RunOptions
+    from hcs.engine.run import parse_channel_map
+
+    return RunOptions(detector=detector, workers=workers, threads_per_worker=threads_per_worker,
+                      scheduler=scheduler, gpus=gpus, batch_size=batch_size,
+                      nucleus_channel=nucleus_channel, channel_map=parse_channel_map(channels),
+                      seed=seed)
+
+
+def _stage_log(quiet: bool) -> Callable[[str], None]:
+    return (lambda _line: None) if quiet else (lambda line: typer.echo(line, err=True))
+
+
+@app.command("analyze")
+@user_errors
+def analyze_cmd(
+    export: str = typer.Argument(..., help="Instrument export (Harmony, ScanR, TIFF folder)."),
+    assay: str = typer.Option(..., "--assay", "-a", help="cic | livedead | mitosis | cancer"),
+    layout: str = typer.Option(..., "--layout", "-l", help="Plate layout (CSV, grid, XML)."),
+    out: str = typer.Option(..., "--out", "-o", help="Analysis folder (created; resumable)."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model folder (default: the assay's shipped model)."),
+    reference: str | None = typer.Option(
+        None, "--reference", "-r", help="Reference condition (default: the negative control)."),
+    fmt: str = typer.Option("auto", "--format", help="auto | harmony | scanr | tiff-folder"),
+    pattern: str | None = typer.Option(None, "--pattern", help="TIFF-folder file-name pattern."),
+    plate_format: int | None = typer.Option(None, "--plate-format", help="Plate format."),
+    detector: str = typer.Option("threshold", "--detector", help="Detection method."),
+    workers: int | None = typer.Option(None, "--workers", help="Local worker processes."),
+    threads_per_worker: int = typer.Option(1, "--threads-per-worker", help="Threads each."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Existing Dask scheduler address (tcp://host:8786)."),
+    gpus: str = typer.Option("auto", "--gpus", help="auto | 0 | N"),
+    batch_size: int = typer.Option(64, "--batch-size", help="Crops per inference batch."),
+    nucleus_channel: str | None = typer.Option(
+        None, "--nucleus-channel", help="Channel (name or index) to detect nuclei on."),
+    channels: str | None = typer.Option(
+        None, "--channels", help="Model input role -> plate channel: brightfield=BF,..."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (recorded in run.json)."),
+    test: str = typer.Option("student", "--test", help="student | welch"),
+    correction: str = typer.Option("fdr_bh", "--correction", help="fdr_bh | holm | ..."),
+    transform: str = typer.Option("none", "--transform", help="none | logit"),
+    gallery: bool = typer.Option(True, "--gallery/--no-gallery", help="Cell image gallery."),
+    force: bool = typer.Option(False, "--force", help="Re-run every stage."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or stage lines."),
+) -> None:
+    """Export -> plate -> cells -> wells -> stats -> report; current stages are skipped."""
+    from hcs.analyze import analyze
+
+    res = analyze(
+        export, assay, layout, out, model=model, reference=reference, fmt=fmt, pattern=pattern,
+        plate_format=plate_format,
+        run=_run_options(detector, workers, threads_per_worker, scheduler, gpus, batch_size,
+                         nucleus_channel, channels, seed),
+        test=test, correction=correction, transform=transform, gallery=gallery, force=force,
+        progress=not quiet, log=_stage_log(quiet))
+    ran = ", ".join(res.ran) or "none (everything was current)"
+    stats = res.stats or "none (no reference condition: give --reference)"
+    typer.echo(f"stages run: {ran}\nwells: {res.wells}\nstatistics: {stats}\n"
+               f"report: {res.report}")
+    if res.failed_fields:
+        typer.echo(f"warning: {res.failed_fields} fields failed (see {res.run_dir}/"
+                   "failures.parquet); run the same command again to retry them", err=True)
+        raise typer.Exit(code=1)
+
+
+@app.command("demo")
+@user_errors
+def demo_cmd(
+    out: str = typer.Option("reports/demo", "--out", "-o", help="Demo folder."),
+    assay: str = typer.Option("cic", "--assay", "-a", help="cic | livedead"),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model folder (default: the demo's shipped model)."),
+    wells_per_condition: int | None = typer.Option(
+        None, "--wells-per-condition", help="Wells per condition (default: the demo's; 0: all)."),
+    fields: int | None = typer.Option(None, "--fields", help="Fields per well."),
+    size: int | None = typer.Option(None, "--size", help="Field size in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Simulation seed."),
+    workers: int | None = typer.Option(None, "--workers", help="Local worker processes."),
+    threads_per_worker: int = typer.Option(1, "--threads-per-worker", help="Threads each."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Existing Dask scheduler address (tcp://host:8786)."),
+    gpus: str = typer.Option("auto", "--gpus", help="auto | 0 | N"),
+    gallery: bool = typer.Option(True, "--gallery/--no-gallery", help="Cell image gallery."),
+    force: bool = typer.Option(False, "--force", help="Re-run every stage."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or stage lines."),
+) -> None:
+    """Simulate the ARHGAP36 truncation screen (or a live/dead dose series), analyse it with the
+    shipped model and check the statistics against the simulation's truth."""
+    from hcs.analyze import run_demo
+    from hcs.analyze.recovery import summary_lines
+
+    res = run_demo(
+        out, assay, model=model,
+        wells_per_condition=-1 if wells_per_condition is None else (wells_per_condition or None),
+        fields=fields, size=size, seed=seed,
+        run=_run_options("threshold", workers, threads_per_worker, scheduler, gpus, 64, None,
+                         None, 0),
+        gallery=gallery, force=force, progress=not quiet, log=_stage_log(quiet))
+    typer.echo("\n".join(summary_lines(res.recovery)))
+    typer.echo(f"demo finished in {res.seconds:.0f} s\ntruth recovery: {res.demo_json}\n"
+               f"report: {res.analysis.report}")
+    if res.analysis.failed_fields:
+        typer.echo(f"warning: {res.analysis.failed_fields} fields failed; run again to retry",
+                   err=True)
+        raise typer.Exit(code=1)
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m hcs`
     app()
 
