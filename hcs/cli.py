@@ -261,6 +261,14 @@ def train_classifier_cmd(
     channel_map: str = typer.Option(
         None, "--channel-map", help="With --truth: ROLE=CHANNEL,... (as `hcs run --channels`)."
     ),
+    truth_boxes: str = typer.Option(
+        "truth", "--truth-boxes", help="With --truth: truth (the simulator's object boxes) or "
+        "detected (the engine's detections, labelled by the truth object they lie in)."
+    ),
+    nucleus_channel: str = typer.Option(
+        None, "--nucleus-channel", help="With --truth-boxes detected: channel to detect on "
+        "(as `hcs run`)."
+    ),
     assay: str = typer.Option("livedead", "--assay", help="Assay (classes, crop, label map)."),
     arch: str = typer.Option("resnet10t", "--arch", help="timm architecture."),
     pretrained: str = typer.Option(None, "--pretrained", help="Local timm weight file."),
@@ -271,12 +279,19 @@ def train_classifier_cmd(
         "as in the images."
     ),
     epochs: int = typer.Option(30, "--epochs"),
+    max_steps: int = typer.Option(
+        None, "--max-steps", help="Cap on batches per epoch (default: one pass over the data)."
+    ),
     batch_size: int = typer.Option(64, "--batch-size"),
     optimizer: str = typer.Option("adam", "--optimizer", help="adam | sgd"),
     lr: float = typer.Option(1e-3, "--lr"),
     weight_decay: float = typer.Option(1e-4, "--weight-decay"),
     drop_rate: float = typer.Option(0.25, "--dropout", help="Dropout before the head."),
     patience: int = typer.Option(6, "--patience", help="Early-stopping patience (epochs)."),
+    weighted: bool = typer.Option(
+        True, "--weighted-sampling/--natural-sampling",
+        help="Sample classes equally (1 / class count) or as they occur in the data."
+    ),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Held-out images."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Validation images."),
     seed: int = typer.Option(0, "--seed", help="Split, sampling and init seed."),
@@ -300,7 +315,8 @@ def train_classifier_cmd(
         config = TrainConfig(
             architecture=arch, pretrained=pretrained, epochs=epochs, batch_size=batch_size,
             optimizer=optimizer, lr=lr, weight_decay=weight_decay, drop_rate=drop_rate,
-            patience=patience, seed=seed, threads=threads,
+            patience=patience, seed=seed, threads=threads, weighted_sampling=weighted,
+            max_steps=max_steps,
         )
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -309,7 +325,8 @@ def train_classifier_cmd(
             if v}
     train_model(
         out, voc=voc, folders=folders, truth=truth, plate=plate,
-        channel_map=_train_channel_map(channel_map), assay=assay, config=config,
+        channel_map=_train_channel_map(channel_map), truth_boxes=truth_boxes,
+        nucleus_channel=nucleus_channel, assay=assay, config=config,
         crop_size=crop_size,
         margin=margin, channels=channels, test_fraction=test_fraction, val_fraction=val_fraction,
         split_seed=seed,
@@ -341,6 +358,14 @@ def evaluate_classifier_cmd(
     channel_map: str = typer.Option(
         None, "--channel-map", help="With --truth: ROLE=CHANNEL,... (as `hcs run --channels`)."
     ),
+    truth_boxes: str = typer.Option(
+        "truth", "--truth-boxes", help="With --truth: truth (the simulator's object boxes) or "
+        "detected (the engine's detections, labelled by the truth object they lie in)."
+    ),
+    nucleus_channel: str = typer.Option(
+        None, "--nucleus-channel", help="With --truth-boxes detected: channel to detect on "
+        "(as `hcs run`)."
+    ),
     split: str = typer.Option(None, "--split", help="split.json: score only one part of it."),
     part: str = typer.Option("test", "--part", help="Part of --split to score."),
     batch_size: int = typer.Option(128, "--batch-size"),
@@ -356,7 +381,8 @@ def evaluate_classifier_cmd(
 
     m, cs, proba = evaluate_model(model, voc, folders, split, part, batch_size, device, n_boot,
                                   truth=truth, plate=plate,
-                                  channel_map=_train_channel_map(channel_map))
+                                  channel_map=_train_channel_map(channel_map),
+                                  truth_boxes=truth_boxes, nucleus_channel=nucleus_channel)
     if embedding:
         from hcs.classify.explain import write_embedding
         from hcs.classify.models import load_model
@@ -373,6 +399,41 @@ def evaluate_classifier_cmd(
         typer.echo(f"  {c:>12}: precision {r['precision']:.3f} recall {r['recall']:.3f} "
                    f"f1 {r['f1']:.3f} n {r['support']}")
     typer.echo(f"confusion (rows true, columns predicted {m['classes']}): {m['confusion']}")
+
+
+explain_app = typer.Typer(help="Look inside models (Grad-CAM).", no_args_is_help=True)
+app.add_typer(explain_app, name="explain")
+
+
+@explain_app.command("classifier")
+@user_errors
+def explain_classifier_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Model folder."),
+    out: str = typer.Option(..., "--out", "-o", help="Folder for the PNG overlays."),
+    voc: str = typer.Option(None, "--voc", help="Folder of Pascal VOC XML + images."),
+    folders: str = typer.Option(None, "--folders", help="Folder of class folders."),
+    truth: str = typer.Option(
+        None, "--truth", help="Simulation folder (truth/cells.parquet): crops of its plate."
+    ),
+    plate: str = typer.Option(None, "--plate", help="With --truth: the converted plate."),
+    truth_boxes: str = typer.Option(
+        "truth", "--truth-boxes", help="With --truth: truth | detected (as for training)."
+    ),
+    split: str = typer.Option(None, "--split", help="split.json: use only one part of it."),
+    part: str = typer.Option("test", "--part", help="Part of --split to use."),
+    n: int = typer.Option(8, "--n", help="Crops to explain (spread over the true classes)."),
+    seed: int = typer.Option(0, "--seed", help="Which crops are picked."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+) -> None:
+    """Grad-CAM overlays (PNG: crop | crop + heat map of the predicted class) + index.csv."""
+    from hcs.classify.explain import write_grad_cams
+    from hcs.classify.models import load_model
+    from hcs.train.pipeline import evaluate_model
+
+    _, cs, proba = evaluate_model(model, voc, folders, split, part, device="cpu", n_boot=0,
+                                  truth=truth, plate=plate, truth_boxes=truth_boxes)
+    folder = write_grad_cams(load_model(model), cs.crops, cs.y, proba, out, n, seed, overwrite)
+    typer.echo(f"wrote {min(n, len(cs.y))} Grad-CAM overlays to {folder}")
 
 
 # --- train / evaluate detector (issue 4) ---

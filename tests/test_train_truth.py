@@ -149,3 +149,58 @@ def test_truth_source_errors(sim: tuple[Path, Path], tmp_path: Path) -> None:
                                  str(tmp_path / "m"), "--channel-map", "brightfield"])
     assert r.exit_code != 0 and "--channel-map: expected ROLE=CHANNEL" in r.output
     assert not (tmp_path / "m").exists()
+
+
+def test_detected_boxes_are_the_engines_detections_labelled_by_their_object(
+        sim: tuple[Path, Path], tmp_path: Path) -> None:
+    """--truth-boxes detected: the engine's own detector, each detection labelled by the truth
+    object it lies in; livedead has no extra-nucleus class, so every detection keeps it."""
+    from hcs.cli import app
+    from hcs.detect import detect
+    from hcs.engine.processor import nucleus_channel_index
+    from hcs.io.omezarr import open_plate
+    from hcs.train.detected import detected_truth
+
+    sim_dir, plate = sim
+    truth = pd.read_parquet(sim_dir / "truth" / "cells.parquet")
+    table = detected_truth(sim_dir, plate, "livedead")
+    pl = open_plate(plate)
+    nuc = nucleus_channel_index(tuple(pl.channels), None)
+    assert pl.channels[nuc].upper().startswith("HOECHST")
+    planes = np.asarray(pl.field("B02", 0).values[0, nuc]).max(axis=0)
+    det = detect(planes, pixel_size_um=float(pl.pixel_size_um[1]))
+    mine = table[(table.well == "B02") & (table.field == 0)]
+    # same boxes as the engine's detector (minus the few inside no truth box)
+    assert len(det) - 5 <= len(mine) <= len(det) and len(mine) > 20
+    assert {tuple(b) for b in mine[["x0", "y0", "x1", "y1"]].to_numpy()} <= {
+        tuple(b) for b in det.boxes.astype(float)}
+    # every detection's centre lies in its object's box, and it carries that object's class
+    obj = truth.set_index(["well", "field", "cell_id"])
+    for r in table.itertuples():
+        o = obj.loc[(r.well, r.field, r.object_id)]
+        cx, cy = (r.x0 + r.x1) / 2, (r.y0 + r.y1) / 2
+        assert o.bbox_x0 - 1 <= cx <= o.bbox_x1 + 1 and o.bbox_y0 - 1 <= cy <= o.bbox_y1 + 1
+        assert r.label == r.object_class == o["class"]
+    # one primary detection per matched object
+    prim = table[table.primary]
+    assert not prim.duplicated(["well", "field", "object_id"]).any()
+    assert len(prim) == len(table.drop_duplicates(["well", "field", "object_id"]))
+    assert len(prim) >= 0.9 * len(truth)
+
+    out = tmp_path / "m"
+    r = CliRunner().invoke(app, [
+        "train", "classifier", "--truth", str(sim_dir), "--truth-boxes", "detected", "--out",
+        str(out), "--assay", "livedead", "--arch", "test_resnet", "--crop-size", "32",
+        "--epochs", "1", "--max-steps", "2", "--batch-size", "16", "--n-boot", "20",
+        "--threads", "1", "--natural-sampling"])
+    assert r.exit_code == 0, r.output
+    assert f"{len(table)} boxes from 8 images" in r.output
+    import yaml
+
+    card = yaml.safe_load((out / "model.yaml").read_text())
+    assert card["training"]["data"]["boxes"].startswith("detected")
+    assert card["training"]["settings"]["weighted_sampling"] is False
+    assert card["training"]["settings"]["max_steps"] == 2
+    r = CliRunner().invoke(app, ["train", "classifier", "--voc", str(tmp_path), "--truth-boxes",
+                                 "detected", "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "needs --truth" in r.output

@@ -1,14 +1,14 @@
-"""Per-assay classifier inputs as data: channels, how they are composed, crop size and margin.
+"""Classifier inputs as data: channels, how they are composed, crop size and margin.
 
-One frozen :class:`InputSpec` per assay of DESIGN.md ("The assays"). The crop and composition code
-(:mod:`hcs.classify.crops`) and the model card read these facts; nothing here runs a model.
+The facts are part of each assay's single declaration (:data:`hcs.assays.registry.ASSAYS`);
+:func:`get_input_spec` returns that declaration's input part as an :class:`InputSpec`. The crop
+and composition code (:mod:`hcs.classify.crops`) and the model card read these facts; nothing
+here runs a model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from hcs.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -76,52 +76,6 @@ class InputSpec:
         return tuple(c.name for c in self.channels)
 
 
-INPUT_SPECS: dict[str, InputSpec] = {
-    s.assay: s
-    for s in (
-        # AIM-CICs: RGB composite, membrane red, brightfield green, nucleus blue, each rescaled to
-        # 0-255; crop padded to square then resized to 224 (ResNet-101 input).
-        InputSpec(
-            "cic",
-            channels=(
-                InputChannel("membrane", "membrane stain, red plane of the composite",
-                             "percentile"),
-                InputChannel("brightfield", "brightfield, green plane", "percentile"),
-                InputChannel("nucleus", "nuclear stain, blue plane", "percentile"),
-            ),
-            crop_size=224,
-            margin=0.0,
-        ),
-        # Stain-free live/dead: brightfield only (optionally + Hoechst). For RGB brightfield
-        # images such as the LDC trypan-blue set the colour planes are the channels.
-        InputSpec(
-            "livedead",
-            channels=(InputChannel(
-                "brightfield", "brightfield, 8-bit grey (RGB images converted with ITU-R 601 "
-                "luma weights; an image with R = G = B keeps its values)", "none"),),
-            crop_size=48,
-            margin=0.25,
-            pad_mode="constant",
-            label_map={"Living Cell": "live", "Dead Cell": "dead", "live": "live", "dead": "dead"},
-            optional_channels=(InputChannel("hoechst", "Hoechst nuclear stain", "percentile"),),
-        ),
-        InputSpec(
-            "cancer",
-            channels=(InputChannel("brightfield", "brightfield", "percentile"),),
-            crop_size=96,
-            margin=0.25,
-            optional_channels=(InputChannel("hoechst", "Hoechst nuclear stain", "percentile"),),
-        ),
-        InputSpec(
-            "mitosis",
-            channels=(InputChannel("nucleus", "DNA stain (max projection for z-stacks)",
-                                   "percentile"),),
-            crop_size=64,
-            margin=0.25,
-        ),
-    )
-}
-
 #: The LDC set's RGB brightfield: colour (trypan blue) is part of the input.
 LDC_RGB_CHANNELS: tuple[InputChannel, ...] = (
     InputChannel("red", "red plane of the RGB brightfield (trypan-blue style) image; grey images "
@@ -132,14 +86,13 @@ LDC_RGB_CHANNELS: tuple[InputChannel, ...] = (
 
 
 def get_input_spec(assay: str) -> InputSpec:
-    """The :class:`InputSpec` of ``assay``.
+    """The :class:`InputSpec` of ``assay`` (the input part of its registry declaration).
 
     Examples
     --------
     >>> get_input_spec("livedead").label_map["Dead Cell"]
     'dead'
     """
-    try:
-        return INPUT_SPECS[str(assay).strip().lower()]
-    except KeyError:
-        raise InputError(f"unknown assay {assay!r}; known: {', '.join(INPUT_SPECS)}") from None
+    from hcs.assays.registry import get_assay
+
+    return get_assay(assay).inputs

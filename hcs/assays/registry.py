@@ -1,15 +1,20 @@
-"""Declarative assay definitions: class names, exclusions and composite readouts.
+"""Assays as data: ONE frozen :class:`Assay` declaration per assay of DESIGN.md ("The assays").
 
-Each assay of DESIGN.md ("The assays") is one frozen :class:`Assay`. Statistics only need the
-facts here: which classes a cell can be labelled with, which classes are left out of the analysed
-count (the AIM-CICs F-category), and which sums of classes are readouts of their own (all CICs,
-completed CICs). Channels, crops and decision rules are added by the classification issue.
+A declaration holds everything the rest of ``hcs`` needs to know about an assay: the class names
+(model output order), which classes are left out of the analysed count (the AIM-CICs F-category)
+and which sums of classes are readouts of their own; the classifier input (channels with their
+composition / rescale mode, crop size, context margin, square padding, annotation label map);
+and the decision rule turning probabilities into labels. :func:`hcs.assays.inputs.get_input_spec`
+and :func:`hcs.assays.rules.get_rule` are thin accessors over these declarations.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
+from hcs.assays.inputs import InputChannel, InputSpec
+from hcs.assays.rules import DecisionRule
 from hcs.errors import InputError
 
 
@@ -29,12 +34,32 @@ class Assay:
         Readout name -> classes summed into it (``n_<name>``, ``freq_<name>``).
     description
         One line for reports.
+    extra_nucleus_class
+        Class given, in training labels made from detected nuclei
+        (:mod:`hcs.train.detected`), to every nucleus of an object other than its host's
+        nucleus, so that a multi-nucleus object (a cell-in-cell structure) is counted once.
+        Must be an excluded class; ``None``: every nucleus keeps its object's class.
+    channels
+        Classifier input channels in tensor order, each with its rescale mode
+        (:class:`~hcs.assays.inputs.InputChannel`).
+    optional_channels
+        Channels a model may add (e.g. Hoechst next to brightfield).
+    crop_size, margin, square, pad_mode
+        The default crop (:func:`hcs.classify.crops.crop_box`); a model card may record another
+        one, and the card is what inference uses.
+    label_map
+        Annotation names -> class names (e.g. LDC ``Living Cell`` -> ``live``).
+    rule
+        The :class:`~hcs.assays.rules.DecisionRule`; its ``assay`` and ``excluded`` are filled
+        in from this declaration.
 
     Examples
     --------
     >>> a = get_assay("cic")
     >>> a.analysed_classes[:2], a.composites["completed_cic"]
     (('partial', 'one_in_one'), ('one_in_one', 'two_in_one', 'in_turn', 'complicated'))
+    >>> a.inputs.channel_names, a.crop_size, a.rule.min_confidence, a.rule.excluded
+    (('membrane', 'brightfield', 'nucleus'), 224, 0.2, ('f_category',))
     """
 
     name: str
@@ -42,6 +67,15 @@ class Assay:
     excluded: tuple[str, ...] = ()
     composites: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     description: str = ""
+    extra_nucleus_class: str | None = None
+    channels: tuple[InputChannel, ...] = ()
+    optional_channels: tuple[InputChannel, ...] = ()
+    crop_size: int = 64
+    margin: float = 0.0
+    square: bool = True
+    pad_mode: str = "constant"
+    label_map: dict[str, str] = field(default_factory=dict, hash=False)
+    rule: DecisionRule = field(default_factory=DecisionRule)
 
     def __post_init__(self) -> None:
         known = set(self.classes)
@@ -49,12 +83,23 @@ class Assay:
             raise ValueError(f"assay {self.name}: duplicated class names {self.classes}")
         bad = [c for c in self.excluded if c not in known] + [
             c for parts in self.composites.values() for c in parts if c not in known
-        ]
+        ] + [c for c in self.label_map.values() if c not in known]
+        if self.rule.fallback is not None and self.rule.fallback not in known:
+            bad.append(self.rule.fallback)
         if bad:
             raise ValueError(f"assay {self.name}: unknown classes {bad}")
+        if self.extra_nucleus_class is not None and self.extra_nucleus_class not in self.excluded:
+            raise ValueError(f"assay {self.name}: extra_nucleus_class must be an excluded class")
         clash = known & set(self.composites)
         if clash:
             raise ValueError(f"assay {self.name}: composite names clash with classes {clash}")
+        if not self.channels:
+            raise ValueError(f"assay {self.name}: no input channel declared")
+        if self.crop_size < 1 or self.margin < 0:
+            raise ValueError(f"assay {self.name}: bad crop {self.crop_size} / margin {self.margin}")
+        # the rule belongs to this assay: its name and exclusions are the declaration's
+        object.__setattr__(self, "rule", dataclasses.replace(
+            self.rule, assay=self.name, excluded=self.excluded))
 
     @property
     def analysed_classes(self) -> tuple[str, ...]:
@@ -66,6 +111,12 @@ class Assay:
         """Frequency readouts: every analysed class, then every composite."""
         return self.analysed_classes + tuple(self.composites)
 
+    @property
+    def inputs(self) -> InputSpec:
+        """The classifier input part of the declaration."""
+        return InputSpec(self.name, self.channels, self.crop_size, self.margin, self.square,
+                         self.pad_mode, dict(self.label_map), self.optional_channels)
+
 
 _CIC_SUBTYPES = ("partial", "one_in_one", "two_in_one", "in_turn", "complicated")
 _MITOTIC_STAGES = (
@@ -74,10 +125,14 @@ _MITOTIC_STAGES = (
     "prometaphase_metaphase",
     "anaphase_telophase_cytokinesis",
 )
+_HOECHST = InputChannel("hoechst", "Hoechst nuclear stain", "percentile")
 
 ASSAYS: dict[str, Assay] = {
     a.name: a
     for a in (
+        # AIM-CICs (papers/000): RGB composite, membrane red, brightfield green, nucleus blue,
+        # each rescaled to 0-255; the detected box padded to a square and resized to 224
+        # (ResNet-101 input); argmax, but a top probability below 0.2 counts as non_cic.
         Assay(
             "cic",
             classes=(*_CIC_SUBTYPES, "f_category", "non_cic"),
@@ -88,18 +143,56 @@ ASSAYS: dict[str, Assay] = {
                 "completed_cic": _CIC_SUBTYPES[1:],
             },
             description="AIM-CICs cell-in-cell subtypes (F-category excluded from counting)",
+            extra_nucleus_class="f_category",
+            channels=(
+                InputChannel("membrane", "membrane stain, red plane of the composite",
+                             "percentile"),
+                InputChannel("brightfield", "brightfield, green plane", "percentile"),
+                InputChannel("nucleus", "nuclear stain, blue plane", "percentile"),
+            ),
+            crop_size=224,
+            margin=0.0,
+            rule=DecisionRule(min_confidence=0.2, fallback="non_cic"),
         ),
-        Assay("livedead", classes=("live", "dead"), description="stain-free live vs dead"),
+        # Stain-free live/dead (papers/002): brightfield only (optionally + Hoechst); 8-bit
+        # images are used as they are; argmax.
+        Assay(
+            "livedead",
+            classes=("live", "dead"),
+            description="stain-free live vs dead",
+            channels=(InputChannel(
+                "brightfield", "brightfield, 8-bit grey (RGB images converted with ITU-R 601 "
+                "luma weights; an image with R = G = B keeps its values)", "none"),),
+            optional_channels=(_HOECHST,),
+            crop_size=48,
+            margin=0.25,
+            label_map={"Living Cell": "live", "Dead Cell": "dead", "live": "live",
+                       "dead": "dead"},
+        ),
+        # Label-free tumour cells (papers/001): brightfield (+ Hoechst); the fused score
+        # S = (1 - w) S_det + w S_cls with w = 0.7, then argmax.
         Assay(
             "cancer",
             classes=("cancer", "normal", "unknown"),
             description="label-free tumour vs normal cells",
+            channels=(InputChannel("brightfield", "brightfield", "percentile"),),
+            optional_channels=(_HOECHST,),
+            crop_size=96,
+            margin=0.25,
+            rule=DecisionRule(fusion_weight=0.7),
         ),
+        # Allen Cell mitotic annotation (papers/004): DNA stain; mitotic vs not, then 4 stages;
+        # x/y/z max projections, the least-entropy prediction wins.
         Assay(
             "mitosis",
             classes=("non_mitotic", *_MITOTIC_STAGES),
             composites={"mitotic": _MITOTIC_STAGES},
             description="non-mitotic vs four mitotic stages",
+            channels=(InputChannel("nucleus", "DNA stain (max projection for z-stacks)",
+                                   "percentile"),),
+            crop_size=64,
+            margin=0.25,
+            rule=DecisionRule(mitotic_threshold=0.5),
         ),
     )
 }
@@ -112,6 +205,10 @@ def get_assay(name: str | Assay) -> Assay:
     --------
     >>> get_assay("livedead").classes
     ('live', 'dead')
+    >>> get_assay("pH")
+    Traceback (most recent call last):
+    ...
+    hcs.errors.InputError: unknown assay 'pH'; known: cic, livedead, cancer, mitosis
     """
     if isinstance(name, Assay):
         return name

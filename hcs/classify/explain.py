@@ -88,3 +88,119 @@ def write_embedding(
     path = Path(path)
     fig.write_html(str(path), include_plotlyjs=True)
     return path
+
+
+def heat_colours(cam: np.ndarray) -> np.ndarray:
+    """``H x W x 3`` uint8 colours of a 0-1 map (blue - cyan - yellow - red, a 'jet'-like ramp).
+
+    Examples
+    --------
+    >>> heat_colours(np.array([[0.0, 1.0]])).tolist()
+    [[[0, 0, 128], [128, 0, 0]]]
+    """
+    v = np.clip(np.asarray(cam, dtype=np.float32), 0, 1)
+    r = np.clip(1.5 - np.abs(4 * v - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * v - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * v - 1), 0, 1)
+    return np.rint(np.stack([r, g, b], axis=-1) * 255).astype(np.uint8)
+
+
+def _display(crop: np.ndarray) -> np.ndarray:
+    """A crop as ``H x W x 3`` uint8 for viewing (grey replicated, > 3 channels: first 3)."""
+    c = np.clip(np.asarray(crop, dtype=np.float32), 0, 255).astype(np.uint8)
+    if c.shape[2] == 1:
+        return np.repeat(c, 3, axis=2)
+    if c.shape[2] == 2:
+        return np.concatenate([c, np.zeros_like(c[:, :, :1])], axis=2)
+    return c[:, :, :3]
+
+
+def overlay_panel(crop: np.ndarray, cam: np.ndarray, alpha: float = 0.45,
+                  scale: int = 4) -> np.ndarray:
+    """The crop and the crop with its Grad-CAM map blended on top, side by side, enlarged
+    ``scale`` times (nearest neighbour), as ``(H * scale) x (2 W * scale + scale) x 3`` uint8.
+
+    Examples
+    --------
+    >>> overlay_panel(np.zeros((8, 8, 1), np.uint8), np.ones((8, 8)), scale=2).shape
+    (16, 34, 3)
+    """
+    img = _display(crop).astype(np.float32)
+    blend = (1 - alpha) * img + alpha * heat_colours(cam).astype(np.float32)
+    gap = np.full((img.shape[0], 1, 3), 255, np.float32)
+    panel = np.concatenate([img, gap, blend], axis=1)
+    panel = np.repeat(np.repeat(panel, scale, axis=0), scale, axis=1)
+    return np.clip(np.rint(panel), 0, 255).astype(np.uint8)
+
+
+def pick_examples(y_true: np.ndarray, proba: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` crop indices spread over the true classes (round robin, random within a class).
+
+    Examples
+    --------
+    >>> pick_examples(np.array([0, 0, 0, 1]), np.zeros((4, 2)), 2).tolist()[1]
+    3
+    """
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y_true)
+    pools = [rng.permutation(np.flatnonzero(y == k)).tolist() for k in range(proba.shape[1])]
+    out: list[int] = []
+    while len(out) < min(n, len(y)):
+        for pool in pools:
+            if pool and len(out) < n:
+                out.append(pool.pop(0))
+    return np.asarray(out, dtype=np.int64)
+
+
+def write_grad_cams(
+    model: Any,
+    crops: np.ndarray,
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    out: str | Path,
+    n: int = 8,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Write Grad-CAM overlays (PNG) of ``n`` crops spread over the classes, and ``index.csv``.
+
+    Each PNG shows the crop and the crop with the Grad-CAM map of the *predicted* class; its
+    name says the true and predicted class. The folder is written next to its place and renamed,
+    so a failure leaves nothing.
+    """
+    import shutil
+    import tempfile
+
+    import pandas as pd
+    from skimage.io import imsave
+
+    from hcs.errors import OutputExistsError
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    if n < 1:
+        raise InputError(f"--n must be >= 1, got {n}")
+    if len(crops) == 0:
+        raise InputError("no crop to explain")
+    classes = list(model.card.classes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        rows = []
+        for k, i in enumerate(pick_examples(y_true, proba, n, seed)):
+            pred = int(np.argmax(proba[i]))
+            cam = grad_cam(model, crops[i], pred)
+            name = f"{k:03d}_true-{classes[int(y_true[i])]}_pred-{classes[pred]}.png"
+            imsave(tmp / name, overlay_panel(crops[i], cam), check_contrast=False)
+            rows.append({"file": name, "crop": int(i), "true": classes[int(y_true[i])],
+                         "predicted": classes[pred], "p_predicted": float(proba[i, pred])})
+        pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
+        tmp.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

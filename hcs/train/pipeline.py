@@ -32,8 +32,8 @@ def _channels(assay: str, n: int) -> list[dict[str, str]]:
     from hcs.assays.inputs import LDC_RGB_CHANNELS, get_input_spec
 
     spec = get_input_spec(assay)
-    if n == len(spec.channels):
-        chans = spec.channels
+    if len(spec.channels) <= n <= len(spec.channels) + len(spec.optional_channels):
+        chans = spec.channels + spec.optional_channels[: n - len(spec.channels)]
     elif n == 3:
         chans = LDC_RGB_CHANNELS
     else:
@@ -41,15 +41,34 @@ def _channels(assay: str, n: int) -> list[dict[str, str]]:
     return [{"name": c.name, "meaning": c.meaning} for c in chans]
 
 
+TRUTH_BOXES = ("truth", "detected")
+
+
 def _source_table(voc: str | Path | None, folders: str | Path | None, truth: str | Path | None,
-                  label_map: dict[str, str] | None) -> Any:
-    """The annotation table of exactly one source (``source`` = the image a box comes from)."""
+                  label_map: dict[str, str] | None, truth_boxes: str = "truth",
+                  plate: str | Path | None = None, assay: str = "",
+                  detector: str = "threshold", nucleus_channel: str | int | None = None,
+                  log: Callable[[str], None] | None = None) -> Any:
+    """The annotation table of exactly one source (``source`` = the image a box comes from).
+
+    With ``truth`` and ``truth_boxes="detected"`` the boxes are the engine's detections of the
+    simulated plate, labelled by :func:`hcs.train.detected.detected_truth`.
+    """
+    if truth_boxes not in TRUTH_BOXES:
+        raise InputError(f"--truth-boxes {truth_boxes!r}: expected truth or detected")
     if truth is None:
+        if truth_boxes != "truth":
+            raise InputError("--truth-boxes detected needs --truth SIM_DIR")
         return load_annotations(voc, folders, label_map)
     if voc is not None or folders is not None:
         raise InputError("give exactly one data source: --voc DIR, --folders DIR or --truth DIR")
-    from hcs.train.truth import read_truth
+    from hcs.train.truth import find_plate, read_truth
 
+    if truth_boxes == "detected":
+        from hcs.train.detected import detected_truth
+
+        return detected_truth(truth, find_plate(truth, plate), assay, detector, nucleus_channel,
+                              log)
     return read_truth(truth)
 
 
@@ -75,13 +94,19 @@ def train_model(
     truth: str | Path | None = None,
     plate: str | Path | None = None,
     channel_map: dict[str, str] | None = None,
+    truth_boxes: str = "truth",
+    detector: str = "threshold",
+    nucleus_channel: str | int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train a crop classifier from annotations and write the model folder ``out``.
 
     The data are ``voc``, ``folders`` or ``truth`` (a simulation folder; its converted plate is
     ``plate`` or found by :func:`hcs.train.truth.find_plate`; ``channel_map`` maps input roles
-    to plate channels as ``hcs run --channels`` does). Returns the folder and the held-out
-    metrics (``{}`` when ``test_fraction`` is 0).
+    to plate channels as ``hcs run --channels`` does). With ``truth``, ``truth_boxes`` picks the
+    boxes: ``truth`` (the simulator's object boxes) or ``detected`` (the engine's detections
+    with ``detector`` on ``nucleus_channel``, labelled by the object they lie in; see
+    :mod:`hcs.train.detected`). Returns the folder and the held-out metrics (``{}`` when
+    ``test_fraction`` is 0).
     """
     from hcs import __version__
     from hcs.assays import get_assay
@@ -96,7 +121,8 @@ def train_model(
     classes = list(get_assay(assay).classes)
     size = crop_size or spec.crop_size
     margin = spec.margin if margin is None else margin
-    table = _source_table(voc, folders, truth, spec.label_map if voc is not None else None)
+    table = _source_table(voc, folders, truth, spec.label_map if voc is not None else None,
+                          truth_boxes, plate, assay, detector, nucleus_channel, log)
     parts = {"test": test_fraction, "val": val_fraction}
     split = split_by_image(table["source"].tolist(), parts, split_seed)
     log(f"{len(table)} boxes from {table['source'].nunique()} images; split by image: "
@@ -107,7 +133,8 @@ def train_model(
         roles = [c["name"] for c in _channels(assay, channels or len(spec.channels))]
         if roles[0] == "channel_0":
             raise InputError(f"--channels {channels}: assay {assay} takes "
-                             f"{len(spec.channels)} channel(s) (or 3 for RGB brightfield)")
+                             f"{len(spec.channels)} channel(s) (+ up to "
+                             f"{len(spec.optional_channels)} optional, or 3 for RGB brightfield)")
         full = truth_cropset(table, find_plate(truth, plate), classes, roles,
                              input_modes(assay, roles), size, margin, spec.square, spec.pad_mode,
                              channel_map, log)
@@ -130,7 +157,8 @@ def train_model(
         thresholds={"rule": "argmax"},
         training=dict(
             data=dict(data or {}, source_folder=Path(voc or folders or truth).name,  # type: ignore[arg-type]
-                      **({"plate": find_plate(truth, plate).name} if truth is not None else {})),
+                      **({"plate": find_plate(truth, plate).name, "boxes": _boxes_note(
+                          truth_boxes, detector, nucleus_channel)} if truth is not None else {})),
             split=dict(by="source image", seed=split_seed, test_fraction=test_fraction,
                        val_fraction=val_fraction, file=SPLIT_FILE,
                        images={k: len(v) for k, v in split.items()},
@@ -164,6 +192,14 @@ def train_model(
     return out, metrics
 
 
+def _boxes_note(truth_boxes: str, detector: str, nucleus_channel: str | int | None) -> str:
+    if truth_boxes == "truth":
+        return "truth: the simulator's object boxes"
+    chan = "the nuclear channel" if nucleus_channel is None else f"channel {nucleus_channel}"
+    return (f"detected: the engine's `{detector}` detections on {chan}, each labelled by the "
+            "truth object it lies in (hcs.train.detected)")
+
+
 def evaluate_model(
     model: str | Path,
     voc: str | Path | None = None,
@@ -177,6 +213,9 @@ def evaluate_model(
     truth: str | Path | None = None,
     plate: str | Path | None = None,
     channel_map: dict[str, str] | None = None,
+    truth_boxes: str = "truth",
+    detector: str = "threshold",
+    nucleus_channel: str | int | None = None,
 ) -> tuple[dict[str, Any], CropSet, np.ndarray]:
     """Score a model folder on annotated crops (optionally only ``part`` of a ``split.json``).
 
@@ -200,7 +239,8 @@ def evaluate_model(
         label_map = {}
     if voc is not None and label_map:
         label_map = {**label_map, **{c: c for c in card.classes}}
-    table = _source_table(voc, folders, truth, label_map or None)
+    table = _source_table(voc, folders, truth, label_map or None, truth_boxes, plate,
+                          card.assay, detector, nucleus_channel)
     if split_file is not None:
         try:
             split = json.loads(Path(split_file).read_text())
