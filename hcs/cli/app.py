@@ -1,0 +1,51 @@
+"""The ``hcs`` typer application and the error wrapper every command uses."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from hcs.errors import HcsError
+
+app = typer.Typer(
+    name="hcs",
+    help="High-content-screening plate analyzer: export -> OME-Zarr -> cells -> wells -> stats"
+    " -> report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Print :class:`HcsError` as one line on stderr and exit 2, instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HcsError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", help="Print the hcs version and exit."),
+) -> None:
+    """hcs: instrument exports in, defensible statistics and a report out."""
+    if version:
+        from hcs import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()

@@ -1,0 +1,69 @@
+"""``hcs stats`` and ``hcs layout check``: plate layouts and condition statistics."""
+
+from __future__ import annotations
+
+import typer
+
+from hcs.cli.app import app, user_errors
+
+# --- stats (issue 7) ---
+
+
+@app.command("stats")
+@user_errors
+def stats_cmd(
+    source: str = typer.Argument(..., help="Run folder with wells.parquet, or a wells file."),
+    layout: str = typer.Option(None, "--layout", "-l", help="Plate layout (CSV, grid, XML)."),
+    reference: str = typer.Option(
+        None, "--reference", "-r", help="Reference condition (default: the negative control)."
+    ),
+    test: str = typer.Option("student", "--test", help="student | welch"),
+    correction: str = typer.Option(
+        "fdr_bh", "--correction", help="fdr_bh | holm | bonferroni | none"
+    ),
+    transform: str = typer.Option("none", "--transform", help="none | logit"),
+    blocks: str = typer.Option(
+        "model", "--blocks", help="Several plates: model (plate factor) | normalise"
+    ),
+    readout: list[str] = typer.Option(
+        None, "--readout", help="Readouts to test (default: all freq_ columns)."
+    ),
+    plate_format: int = typer.Option(None, "--plate-format", help="Wells of the plate."),
+    out: str = typer.Option(
+        None, "--out", "-o", help="Output (default: stats.parquet next to the wells)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    max_rows: int = typer.Option(40, "--max-rows", help="Rows per table on the terminal."),
+) -> None:
+    """Per-condition statistics (t-tests, dose-response, plate QC) -> stats.parquet."""
+    from hcs.stats.run import stats_for_run
+    from hcs.stats.show import print_stats
+
+    stats, path = stats_for_run(
+        source, out, layout, plate_format, overwrite, reference=reference, test=test,
+        correction=correction, transform=transform, blocks=blocks, readouts=readout or None,
+    )
+    print_stats(stats, max_rows=max_rows)
+    comp = stats[stats["kind"] == "comparison"]
+    if len(comp) and (comp["status"] == "reference_missing").all():
+        typer.echo(f"warning: reference {comp['reference'].iloc[0]!r} has no well", err=True)
+    typer.echo(f"wrote {path} ({len(stats)} rows)")
+
+
+layout_app = typer.Typer(help="Plate layouts: check a layout file.", no_args_is_help=True)
+app.add_typer(layout_app, name="layout")
+
+
+@layout_app.command("check")
+@user_errors
+def layout_check_cmd(
+    path: str = typer.Argument(..., help="Layout file (tidy CSV, grid CSV, Harmony XML)."),
+    plate_format: int = typer.Option(None, "--plate-format", help="Wells of the plate."),
+    require_controls: bool = typer.Option(
+        False, "--require-controls", help="Fail without negative and positive controls."
+    ),
+) -> None:
+    """Validate a layout against the plate and print its conditions."""
+    from hcs.layouts import layout_summary
+
+    typer.echo(layout_summary(path, plate_format, require_controls))
