@@ -216,6 +216,44 @@ class LoadedModel:
         return f"LoadedModel({c.name!r}, {c.architecture}, classes={c.classes})"
 
 
+def read_verified_weights(folder: str | Path, sha256: str) -> dict[str, Any]:
+    """The tensors of ``folder/model.safetensors`` after checking its sha256 against the card's.
+
+    Parameters
+    ----------
+    folder
+        A model folder (classifier or detector).
+    sha256
+        The digest ``model.yaml`` records (empty when missing).
+
+    Returns
+    -------
+    dict
+        Tensor name -> ``torch.Tensor``.
+
+    Raises
+    ------
+    InputError
+        The weights file is missing, unreadable, or its digest differs from the card's.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = Path(folder) / WEIGHTS
+    if not weights.is_file():
+        raise InputError(f"{weights}: weights file not found")
+    digest = sha256_file(weights)
+    if digest != sha256:
+        raise InputError(
+            f"{weights}: sha256 {digest[:12]}... does not match model.yaml "
+            f"({sha256[:12] or 'missing'}...); the weights or the card were changed"
+        )
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise InputError(f"{weights}: cannot read safetensors ({exc})") from None
+
+
 def load_model(folder: str | Path) -> LoadedModel:
     """Load a model folder, verifying the sha256 and that ``model.yaml`` matches the weights.
 
@@ -225,24 +263,9 @@ def load_model(folder: str | Path) -> LoadedModel:
         Missing files, a checksum mismatch (weights changed or card edited), or weights whose
         tensors do not fit the architecture / classes / channels the card declares.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     card = read_card(folder)
-    weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise InputError(f"{weights}: weights file not found")
-    digest = sha256_file(weights)
-    if digest != card.sha256:
-        raise InputError(
-            f"{weights}: sha256 {digest[:12]}... does not match model.yaml "
-            f"({card.sha256[:12] or 'missing'}...); the weights or the card were changed"
-        )
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
-        raise InputError(f"{weights}: cannot read safetensors ({exc})") from None
+    state = read_verified_weights(folder, card.sha256)
     module = create_classifier(
         card.architecture, len(card.classes), card.in_chans, card.drop_rate, pretrained=False
     )

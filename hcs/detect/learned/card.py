@@ -18,13 +18,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hcs.classify.models import CARD, WEIGHTS  # one model-folder layout for all models
 from hcs.errors import InputError, OutputExistsError
 
 __all__ = ["DetectorCard", "TileCard", "is_detector_folder", "read_detector_card",
            "write_detector_folder", "WEIGHTS", "CARD"]
 
-WEIGHTS = "model.safetensors"
-CARD = "model.yaml"
 
 
 class TileCard(BaseModel):

@@ -216,26 +216,13 @@ def load_detector(folder: str | Path, device: str = "cpu") -> LearnedDetector:
         Not a detector folder, missing weights, checksum mismatch, or weights that do not fit
         the architecture / channels / classes the card declares.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from hcs.classify.infer import select_device
-    from hcs.classify.models import sha256_file
+    from hcs.classify.models import read_verified_weights
 
     folder = Path(folder)
     card = read_detector_card(folder)
+    state = read_verified_weights(folder, card.sha256)
     weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise InputError(f"{weights}: weights file not found")
-    digest = sha256_file(weights)
-    if digest != card.sha256:
-        raise InputError(
-            f"{weights}: sha256 {digest[:12]}... does not match model.yaml "
-            f"({card.sha256[:12] or 'missing'}...); the weights or the card were changed")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
-        raise InputError(f"{weights}: cannot read weights ({exc})") from None
     module = build_detector(card.architecture, card.in_chans, len(card.classes),
                             mean=card.mean, std=card.std, anchor_sizes=card.anchor_sizes)
     try:
