@@ -44,3 +44,16 @@ def plate_row_gfp() -> Path:
 @pytest.fixture
 def livedead_ldc() -> Path:
     return shared("livedead-ldc")
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """Address of an in-process Dask cluster (threads, one per test module): runs reach it with
+    ``scheduler=`` / ``--scheduler`` and pay no worker start-up or torch import per test.
+    (tests/test_engine.py overrides it with a 2-process cluster.)"""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                           dashboard_address=None)
+    yield cluster.scheduler_address
+    cluster.close()

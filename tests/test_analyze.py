@@ -42,17 +42,6 @@ def model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def scheduler():
-    """An in-process cluster (threads), so a test pays no worker start-up or torch import."""
-    from distributed import LocalCluster
-
-    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                           dashboard_address=None)
-    yield cluster.scheduler_address
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def base(sim, model, scheduler, tmp_path_factory) -> Path:
     """One finished analysis; tests work on copies (mtimes kept, so every stage is current)."""
     out = tmp_path_factory.mktemp("base") / "an"

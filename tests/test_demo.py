@@ -35,17 +35,6 @@ def _needs(model: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def scheduler():
-    """An in-process cluster (threads): no worker start-up or torch import per test."""
-    from distributed import LocalCluster
-
-    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                           dashboard_address=None)
-    yield cluster.scheduler_address
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def demo(tmp_path_factory, scheduler):
     _needs(CIC_MODEL)
     out = tmp_path_factory.mktemp("demo") / "demo"

@@ -152,16 +152,6 @@ def test_every_readme_command_is_covered():
         assert r.exit_code == 0, f"`{' '.join(cmd)}`: {r.output}"
 
 
-@pytest.fixture(scope="module")
-def scheduler():
-    from distributed import LocalCluster
-
-    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                           dashboard_address=None)
-    yield cluster.scheduler_address
-    cluster.close()
-
-
 def _sandbox(root: Path) -> None:
     """The README's placeholders as small real inputs inside ``root`` (the working folder)."""
     from hcs.synth import simulate_plate
