@@ -14,6 +14,11 @@ Crops: for livedead-ldc the real LDC crops of its held-out images when
 ``../shared/data/livedead-ldc`` is present; random uint8 crops of the card's size and channels
 otherwise (the simulated-data models; throughput does not depend on pixel values). Cropping
 time is not included.
+
+A projection ensemble (``ensemble.yaml``, e.g. ``models/mitosis-sim-xyz``) is timed in cells per
+second: each cell has one crop per view (z, y, x) and every member (2 levels x 3 views) runs on
+its view, least entropy per level, as :meth:`hcs.classify.ensemble.LoadedEnsemble.predict`; the
+naive loop runs the six members one cell at a time.
 """
 
 from __future__ import annotations
@@ -105,6 +110,41 @@ def bench_model(folder: Path, n: int, repeats: int) -> list[tuple[str, float]]:
     return rows
 
 
+def bench_ensemble(folder: Path, n: int, repeats: int) -> list[tuple[str, float]]:
+    from hcs.classify.ensemble import load_ensemble
+
+    ens = load_ensemble(folder)
+    card = ens.card
+    views = card.views(16)
+    rng = np.random.default_rng(0)
+    cells = rng.integers(0, 255, (n, len(views), card.crop.size, card.crop.size, card.in_chans),
+                         dtype=np.uint8).astype(np.float32)
+    members = sum(len(v) for v in ens.models.values())
+    print(f"\n{card.name} (ensemble of {members} {card.architecture[12:]} members, views "
+          f"{','.join(views)}, {card.crop.size}x{card.crop.size}x{card.in_chans}): {n} random "
+          "cells; figures are cells/s")
+    ref, _ = ens.predict(cells, views, 128, "cpu")
+    rows = []
+    for bs in (1, 32, 128):
+        s = timed(lambda bs=bs: ens.predict(cells, views, bs, "cpu"), repeats)
+        rows.append((f"hcs batch {bs}", len(cells) / s))
+    n_naive = min(len(cells), 64)
+
+    def naive() -> None:
+        for c in cells[:n_naive]:
+            for by_view in ens.models.values():
+                for j, v in enumerate(views):
+                    naive_loop(by_view[v], c[j][None])
+
+    s = timed(naive, repeats)
+    rows.append(("naive per-crop loop", n_naive / s))
+    base = rows[-1][1]
+    print(f"{'method':<22}{'cells/s':>10}{'x naive':>9}")
+    for name, rate in rows:
+        print(f"{name:<22}{rate:>10.0f}{rate / base:>9.1f}")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", nargs="*", default=None,
@@ -129,7 +169,12 @@ def main() -> None:
             print(f"skipped {p.parent.name}: not a classifier model card")
     print(f"torch threads {torch.get_num_threads()}, CPU, load average "
           f"{os.getloadavg()[0]:.1f} (shared machines make batch-1 figures noisy)")
-    table = {f.name: dict(bench_model(f, args.crops, args.repeats)) for f in folders}
+    from hcs.classify.ensemble import is_ensemble
+
+    if not args.model:
+        folders += sorted(p.parent for p in (REPO / "models").glob("*/ensemble.yaml"))
+    table = {f.name: dict(bench_ensemble(f, args.crops, args.repeats) if is_ensemble(f)
+                          else bench_model(f, args.crops, args.repeats)) for f in folders}
     methods = list(next(iter(table.values())))
     print(f"\n{'crops/s':<16}" + "".join(f"{m.replace('hcs ', ''):>21}" for m in methods))
     for name, rates in table.items():

@@ -11,7 +11,10 @@ and :func:`hcs.assays.rules.get_rule` are thin accessors over these declarations
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from hcs.assays.inputs import InputChannel, InputSpec
 from hcs.assays.rules import DecisionRule
@@ -52,6 +55,10 @@ class Assay:
     rule
         The :class:`~hcs.assays.rules.DecisionRule`; its ``assay`` and ``excluded`` are filled
         in from this declaration.
+    levels
+        For a two-stage call (mitosis: mitotic vs not, then the stage): level name -> the
+        classes of the model of that level. A level class is an assay class or a composite
+        (``mitotic``); see :meth:`level_labels`.
 
     Examples
     --------
@@ -76,6 +83,7 @@ class Assay:
     pad_mode: str = "constant"
     label_map: dict[str, str] = field(default_factory=dict, hash=False)
     rule: DecisionRule = field(default_factory=DecisionRule)
+    levels: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         known = set(self.classes)
@@ -93,6 +101,11 @@ class Assay:
         clash = known & set(self.composites)
         if clash:
             raise ValueError(f"assay {self.name}: composite names clash with classes {clash}")
+        bad_levels = [c for parts in self.levels.values() for c in parts
+                      if c not in known and c not in self.composites]
+        if bad_levels:
+            raise ValueError(f"assay {self.name}: level classes {bad_levels} are neither classes "
+                             "nor composites")
         if not self.channels:
             raise ValueError(f"assay {self.name}: no input channel declared")
         if self.crop_size < 1 or self.margin < 0:
@@ -110,6 +123,31 @@ class Assay:
     def readouts(self) -> tuple[str, ...]:
         """Frequency readouts: every analysed class, then every composite."""
         return self.analysed_classes + tuple(self.composites)
+
+    def level_labels(self, level: str, labels: Sequence[str]) -> np.ndarray:
+        """Training labels of one level: each assay label mapped to that level's class.
+
+        A label that is a class of the level stays; a label inside a composite the level names
+        becomes the composite; any other label is not part of the level and becomes ``""``
+        (e.g. ``non_mitotic`` cells for the stage model).
+
+        Examples
+        --------
+        >>> m = get_assay("mitosis")
+        >>> m.level_labels("mitotic", ["prophase", "non_mitotic"]).tolist()
+        ['mitotic', 'non_mitotic']
+        >>> m.level_labels("stage", ["prophase", "non_mitotic"]).tolist()
+        ['prophase', '']
+        """
+        if level not in self.levels:
+            known = ", ".join(self.levels) or "none"
+            raise InputError(f"assay {self.name} has no level {level!r} (levels: {known})")
+        parts = self.levels[level]
+        lookup: dict[str, str] = {}
+        for c in parts:
+            for member in self.composites.get(c, (c,)):
+                lookup[member] = c
+        return np.asarray([lookup.get(str(v), "") for v in labels], dtype=object)
 
     @property
     def inputs(self) -> InputSpec:
@@ -190,9 +228,12 @@ ASSAYS: dict[str, Assay] = {
             description="non-mitotic vs four mitotic stages",
             channels=(InputChannel("nucleus", "DNA stain (max projection for z-stacks)",
                                    "percentile"),),
+            optional_channels=(InputChannel("membrane", "membrane stain (cell shape)",
+                                            "percentile"),),
             crop_size=64,
             margin=0.25,
             rule=DecisionRule(mitotic_threshold=0.5),
+            levels={"mitotic": ("non_mitotic", "mitotic"), "stage": _MITOTIC_STAGES},
         ),
     )
 }

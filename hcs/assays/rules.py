@@ -79,6 +79,11 @@ def apply_rule(
 ) -> np.ndarray:
     """Label per cell: argmax, with the rule's low-confidence fallback.
 
+    With a ``mitotic_threshold`` (mitosis) the call is hierarchical: the first class is the
+    negative (``non_mitotic``), ``P(mitotic)`` is one minus its probability, and a cell with
+    ``P(mitotic) >= threshold`` gets its most probable stage (:func:`mitosis_labels`), even when
+    the negative class has the single largest probability.
+
     Examples
     --------
     >>> from hcs.assays import get_assay
@@ -87,9 +92,16 @@ def apply_rule(
     ['non_cic']
     >>> apply_rule([[0.05, 0.7, 0.05, 0.05, 0.05, 0.05, 0.05]], cls, "cic").tolist()
     ['one_in_one']
+    >>> m = get_assay("mitosis").classes
+    >>> apply_rule([[0.4, 0.1, 0.1, 0.3, 0.1], [0.6, 0.1, 0.1, 0.1, 0.1]], m, "mitosis").tolist()
+    ['prometaphase_metaphase', 'non_mitotic']
     """
     rule = get_rule(rule) if isinstance(rule, str) else rule
     p = _proba(proba, classes)
+    if rule.mitotic_threshold is not None:
+        # hierarchical: P(mitotic) = 1 - P(first class, the negative); then the top stage
+        return mitosis_labels(1.0 - p[:, 0], p[:, 1:], list(classes)[1:],
+                              rule.mitotic_threshold, str(classes[0]))
     labels = np.asarray(classes, dtype=object)[np.argmax(p, axis=1)]
     if rule.min_confidence > 0:
         if rule.fallback not in classes:

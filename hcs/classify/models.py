@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,13 +34,19 @@ class ChannelCard(BaseModel):
 
 
 class CropCard(BaseModel):
-    """How a crop is cut (see :func:`hcs.classify.crops.crop_box`)."""
+    """How a crop is cut (see :func:`hcs.classify.crops.crop_box`).
+
+    ``view`` is the max-intensity projection of a z-stack the crop is cut from
+    (:mod:`hcs.classify.projections`): ``z`` (over z, the usual top view; a 2-D field is its
+    own z view), ``y`` or ``x`` (side views, image rows are z).
+    """
 
     model_config = ConfigDict(extra="forbid")
     size: int = Field(gt=0)
     margin: float = Field(0.0, ge=0)
     square: bool = True
     pad_mode: str = "constant"
+    view: Literal["z", "y", "x"] = "z"
 
 
 class Normalisation(BaseModel):
@@ -59,6 +65,7 @@ class ModelCard(BaseModel):
     name: str
     assay: str
     classes: list[str]
+    level: str | None = None
     architecture: str
     drop_rate: float = 0.25
     in_chans: int = Field(gt=0)

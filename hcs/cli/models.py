@@ -39,6 +39,13 @@ def train_classifier_cmd(
         "(as `hcs run`)."
     ),
     assay: str = typer.Option("livedead", "--assay", help="Assay (classes, crop, label map)."),
+    level: str = typer.Option(
+        None, "--level", help="One level of a two-stage assay (mitosis: mitotic | stage)."
+    ),
+    view: str = typer.Option(
+        "z", "--view", help="With --truth on a z-stack plate: the max projection to crop, "
+        "z (top) | y | x (side views)."
+    ),
     arch: str = typer.Option("resnet10t", "--arch", help="timm architecture."),
     pretrained: str = typer.Option(None, "--pretrained", help="Local timm weight file."),
     crop_size: int = typer.Option(None, "--crop-size", help="Crop side (default: assay's)."),
@@ -95,7 +102,7 @@ def train_classifier_cmd(
     train_model(
         out, voc=voc, folders=folders, truth=truth, plate=plate,
         channel_map=_train_channel_map(channel_map), truth_boxes=truth_boxes,
-        nucleus_channel=nucleus_channel, assay=assay, config=config,
+        nucleus_channel=nucleus_channel, assay=assay, config=config, level=level, view=view,
         crop_size=crop_size,
         margin=margin, channels=channels, test_fraction=test_fraction, val_fraction=val_fraction,
         split_seed=seed,
@@ -142,19 +149,34 @@ def evaluate_classifier_cmd(
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the CI."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     embedding: str = typer.Option(None, "--embedding", help="Write a t-SNE plot (HTML) here."),
+    views: str = typer.Option(
+        None, "--views", help="Ensemble folders: views to use, e.g. z or z,y,x (default: all "
+        "the plate allows)."
+    ),
+    assay_rule: bool = typer.Option(
+        False, "--assay-rule", help="Score the assay's decision rule (as `hcs run` labels "
+        "cells) instead of the argmax; ensembles always use it."
+    ),
 ) -> None:
     """Per-class AUC, balanced accuracy with 95% bootstrap CI, confusion, precision/recall/F1."""
     import json
 
+    from hcs.errors import InputError
     from hcs.train.pipeline import evaluate_model
 
     m, cs, proba = evaluate_model(model, voc, folders, split, part, batch_size, device, n_boot,
                                   truth=truth, plate=plate,
                                   channel_map=_train_channel_map(channel_map),
-                                  truth_boxes=truth_boxes, nucleus_channel=nucleus_channel)
+                                  truth_boxes=truth_boxes, nucleus_channel=nucleus_channel,
+                                  views=views.split(",") if views else None,
+                                  assay_rule=assay_rule)
     if embedding:
+        from hcs.classify.ensemble import is_ensemble
         from hcs.classify.explain import write_embedding
         from hcs.classify.models import load_model
+
+        if is_ensemble(model):
+            raise InputError(f"--embedding: {model} is an ensemble; give one of its members")
 
         write_embedding(load_model(model), cs.crops, cs.y, proba, embedding)
         typer.echo(f"wrote {embedding}", err=True)

@@ -17,7 +17,8 @@ from typing import Any
 
 from hcs.errors import InputError
 
-__all__ = ["load_classifier", "model_card", "plate_channel_for", "save_random_model"]
+__all__ = ["load_classifier", "model_card", "plate_channel_for", "save_random_ensemble",
+           "save_random_model"]
 
 # role -> pattern of plate channel names playing it
 _ROLE_PATTERNS: dict[str, str] = {
@@ -38,33 +39,41 @@ LOADS: list[str] = []  # model folders this process loaded, in order (tests chec
 
 def _folder(model: str | Path) -> Path:
     p = Path(model)
-    if p.name in ("model.yaml", "model.safetensors"):
+    if p.name in ("model.yaml", "model.safetensors", "ensemble.yaml"):
         p = p.parent
     if not p.exists() and not p.is_absolute():
         shipped = Path(__file__).resolve().parents[2] / "models" / p
         if shipped.is_dir():
             p = shipped
-    if not (p / "model.yaml").is_file():
-        raise InputError(f"{model}: not a model folder (no model.yaml; see models/)")
+    if not (p / "model.yaml").is_file() and not (p / "ensemble.yaml").is_file():
+        raise InputError(f"{model}: not a model folder (no model.yaml or ensemble.yaml; see "
+                         "models/)")
     return p.resolve()
 
 
 def model_card(model: str | Path) -> tuple[Path, Any]:
-    """``(folder, card)`` of a model folder (or a name under the repository's ``models/``)."""
+    """``(folder, card)`` of a model folder (or a name under the repository's ``models/``).
+
+    For an ensemble folder (:mod:`hcs.classify.ensemble`) the card is the validated
+    :class:`~hcs.classify.ensemble.Ensemble`.
+    """
+    from hcs.classify.ensemble import is_ensemble, read_ensemble
     from hcs.classify.models import read_card
 
     folder = _folder(model)
-    return folder, read_card(folder)
+    return folder, read_ensemble(folder) if is_ensemble(folder) else read_card(folder)
 
 
 def load_classifier(folder: str | Path, sha256: str) -> Any:
-    """The :class:`hcs.classify.models.LoadedModel` of ``folder``, loaded once per process."""
+    """The :class:`hcs.classify.models.LoadedModel` (or
+    :class:`~hcs.classify.ensemble.LoadedEnsemble`) of ``folder``, loaded once per process."""
+    from hcs.classify.ensemble import is_ensemble, load_ensemble
     from hcs.classify.models import load_model
 
     key = (str(folder), sha256)
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = load_model(folder)
+            _CACHE[key] = load_ensemble(folder) if is_ensemble(folder) else load_model(folder)
             LOADS.append(key[0])
         return _CACHE[key]
 
@@ -112,6 +121,8 @@ def save_random_model(
     crop_size: int = 32,
     margin: float = 0.25,
     seed: int = 0,
+    level: str | None = None,
+    view: str = "z",
 ) -> Path:
     """A seeded, untrained model folder in the real format (for tests and benchmarks).
 
@@ -123,16 +134,44 @@ def save_random_model(
     from hcs.assays import get_assay
     from hcs.classify.models import ModelCard, create_classifier, save_model
 
-    classes = list(get_assay(assay).classes)
+    a = get_assay(assay)
+    classes = list(a.levels[level] if level is not None else a.classes)
     torch.manual_seed(seed)
     net = create_classifier(architecture, len(classes), len(channels))
     card = ModelCard(
-        name=Path(out).name, assay=assay, classes=classes, architecture=architecture,
+        name=Path(out).name, assay=assay, classes=classes, level=level,
+        architecture=architecture,
         in_chans=len(channels), channels=[{"name": c} for c in channels],
-        crop=dict(size=crop_size, margin=margin, square=True, pad_mode="constant"),
+        crop=dict(size=crop_size, margin=margin, square=True, pad_mode="constant", view=view),
         normalisation=dict(scale=1 / 255, mean=[0.5] * len(channels),
                            std=[0.25] * len(channels)),
         thresholds={"rule": "argmax"},
         training={"data": f"none: random initialisation (seed {seed}), for tests"},
     )
     return save_model(net, card, out, overwrite=True)
+
+
+def save_random_ensemble(
+    out: str | Path,
+    channels: list[str],
+    views: tuple[str, ...] = ("z", "y", "x"),
+    architecture: str = "test_resnet",
+    crop_size: int = 32,
+    seed: int = 0,
+) -> Path:
+    """A seeded, untrained mitosis projection ensemble (:mod:`hcs.classify.ensemble`): one
+    random member per level and view, for tests and benchmarks."""
+    from hcs.classify.ensemble import write_ensemble
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    levels: dict[str, dict[str, str]] = {}
+    for i, level in enumerate(("mitotic", "stage")):
+        levels[level] = {}
+        for j, v in enumerate(views):
+            save_random_model(out / f"{level}-{v}", "mitosis", channels, architecture,
+                              crop_size, 1.0 if v == "z" else 0.25, seed + 10 * i + j, level, v)
+            levels[level][v] = f"{level}-{v}"
+    write_ensemble(out, {"name": out.name, "assay": "mitosis", "levels": levels,
+                         "training": {"data": f"none: random initialisation (seed {seed})"}})
+    return out

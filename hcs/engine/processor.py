@@ -65,6 +65,7 @@ class FieldMeta:
     pixel_size_um: float
     image_channels: tuple[int, ...] | None = None  # plate channels in the image; None: all
     timepoint: int = 0
+    z_step_um: float | None = None
 
 
 class FieldProcessor(Protocol):
@@ -158,17 +159,30 @@ def _resolve_device(device: str) -> str:
 
 
 @dataclass(eq=False)
+class ViewSource:
+    """What the crops of a field are cut from for a projection ensemble: the composed z-stack
+    ``(Z, H, W, C)`` (``None`` when only the z view is used), its z max projection, the views
+    and the side views' rows per plane (:mod:`hcs.classify.projections`)."""
+
+    stack: np.ndarray | None
+    projection: np.ndarray
+    views: tuple[str, ...]
+    zscale: float
+
+
+@dataclass(eq=False)
 class PreparedField:
     """A detected field waiting for its crops to be classified (see :mod:`hcs.engine.batching`).
 
-    ``composed`` is the ``(H, W, C)`` classifier input, kept only until every crop is cut, so a
-    worker holds composed planes, not crops, however many cells a field has.
+    ``composed`` is the ``(H, W, C)`` classifier input (a :class:`ViewSource` for a projection
+    ensemble), kept only until every crop is cut, so a worker holds composed planes, not crops,
+    however many cells a field has.
     """
 
     meta: FieldMeta
     frame: pd.DataFrame
     boxes: np.ndarray
-    composed: np.ndarray | None
+    composed: np.ndarray | ViewSource | None
     shape: tuple[int, int]
     probs: np.ndarray
     cut: int = 0
@@ -181,7 +195,13 @@ class PreparedField:
 
 class PipelineProcessor:
     """Detection (classical on the nuclear channel, or a learned detector folder) + the model of
-    ``params.model`` on crops."""
+    ``params.model`` on crops.
+
+    ``params.model`` may be a projection ensemble (:mod:`hcs.classify.ensemble`): each cell is
+    then cut in every view the plate allows (z only for a 2-D plate; z, y and x for a z-stack),
+    each member classifies its view, the least-entropy view wins per level, and the cell table
+    gets a ``view_<level>`` column naming the winning view.
+    """
 
     def __init__(self, params: EngineParams) -> None:
         import torch
@@ -209,7 +229,9 @@ class PipelineProcessor:
         self.detector = load_engine_detector(params.detector, self.device)
         self.model = load_classifier(folder, card.sha256)
         self.card = self.model.card
+        self.ensemble = hasattr(self.model, "predict")
         self._order = [list(self.card.classes).index(c) for c in self.assay.classes]
+        self._views: tuple[str, ...] | None = None
         self._plans: dict[tuple[str, ...], _Plan] = {}
 
     def plan(self, channels: tuple[str, ...]) -> _Plan:
@@ -252,32 +274,81 @@ class PipelineProcessor:
             det_in = compose_field(planes, [pos[i] for i in plan.det_idx], plan.det_modes)
         det = self.detector.detect(det_in, meta.pixel_size_um)
         del det_in
-        composed = compose_field(planes, [pos[i] for i in plan.cls_idx], self.modes)
+        cls_pos = [pos[i] for i in plan.cls_idx]
+        width = len(self.card.classes)
+        if self.ensemble:
+            composed: np.ndarray | ViewSource = self._view_source(image, planes, cls_pos, meta)
+            width += len(self.card.levels)  # + the winning view of each level
+        else:
+            composed = compose_field(planes, cls_pos, self.modes)
         frame = det.to_frame()
         boxes = np.asarray(det.boxes, np.float32)
-        probs = np.zeros((len(boxes), len(self.card.classes)), np.float32)
+        probs = np.zeros((len(boxes), width), np.float32)
         return PreparedField(meta, frame, boxes, composed, planes.shape[1:], probs)
 
+    def _view_source(self, image: np.ndarray, planes: np.ndarray, cls_pos: list[int],
+                     meta: FieldMeta) -> ViewSource:
+        """Composed stack / projection of a field for the ensemble's views on this plate."""
+        from hcs.classify.projections import compose_stack, z_scale
+
+        views = tuple(self.card.views(image.shape[1]))
+        if self._views is not None and views != self._views:
+            raise InputError(f"well {meta.well} field {meta.field}: {image.shape[1]} z planes "
+                             f"give views {views}, other fields of the run gave {self._views}")
+        self._views = views
+        if views == ("z",):
+            return ViewSource(None, compose_field(planes, cls_pos, self.modes), views, 1.0)
+        stack = compose_stack(image, cls_pos, self.modes)
+        return ViewSource(stack, stack.max(axis=0), views,
+                          z_scale(meta.z_step_um, meta.pixel_size_um))
+
     def crops(self, prep: PreparedField, start: int, stop: int) -> np.ndarray:
-        """Crops ``start:stop`` of a prepared field, cut as in training."""
+        """Crops ``start:stop`` of a prepared field, cut as in training (``N x V x S x S x C``,
+        one per view, for an ensemble)."""
+        boxes = prep.boxes[start:stop]
+        src = prep.composed
+        if isinstance(src, ViewSource):
+            from hcs.classify.projections import view_crops
+
+            out = []
+            for v in src.views:
+                c = self.card.crop_for(v)
+                if v == "z":
+                    out.append(field_crops(src.projection, boxes, c.size, c.margin, c.square,
+                                           c.pad_mode))
+                else:
+                    out.append(view_crops(src.stack, boxes, c.size, [v], c.margin, c.square,
+                                          c.pad_mode, src.zscale)[:, 0])
+            return np.stack(out, axis=1)
         c = self.card.crop
-        return field_crops(prep.composed, prep.boxes[start:stop], c.size, c.margin, c.square,
-                           c.pad_mode)
+        return field_crops(src, boxes, c.size, c.margin, c.square, c.pad_mode)
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
-        """Probabilities (card class order) of one batch of crops: one forward pass."""
+        """Probabilities (card class order) of one batch of crops: one forward pass (per
+        member and view for an ensemble, whose winning view indices follow as extra columns)."""
         from hcs.classify.infer import predict_proba
 
+        if self.ensemble:
+            proba, win = self.model.predict(crops, list(self._views or ("z",)),
+                                            max(len(crops), 1), self.device)
+            return np.concatenate([proba, win.astype(np.float32)], axis=1)
         return predict_proba(self.model, crops, max(len(crops), 1), self.device)
 
     def finish(self, prep: PreparedField) -> pd.DataFrame:
         """The cell table of a field whose crops are all classified."""
         from hcs.assays.rules import apply_rule
 
-        probs = prep.probs[:, self._order]
+        k = len(self.card.classes)
+        probs = prep.probs[:, :k][:, self._order]
         labels = apply_rule(probs, self.assay.classes, self.rule) if len(probs) else []
+        extra = {}
+        if self.ensemble:
+            views = np.asarray(self._views or ("z",), dtype=object)
+            for j, level in enumerate(self.card.levels):
+                extra[f"view_{level}"] = pd.Series(views[prep.probs[:, k + j].astype(int)],
+                                                   dtype="string")
         return _cell_table(prep.frame, probs, labels, self.assay.classes, prep.meta,
-                           prep.shape, self.assay.name, self.card.name)
+                           prep.shape, self.assay.name, self.card.name, extra)
 
     def process(self, image: np.ndarray, meta: FieldMeta) -> pd.DataFrame:
         """Cell table of one field ``(c, z, y, x)``: DESIGN.md ``cells/`` columns, by cell_id.
@@ -300,7 +371,8 @@ class _Plan:
 
 
 def _cell_table(frame: pd.DataFrame, probs: np.ndarray, labels: Any, classes: tuple[str, ...],
-                meta: FieldMeta, shape: tuple[int, ...], assay: str, model: str) -> pd.DataFrame:
+                meta: FieldMeta, shape: tuple[int, ...], assay: str, model: str,
+                extra: dict[str, pd.Series] | None = None) -> pd.DataFrame:
     n = len(frame)
     head = pd.DataFrame({
         "plate": pd.Series([meta.plate] * n, dtype="string"),
@@ -317,6 +389,9 @@ def _cell_table(frame: pd.DataFrame, probs: np.ndarray, labels: Any, classes: tu
         out[f"p_{c}"] = probs[:, j].astype(np.float32) if n else np.zeros(0, np.float32)
     out["label"] = pd.Series([str(v) for v in labels], dtype="string")
     out["confidence"] = probs.max(axis=1).astype(np.float32) if n else np.zeros(0, np.float32)
+    for name, values in (extra or {}).items():
+        out[name] = values.to_numpy() if n else pd.Series([], dtype="string")
+        out[name] = out[name].astype("string")
     h, w = shape
     out["qc_border"] = ((out["bbox_x0"] <= 0) | (out["bbox_y0"] <= 0)
                         | (out["bbox_x1"] >= w) | (out["bbox_y1"] >= h)).astype(bool)

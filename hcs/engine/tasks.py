@@ -107,6 +107,7 @@ def read_field(params: EngineParams, well: str, field: int,
     meta = FieldMeta(plate=str(plate.name or Path(params.plate).name), well=well, row=r, col=c,
                      field=int(field), channels=names,
                      pixel_size_um=float(plate.pixel_size_um[1]),
+                     z_step_um=plate.z_step_um,
                      image_channels=None if channels is None else tuple(channels), timepoint=t)
     return image, meta
 

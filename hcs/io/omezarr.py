@@ -61,6 +61,8 @@ class Plate:
     pixel_size_um
         (y, x) pixel size of level 0 in micrometres; ``None`` when the export did not state it
         (the NGFF scale is then 1.0 per pixel).
+    z_step_um
+        Z spacing of level 0 in micrometres (the NGFF z scale); ``None`` with ``pixel_size_um``.
     attrs
         The ``hcs`` plate attributes (provenance, channels, missing planes), ``{}`` if absent.
     ngff
@@ -94,6 +96,7 @@ class Plate:
         self.pixel_size_um: tuple[float, float] | None = (scale0[3], scale0[4])
         if "pixel_size_um" in self.attrs and self.attrs["pixel_size_um"] is None:
             self.pixel_size_um = None  # export did not state it; the NGFF scale is 1 per pixel
+        self.z_step_um: float | None = None if self.pixel_size_um is None else scale0[2]
 
     def __repr__(self) -> str:
         return (

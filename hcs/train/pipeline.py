@@ -97,6 +97,8 @@ def train_model(
     truth_boxes: str = "truth",
     detector: str = "threshold",
     nucleus_channel: str | int | None = None,
+    level: str | None = None,
+    view: str = "z",
 ) -> tuple[Path, dict[str, Any]]:
     """Train a crop classifier from annotations and write the model folder ``out``.
 
@@ -107,6 +109,13 @@ def train_model(
     with ``detector`` on ``nucleus_channel``, labelled by the object they lie in; see
     :mod:`hcs.train.detected`). Returns the folder and the held-out metrics (``{}`` when
     ``test_fraction`` is 0).
+
+    ``level`` trains one level of a two-stage assay (mitosis: ``mitotic`` = non-mitotic vs
+    mitotic, ``stage`` = the 4 stages of mitotic cells only; :meth:`hcs.assays.Assay.levels`).
+    The split by image is drawn before the level's cells are picked, so every level and view
+    trained with one seed on one plate shares one split. ``view`` (``z``, ``y``, ``x``; with
+    ``truth`` on a z-stack plate) is the max projection the crops are cut from
+    (:mod:`hcs.classify.projections`).
     """
     from hcs import __version__
     from hcs.assays import get_assay
@@ -119,12 +128,16 @@ def train_model(
     config = config or TrainConfig()
     spec = get_input_spec(assay)
     classes = list(get_assay(assay).classes)
+    if view != "z" and truth is None:
+        raise InputError(f"--view {view}: side views are cut from a z-stack plate; give --truth")
     size = crop_size or spec.crop_size
     margin = spec.margin if margin is None else margin
     table = _source_table(voc, folders, truth, spec.label_map if voc is not None else None,
                           truth_boxes, plate, assay, detector, nucleus_channel, log)
     parts = {"test": test_fraction, "val": val_fraction}
     split = split_by_image(table["source"].tolist(), parts, split_seed)
+    if level is not None:
+        table, classes = _level_table(table, assay, level, log)
     log(f"{len(table)} boxes from {table['source'].nunique()} images; split by image: "
         + ", ".join(f"{k} {len(v)}" for k, v in split.items()))
     if truth is not None:
@@ -137,7 +150,7 @@ def train_model(
                              f"{len(spec.optional_channels)} optional, or 3 for RGB brightfield)")
         full = truth_cropset(table, find_plate(truth, plate), classes, roles,
                              input_modes(assay, roles), size, margin, spec.square, spec.pad_mode,
-                             channel_map, log)
+                             channel_map, log, view)
     else:
         full = build_cropset(table, classes, size, margin, spec.square, spec.pad_mode, channels)
     sets = {k: full.subset(table["source"].isin(v).to_numpy()) for k, v in split.items()}
@@ -149,10 +162,12 @@ def train_model(
         log=log,
     )
     card = ModelCard(
-        name=name or out.name, assay=assay, classes=classes, architecture=config.architecture,
+        name=name or out.name, assay=assay, classes=classes, level=level,
+        architecture=config.architecture,
         drop_rate=config.drop_rate, in_chans=full.crops.shape[-1],
         channels=_channels(assay, full.crops.shape[-1]),
-        crop=dict(size=size, margin=margin, square=spec.square, pad_mode=spec.pad_mode),
+        crop=dict(size=size, margin=margin, square=spec.square, pad_mode=spec.pad_mode,
+                  view=view),
         normalisation=dict(scale=1 / 255, mean=mean, std=std),
         thresholds={"rule": "argmax"},
         training=dict(
@@ -192,6 +207,24 @@ def train_model(
     return out, metrics
 
 
+def _level_table(table: Any, assay: str, level: str, log: Callable[[str], None] | None = None
+                 ) -> tuple[Any, list[str]]:
+    """The rows of one level of a two-stage assay, relabelled; and the level's classes."""
+    from hcs.assays import get_assay
+
+    a = get_assay(assay)
+    labels = a.level_labels(level, table["label"].tolist())
+    keep = labels != ""
+    if log is not None and (~keep).any():
+        log(f"level {level}: {int(keep.sum())} boxes kept, {int((~keep).sum())} of other "
+            "classes left out")
+    table = table[keep].copy()
+    table["label"] = labels[keep]
+    if table.empty:
+        raise InputError(f"level {level}: no annotated box of classes {list(a.levels[level])}")
+    return table.reset_index(drop=True), list(a.levels[level])
+
+
 def _boxes_note(truth_boxes: str, detector: str, nucleus_channel: str | int | None) -> str:
     if truth_boxes == "truth":
         return "truth: the simulator's object boxes"
@@ -216,6 +249,8 @@ def evaluate_model(
     truth_boxes: str = "truth",
     detector: str = "threshold",
     nucleus_channel: str | int | None = None,
+    views: list[str] | None = None,
+    assay_rule: bool = False,
 ) -> tuple[dict[str, Any], CropSet, np.ndarray]:
     """Score a model folder on annotated crops (optionally only ``part`` of a ``split.json``).
 
@@ -223,14 +258,31 @@ def evaluate_model(
     :func:`train_model`) replaces the annotations: crops are cut from the plate as the engine
     cuts them, labelled with the true class.
 
+    Predictions are the argmax of the model's probabilities, or with ``assay_rule`` the labels
+    of the assay's decision rule (:func:`hcs.assays.rules.apply_rule`, as the engine calls
+    them). A projection ensemble (:mod:`hcs.classify.ensemble`; ``truth`` only) is scored by
+    :func:`hcs.train.ensemble_eval.evaluate_ensemble` with the assay rule, on ``views`` (default:
+    all the plate allows).
+
     Returns the metrics dict (see :func:`~hcs.train.metrics.classification_metrics`), the crops
     and the probabilities.
     """
     from hcs.assays.inputs import get_input_spec
+    from hcs.classify.ensemble import is_ensemble
     from hcs.classify.infer import predict_proba
     from hcs.classify.models import load_model
     from hcs.train.metrics import classification_metrics
 
+    if is_ensemble(model):
+        from hcs.train.ensemble_eval import evaluate_ensemble
+
+        if truth is None or split_file is not None:
+            raise InputError(f"{model}: an ensemble is scored on a simulated z-stack plate: give "
+                             "--truth (and no --split)")
+        return evaluate_ensemble(model, truth, plate, channel_map, truth_boxes, detector,
+                                 nucleus_channel, views, batch_size, device, n_boot, seed)
+    if views not in (None, ["z"]):
+        raise InputError("--views is for ensemble folders")
     m = load_model(model)
     card = m.card
     try:
@@ -253,15 +305,31 @@ def evaluate_model(
         if missing and keep.sum() == 0:
             raise InputError(f"{split_file}: none of the {part} images are in the annotations")
         table = table[keep]
+    if card.level is not None:
+        table, _ = _level_table(table, card.assay, card.level)
+    if card.crop.view != "z" and truth is None:
+        raise InputError(f"{model}: a {card.crop.view}-view model is scored on a z-stack plate; "
+                         "give --truth")
     if truth is not None:
         from hcs.train.truth import find_plate, input_modes, truth_cropset
 
         roles = [c.name for c in card.channels]
         cs = truth_cropset(table, find_plate(truth, plate), card.classes, roles,
                            input_modes(card.assay, roles), card.crop.size, card.crop.margin,
-                           card.crop.square, card.crop.pad_mode, channel_map)
+                           card.crop.square, card.crop.pad_mode, channel_map,
+                           view=card.crop.view)
     else:
         cs = build_cropset(table, card.classes, card.crop.size, card.crop.margin,
                            card.crop.square, card.crop.pad_mode, channels=card.in_chans)
     proba = predict_proba(m, cs.crops, batch_size=batch_size, device=device)
-    return classification_metrics(cs.y, proba, card.classes, n_boot=n_boot, seed=seed), cs, proba
+    y_pred = None
+    if assay_rule:
+        from hcs.assays.rules import apply_rule
+
+        if card.level is not None:
+            raise InputError(f"{model}: --assay-rule scores models of all assay classes, this "
+                             f"is a {card.level}-level model")
+        labels = apply_rule(proba, card.classes, card.assay)
+        y_pred = np.asarray([list(card.classes).index(x) for x in labels])
+    return (classification_metrics(cs.y, proba, card.classes, y_pred=y_pred, n_boot=n_boot,
+                                   seed=seed), cs, proba)

@@ -101,6 +101,7 @@ def truth_cropset(
     pad_mode: str = "constant",
     channel_map: dict[str, str] | None = None,
     log: Callable[[str], None] | None = None,
+    view: str = "z",
 ) -> CropSet:
     """Cut one crop per truth object (:func:`read_truth` rows) from the converted plate.
 
@@ -118,6 +119,9 @@ def truth_cropset(
         The crop (see :func:`hcs.classify.crops.crop_box`).
     channel_map
         Role -> plate channel name or index, overriding the name matching.
+    view
+        ``z`` (the z max projection, as the 2-D engine path) or a side view ``y`` / ``x`` of
+        the z-stack (:mod:`hcs.classify.projections`; the plate needs >= 3 z planes).
 
     Returns
     -------
@@ -134,8 +138,17 @@ def truth_cropset(
         raise InputError(f"truth classes {unknown} are not model classes {list(classes)}")
     if table.empty:
         raise InputError("no truth object to crop")
+    from hcs.classify.projections import MIN_PLANES, VIEWS, compose_stack, view_crops, z_scale
+
     pl = open_plate(plate)
     idx = [plate_channel_for(r, list(pl.channels), channel_map) for r in roles]
+    if view not in VIEWS:
+        raise InputError(f"unknown view {view!r} (z, y or x)")
+    nz = pl.shape[2]
+    if view != "z" and nz < MIN_PLANES:
+        raise InputError(f"{plate}: {nz} z plane(s); the {view} view needs a z-stack of at least "
+                         f"{MIN_PLANES} planes")
+    zscale = z_scale(pl.z_step_um, pl.pixel_size_um[1] if pl.pixel_size_um else None)
     table = table.reset_index(drop=True)
     crops = np.zeros((len(table), size, size, len(roles)), np.uint8)
     groups = table.groupby(["well", "field"], sort=False)
@@ -144,10 +157,14 @@ def truth_cropset(
         if well not in pl.wells or int(fld) not in pl.fields(str(well)):
             raise InputError(f"{plate}: well {well} field {fld} of the truth is not in the plate "
                              "(was the plate converted from this simulation's export?)")
-        planes = np.asarray(pl.field(str(well), int(fld)).isel(t=0).values).max(axis=1)
-        composed = compose_field(planes, idx, list(modes))
+        stack = np.asarray(pl.field(str(well), int(fld)).isel(t=0).values)
         boxes = rows[["x0", "y0", "x1", "y1"]].to_numpy(float)
-        c = field_crops(composed, boxes, size, margin, square, pad_mode)
+        if view == "z":
+            composed = compose_field(stack.max(axis=1), idx, list(modes))
+            c = field_crops(composed, boxes, size, margin, square, pad_mode)
+        else:
+            c = view_crops(compose_stack(stack, idx, list(modes)), boxes, size, [view], margin,
+                           square, pad_mode, zscale)[:, 0]
         crops[rows.index.to_numpy()] = np.clip(np.rint(c), 0, 255).astype(np.uint8)
         done += len(rows)
         if log is not None and ((k + 1) % 50 == 0 or k + 1 == groups.ngroups):
