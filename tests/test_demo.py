@@ -24,13 +24,14 @@ from hcs.cli import app
 REPO = Path(__file__).resolve().parents[1]
 CIC_MODEL = REPO / "models" / "cic-sim"
 LIVEDEAD_MODEL = REPO / "models" / "livedead-sim"
+MITOSIS_MODEL = REPO / "models" / "mitosis-sim-xyz"
 
 #: Reduced demo: 4 conditions x 4 wells x one 540 px field (~30 objects per well).
 REDUCED = {"wells_per_condition": 4, "fields": 1, "size": 540}
 
 
 def _needs(model: Path) -> None:
-    if not (model / "model.yaml").is_file():
+    if not (model / "model.yaml").is_file() and not (model / "ensemble.yaml").is_file():
         pytest.fail(f"the shipped model {model.name} is missing from models/")
 
 
@@ -120,8 +121,8 @@ def test_demo_cli_reduced(scheduler, tmp_path):
     assert f"report: {out / 'report.html'}" in r.output
     assert "truth recovery (8 wells, reference 'control')" in r.output
     assert "all_cic" in r.output and (out / "demo.json").is_file()
-    r = CliRunner().invoke(app, ["demo", "--assay", "mitosis", "--out", str(tmp_path / "m")])
-    assert r.exit_code == 2 and "no demo for assay 'mitosis'" in r.output
+    r = CliRunner().invoke(app, ["demo", "--assay", "cancer", "--out", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "no demo for assay 'cancer'" in r.output
 
 
 def test_demo_cli_livedead_reduced(scheduler, tmp_path):
@@ -136,6 +137,41 @@ def test_demo_cli_livedead_reduced(scheduler, tmp_path):
     assert rec["assay"] == "livedead" and rec["reference"] == "DMSO"
     assert set(rec["frequencies"]) == {"live", "dead", "cells", "analysed_cells"}
     assert rec["dose_response"][0]["construct"] == "doxorubicin"
+
+
+def test_demo_cli_mitosis_reduced(scheduler, tmp_path):
+    """``hcs demo --assay mitosis --out DIR`` (README): z-stacks through the x/y/z ensemble."""
+    _needs(MITOSIS_MODEL)
+    out = tmp_path / "mit"
+    r = CliRunner().invoke(app, ["demo", "--assay", "mitosis", "--out", str(out),
+                                 "--wells-per-condition", "2", "--size", "384",
+                                 "--scheduler", scheduler, "--no-gallery", "-q"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "demo.json").read_text())
+    assert rec["assay"] == "mitosis" and rec["reference"] == "DMSO"
+    assert {"mitotic", "prometaphase_metaphase"} <= set(rec["frequencies"])
+    from hcs.io.omezarr import open_plate
+
+    assert open_plate(out / "plate.ome.zarr").shape[2] == DEMOS["mitosis"].z_planes
+    cells = pd.concat(pd.read_parquet(f) for f in (out / "run" / "cells").rglob("*.parquet"))
+    # every view won for some cells: the side views are used on the z-stack
+    assert set(cells["view_mitotic"]) | set(cells["view_stage"]) == {"z", "y", "x"}
+    # per well, the mitotic fraction follows the truth (DMSO 15%, nocodazole 30% mitotic)
+    assert rec["frequencies"]["mitotic"]["mae"] < 0.08
+
+
+@pytest.mark.slow
+def test_demo_full_size_mitosis(tmp_path):
+    """``hcs demo --assay mitosis``: the arrest screen on z-stacks; the mitotic increase and the
+    prometaphase/metaphase increase of nocodazole are recovered."""
+    _needs(MITOSIS_MODEL)
+    r = CliRunner().invoke(app, ["demo", "--assay", "mitosis", "--out",
+                                 str(tmp_path / "demo"), "-q"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert rec["frequencies"]["mitotic"]["r"] >= 0.9
+    assert rec["frequencies"]["prometaphase_metaphase"]["r"] >= 0.9
+    assert rec["recovered_all"], (rec["missed_list"], rec["wrong_direction_list"])
 
 
 @pytest.mark.slow

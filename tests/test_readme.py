@@ -48,6 +48,7 @@ MAPPED: dict[str, list[tuple[str, str]]] = {
                             "test_explain_cli_writes_grad_cam_overlays_of_the_shipped_model")],
     "demo": [("tests/test_demo.py", "test_demo_cli_reduced"),
              ("tests/test_demo.py", "test_demo_cli_livedead_reduced"),
+             ("tests/test_demo.py", "test_demo_cli_mitosis_reduced"),
              ("tests/test_demo.py", "test_demo_full_size")],
 }
 

@@ -10,7 +10,9 @@ re-checks fingerprints.
 ``--assay cic`` simulates the ARHGAP36 truncation screen of the AIM-CICs paper
 (``plate_layouts/arhgap36_truncations.csv``) and analyses it with ``models/cic-sim``;
 ``--assay livedead`` the doxorubicin dose series (``plate_layouts/livedead_dose_series.csv``)
-with ``models/livedead-sim``.
+with ``models/livedead-sim``; ``--assay mitosis`` a mitotic-arrest screen imaged as z-stacks of
+16 planes (``plate_layouts/mitosis_arrest.csv``: DMSO vs nocodazole) with the x/y/z projection
+ensemble ``models/mitosis-sim-xyz``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class DemoSpec:
     wells_per_condition: int | None
     fields: int
     size: int
+    z_planes: int = 1
+    z_step_um: float = 1.0
 
     def layout_path(self) -> Path:
         return _ROOT / self.layout
@@ -56,6 +60,8 @@ DEMOS: dict[str, DemoSpec] = {
                     wells_per_condition=12, fields=1, size=1080),
     "livedead": DemoSpec("livedead", "plate_layouts/livedead_dose_series.csv", "livedead-sim",
                          wells_per_condition=None, fields=1, size=1080),
+    "mitosis": DemoSpec("mitosis", "plate_layouts/mitosis_arrest.csv", "mitosis-sim-xyz",
+                        wells_per_condition=10, fields=1, size=1080, z_planes=16),
 }
 
 
@@ -75,13 +81,16 @@ def _simulate_step(pipe: Pipeline, sim_dir: Path, spec: DemoSpec, layout: Path,
     from hcs.synth import simulate_plate
 
     params = {"assay": spec.assay, "format": "harmony", "schema": "v5", "fields": fields,
-              "size": size, "seed": seed, "wells_per_condition": wells_per_condition}
+              "size": size, "seed": seed, "wells_per_condition": wells_per_condition,
+              **({"z_planes": spec.z_planes, "z_step_um": spec.z_step_um}
+                 if spec.z_planes > 1 else {})}
     pipe.step("simulate", {"layout": file_sha256(layout)}, params,
               lambda: tree_fingerprint(sim_dir),
               lambda: simulate_plate(sim_dir, layout, spec.assay, fmt="harmony", fields=fields,
                                      size=size, seed=seed,
                                      wells_per_condition=wells_per_condition, schema="v5",
-                                     overwrite=True, progress=progress, workers=workers))
+                                     overwrite=True, progress=progress, workers=workers,
+                                     z_planes=spec.z_planes, z_step_um=spec.z_step_um))
 
 
 def _compact(summary: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +150,7 @@ def run_demo(
         Demo folder: ``sim/`` (export + truth), the ``hcs analyze`` folder contents,
         ``demo.json`` (truth recovery) and ``report.html``.
     assay
-        ``cic`` or ``livedead`` (:data:`DEMOS`).
+        ``cic``, ``livedead`` or ``mitosis`` (:data:`DEMOS`).
     model
         Model folder (default: the demo's shipped model).
     wells_per_condition, fields, size

@@ -37,7 +37,8 @@ from hcs.errors import InputError
 __all__ = ["AnalyzeResult", "RunOptions", "analyze", "analysis_paths"]
 
 #: Shipped model used by ``hcs analyze`` / ``hcs demo`` when ``--model`` is not given.
-DEFAULT_MODELS: dict[str, str] = {"cic": "cic-sim", "livedead": "livedead-sim"}
+DEFAULT_MODELS: dict[str, str] = {"cic": "cic-sim", "livedead": "livedead-sim",
+                                  "mitosis": "mitosis-sim-xyz"}
 
 
 @dataclass(frozen=True)

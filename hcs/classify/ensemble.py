@@ -94,6 +94,19 @@ class Ensemble:
                 digest.update(members[level][view].sha256.encode())
         self.sha256 = digest.hexdigest()
 
+    def model_dump(self, mode: str = "python", exclude: set[str] | None = None
+                   ) -> dict[str, Any]:
+        """What decides the ensemble's outputs, as a plain dict (for fingerprints): the levels
+        and each member's card (without ``exclude`` fields and channel descriptions)."""
+        members = {}
+        for level, views in self.members.items():
+            for view, card in views.items():
+                d = card.model_dump(mode=mode, exclude=exclude)
+                for ch in d.get("channels", []):
+                    ch.pop("meaning", None)
+                members[f"{level}/{view}"] = d
+        return {"assay": self.assay, "levels": self.spec.levels, "members": members}
+
     @property
     def levels(self) -> list[str]:
         return list(self.members)

@@ -179,7 +179,7 @@ def analyze_cmd(
 @user_errors
 def demo_cmd(
     out: str = typer.Option("reports/demo", "--out", "-o", help="Demo folder."),
-    assay: str = typer.Option("cic", "--assay", "-a", help="cic | livedead"),
+    assay: str = typer.Option("cic", "--assay", "-a", help="cic | livedead | mitosis"),
     model: str | None = typer.Option(
         None, "--model", "-m", help="Model folder (default: the demo's shipped model)."),
     wells_per_condition: int | None = typer.Option(
