@@ -173,6 +173,17 @@ def test_ensemble_folder_errors(tmp_path):
     msg = broken(lambda s, d: save_random_model(d / "stage-x", "mitosis", ["nucleus"],
                                                 crop_size=20, level="stage", view="x"))
     assert "crop size" in msg
+    # commands that take one model say so for an ensemble
+    from typer.testing import CliRunner
+
+    from hcs.cli import app
+
+    r = CliRunner().invoke(app, ["explain", "classifier", "--model", str(ens), "--folders",
+                                 str(tmp_path), "--out", str(tmp_path / "cam")])
+    assert r.exit_code == 2 and "is an ensemble: explain one of its members" in r.output
+    r = CliRunner().invoke(app, ["evaluate", "classifier", "--model", str(ens), "--folders",
+                                 str(tmp_path)])
+    assert r.exit_code == 2 and "give --truth" in r.output
     # a member whose weights do not match its card fails when loaded
     d = tmp_path / "tampered"
     shutil.copytree(ens, d)

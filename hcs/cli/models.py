@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from hcs.cli.app import app, user_errors
@@ -217,6 +219,12 @@ def explain_classifier_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
 ) -> None:
     """Grad-CAM overlays (PNG: crop | crop + heat map of the predicted class) + index.csv."""
+    from hcs.classify.ensemble import is_ensemble
+    from hcs.errors import InputError
+
+    if is_ensemble(model):
+        raise InputError(f"{model} is an ensemble: explain one of its members (a folder named "
+                         f"in {Path(model) / 'ensemble.yaml'})")
     from hcs.classify.explain import write_grad_cams
     from hcs.classify.models import load_model
     from hcs.train.pipeline import evaluate_model
