@@ -10,6 +10,7 @@ the embedded local cluster) is the ``slow`` test; .ci/run runs it.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -172,6 +173,7 @@ def test_demo_full_size_mitosis(tmp_path):
     assert rec["frequencies"]["mitotic"]["r"] >= 0.9
     assert rec["frequencies"]["prometaphase_metaphase"]["r"] >= 0.9
     assert rec["recovered_all"], (rec["missed_list"], rec["wrong_direction_list"])
+    shutil.rmtree(tmp_path / "demo")  # 3.2 GB of z-stacks: free the disk for the next tests
 
 
 @pytest.mark.slow
