@@ -286,3 +286,29 @@ def test_ensemble_on_a_zstack_plate_engine_and_evaluation(zplate, tmp_path, sche
     assert mz["view_wins"]["mitotic"] == {"z": m["n"]}
     out = process_field(params, str(tmp_path / "one"), "B03", 1)
     assert out["n_cells"] > 0
+
+
+def test_ensemble_on_a_2d_plate_uses_its_z_members_only(tmp_path):
+    """One plane: no side views; the z members alone decide, view columns all ``z``."""
+    from hcs.classify.infer import predict_proba
+    from hcs.engine import process_field
+    from hcs.engine.processor import EngineParams, get_processor
+    from hcs.engine.tasks import read_field
+    from hcs.engine.testplate import write_disc_plate
+
+    plate, truth = write_disc_plate(tmp_path / "p", ["B02"], fields=1, size=128, nuclei=5)
+    ens = save_random_ensemble(tmp_path / "ens", ["nucleus"], crop_size=16)
+    params = EngineParams(plate=str(plate), assay="mitosis", model=str(ens), device="cpu")
+    out = process_field(params, str(tmp_path / "run"), "B02", 0)
+    cells = pd.read_parquet(tmp_path / "run" / "cells" / "B02" / "0.parquet")
+    assert out["n_cells"] == len(cells) == len(truth)
+    assert set(cells["view_mitotic"]) == {"z"} and set(cells["view_stage"]) == {"z"}
+    proc = get_processor(params)
+    image, meta = read_field(params, "B02", 0)
+    prep = proc.prepare(image, meta)
+    crops = proc.crops(prep, 0, prep.n)
+    assert crops.shape[1] == 1  # the z view only
+    e = load_ensemble(ens)
+    pm = predict_proba(e.models["mitotic"]["z"], crops[:, 0], device="cpu")
+    np.testing.assert_allclose(cells.sort_values("cell_id")["p_non_mitotic"], pm[:, 0],
+                               atol=1e-5)
