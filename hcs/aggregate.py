@@ -50,7 +50,9 @@ def counts_from_cells(cells: pd.DataFrame, assay: str | Assay) -> pd.DataFrame:
     ----------
     cells
         Cell table (DESIGN.md ``cells/``) with at least ``well`` and ``label``; ``plate`` is
-        optional.
+        optional. Rows with ``pair_of >= 0`` (the second detection of a two-object cell, e.g.
+        an anaphase's other chromatin mass; :func:`hcs.engine.processor.pair_column`) are part
+        of another row's cell and are not counted.
     assay
         Assay name or :class:`~hcs.assays.Assay`; every label must be one of its classes.
 
@@ -61,10 +63,17 @@ def counts_from_cells(cells: pd.DataFrame, assay: str | Assay) -> pd.DataFrame:
       well  n_detected  n_live  n_dead
     0  A01           2       1       1
     1  B02           1       1       0
+    >>> cells["pair_of"] = [-1, -1, -1]
+    >>> pairs = pd.DataFrame({"well": ["A01", "A01"], "label": ["dead", "dead"],
+    ...                       "pair_of": [-1, 1]})
+    >>> counts_from_cells(pairs, "livedead")[["n_detected", "n_dead"]].values.tolist()
+    [[1, 1]]
     """
     assay = get_assay(assay)
     if "label" not in cells:
         raise InputError("cell table: no 'label' column")
+    if "pair_of" in cells:
+        cells = cells[~(pd.to_numeric(cells["pair_of"], errors="coerce").fillna(-1) >= 0)]
     cells = _plate_well(cells, "cell table")
     unknown = sorted(set(cells["label"].dropna().astype(str)) - set(assay.classes))
     if unknown:

@@ -312,3 +312,26 @@ def test_ensemble_on_a_2d_plate_uses_its_z_members_only(tmp_path):
     pm = predict_proba(e.models["mitotic"]["z"], crops[:, 0], device="cpu")
     np.testing.assert_allclose(cells.sort_values("cell_id")["p_non_mitotic"], pm[:, 0],
                                atol=1e-5)
+
+
+def test_anaphase_pairs_are_counted_once():
+    """Two chromatin masses of one anaphase (mutual nearest, <= 15 um) count as one cell."""
+    from hcs.aggregate import counts_from_cells
+    from hcs.assays.rules import pair_partners
+    from hcs.engine.processor import pair_column
+
+    ana = "anaphase_telophase_cytokinesis"
+    a = get_assay("mitosis")
+    assert a.paired_class == ana and a.pair_max_um == 15.0
+    # a pair 10 um apart; a third anaphase mass 12 um from the second but the first is nearer
+    # to it; a lone one 40 um away; a metaphase cell between the pair does not break it
+    xy = np.array([[0, 0], [10, 0], [22, 0], [62, 0], [5, 0]], float)
+    lab = [ana, ana, ana, ana, "prometaphase_metaphase"]
+    assert pair_partners(lab, xy, ana, 15.0).tolist() == [-1, 0, -1, -1, -1]
+    assert pair_partners(lab, xy, ana, 9.0).tolist() == [-1] * 5
+    frame = pd.DataFrame({"cell_id": [7, 8, 9, 10, 11], "x": xy[:, 0] / 0.5, "y": xy[:, 1]})
+    pair_of = pair_column(frame, lab, 0.5, ana, 15.0)
+    assert pair_of.tolist() == [-1, 7, -1, -1, -1]
+    cells = pd.DataFrame({"well": "B02", "label": lab, "pair_of": pair_of})
+    c = counts_from_cells(cells, "mitosis").iloc[0]
+    assert c["n_detected"] == 4 and c[f"n_{ana}"] == 3 and c["n_prometaphase_metaphase"] == 1

@@ -55,6 +55,12 @@ class Assay:
     rule
         The :class:`~hcs.assays.rules.DecisionRule`; its ``assay`` and ``excluded`` are filled
         in from this declaration.
+    paired_class, pair_max_um
+        A class whose cells are often detected as two objects (mitosis: an anaphase-to-
+        cytokinesis cell has two chromatin masses, each a detected nucleus): two detections of
+        that class in one field that are each other's nearest such detection and at most
+        ``pair_max_um`` apart are one cell, counted once (:func:`hcs.assays.rules.pair_partners`;
+        the Allen Cell team merged such pairs by hand).
     levels
         For a two-stage call (mitosis: mitotic vs not, then the stage): level name -> the
         classes of the model of that level. A level class is an assay class or a composite
@@ -84,6 +90,8 @@ class Assay:
     label_map: dict[str, str] = field(default_factory=dict, hash=False)
     rule: DecisionRule = field(default_factory=DecisionRule)
     levels: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    paired_class: str | None = None
+    pair_max_um: float = 0.0
 
     def __post_init__(self) -> None:
         known = set(self.classes)
@@ -94,6 +102,8 @@ class Assay:
         ] + [c for c in self.label_map.values() if c not in known]
         if self.rule.fallback is not None and self.rule.fallback not in known:
             bad.append(self.rule.fallback)
+        if self.paired_class is not None and self.paired_class not in known:
+            bad.append(self.paired_class)
         if bad:
             raise ValueError(f"assay {self.name}: unknown classes {bad}")
         if self.extra_nucleus_class is not None and self.extra_nucleus_class not in self.excluded:
@@ -234,6 +244,8 @@ ASSAYS: dict[str, Assay] = {
             margin=0.25,
             rule=DecisionRule(mitotic_threshold=0.5),
             levels={"mitotic": ("non_mitotic", "mitotic"), "stage": _MITOTIC_STAGES},
+            paired_class="anaphase_telophase_cytokinesis",
+            pair_max_um=15.0,
         ),
     )
 }

@@ -184,3 +184,45 @@ def mitosis_labels(
     out = np.asarray(stages, dtype=object)[np.argmax(ps, axis=1)]
     out[pm < threshold] = negative
     return out
+
+
+def pair_partners(labels: Sequence[str], xy_um: np.ndarray, paired_class: str,
+                  max_um: float) -> np.ndarray:
+    """Detections that are the second half of a two-object cell (an anaphase's other mass).
+
+    Among the detections labelled ``paired_class``, two that are each other's nearest and at
+    most ``max_um`` apart form a pair; the later one (higher row index) is the partner of the
+    earlier one, which stands for the cell.
+
+    Parameters
+    ----------
+    labels
+        Label per detection (one field).
+    xy_um
+        ``N x 2`` detection centres in micrometres.
+
+    Returns
+    -------
+    numpy.ndarray
+        Per detection, the row index of the detection it is the partner of, or -1.
+
+    Examples
+    --------
+    >>> lab = ["ana", "ana", "ana", "non", "ana"]
+    >>> xy = np.array([[0, 0], [8, 0], [100, 0], [4, 1], [130, 0]], float)
+    >>> pair_partners(lab, xy, "ana", 15.0).tolist()
+    [-1, 0, -1, -1, -1]
+    """
+    lab = np.asarray(labels, dtype=object)
+    out = np.full(len(lab), -1, np.int64)
+    idx = np.flatnonzero(lab == paired_class)
+    if len(idx) < 2:
+        return out
+    pts = np.asarray(xy_um, dtype=float)[idx]
+    d = np.hypot(pts[:, None, 0] - pts[None, :, 0], pts[:, None, 1] - pts[None, :, 1])
+    np.fill_diagonal(d, np.inf)
+    nearest = np.argmin(d, axis=1)
+    for a, b in enumerate(nearest):
+        if a < b and nearest[b] == a and d[a, b] <= max_um:
+            out[idx[b]] = idx[a]
+    return out

@@ -1,9 +1,10 @@
 """``hcs aggregate RUN_DIR``: cell tables -> ``wells.parquet``, one well in memory at a time.
 
-Only the ``plate``, ``well`` and ``label`` columns of one well's files are read at once and turned
-into one count row by :func:`hcs.aggregate.counts_from_cells`; the count rows (one per well) are
-then made into the ``wells.parquet`` table by :func:`hcs.aggregate.well_table`. Memory grows with
-the number of wells, never with the number of cells.
+Only the ``plate``, ``well``, ``label`` (and ``pair_of``) columns of one well's files are read
+at once and turned into one count row by :func:`hcs.aggregate.counts_from_cells`; the count rows
+(one per well) are then made into the ``wells.parquet`` table by
+:func:`hcs.aggregate.well_table`. Memory grows with the number of wells, never with the number of
+cells.
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ def aggregate_run(
         parts = []
         for f in files:
             try:
-                parts.append(pq.read_table(f, columns=["plate", "well", "label"]).to_pandas())
+                cols = ["plate", "well", "label"]
+                if "pair_of" in pq.read_schema(f).names:
+                    cols.append("pair_of")
+                parts.append(pq.read_table(f, columns=cols).to_pandas())
             except Exception as exc:
                 raise InputError(f"{f}: cannot read the cell table ({exc})") from None
         well_cells = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(

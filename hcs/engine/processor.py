@@ -342,6 +342,9 @@ class PipelineProcessor:
         probs = prep.probs[:, :k][:, self._order]
         labels = apply_rule(probs, self.assay.classes, self.rule) if len(probs) else []
         extra = {}
+        if self.assay.paired_class is not None:
+            extra["pair_of"] = pair_column(prep.frame, labels, prep.meta.pixel_size_um,
+                                           self.assay.paired_class, self.assay.pair_max_um)
         if self.ensemble:
             views = np.asarray(self._views or ("z",), dtype=object)
             for j, level in enumerate(self.card.levels):
@@ -360,6 +363,29 @@ class PipelineProcessor:
         batcher = FieldBatcher(self, self.params.batch_size)
         done = batcher.add(self.prepare(image, meta)) + batcher.flush()
         return self.finish(done[0])
+
+
+def pair_column(frame: pd.DataFrame, labels: Any, pixel_size_um: float, paired_class: str,
+                max_um: float) -> pd.Series:
+    """``pair_of`` of a field's cell table: the ``cell_id`` of the detection a detection is the
+    second half of (:func:`hcs.assays.rules.pair_partners`, e.g. an anaphase's other chromatin
+    mass), else -1. Aggregation counts a pair once.
+
+    Examples
+    --------
+    >>> f = pd.DataFrame({"cell_id": [1, 2, 3], "x": [10.0, 25.0, 200.0], "y": [5.0] * 3})
+    >>> pair_column(f, ["ana", "ana", "ana"], 0.5, "ana", 15.0).tolist()
+    [-1, 1, -1]
+    """
+    from hcs.assays.rules import pair_partners
+
+    n = len(frame)
+    if n == 0:
+        return pd.Series(np.zeros(0, np.int64), dtype="int64")
+    xy = frame[["x", "y"]].to_numpy(float) * float(pixel_size_um or 1.0)
+    partner = pair_partners(list(labels), xy, paired_class, max_um)
+    ids = frame["cell_id"].to_numpy(np.int64)
+    return pd.Series(np.where(partner >= 0, ids[np.maximum(partner, 0)], -1), dtype="int64")
 
 
 @dataclass(frozen=True)
@@ -390,8 +416,8 @@ def _cell_table(frame: pd.DataFrame, probs: np.ndarray, labels: Any, classes: tu
     out["label"] = pd.Series([str(v) for v in labels], dtype="string")
     out["confidence"] = probs.max(axis=1).astype(np.float32) if n else np.zeros(0, np.float32)
     for name, values in (extra or {}).items():
-        out[name] = values.to_numpy() if n else pd.Series([], dtype="string")
-        out[name] = out[name].astype("string")
+        out[name] = values.to_numpy() if n else pd.Series([], dtype=values.dtype)
+        out[name] = out[name].astype(values.dtype)
     h, w = shape
     out["qc_border"] = ((out["bbox_x0"] <= 0) | (out["bbox_y0"] <= 0)
                         | (out["bbox_x1"] >= w) | (out["bbox_y1"] >= h)).astype(bool)
