@@ -44,8 +44,10 @@ def read_image(path: str | Path) -> np.ndarray:
     return img
 
 
-def rescale_0_255(plane: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
-    """Map the ``low``-``high`` percentile range of ``plane`` to 0-255 (clipped), as float32.
+def rescale_0_255(plane: np.ndarray, low: float = 1.0, high: float = 99.8,
+                  reference: np.ndarray | None = None) -> np.ndarray:
+    """Map the ``low``-``high`` percentile range of ``plane`` (or of ``reference``, e.g. the
+    max projection of a z-stack ``plane``) to 0-255 (clipped), as float32.
 
     Examples
     --------
@@ -53,7 +55,8 @@ def rescale_0_255(plane: np.ndarray, low: float = 1.0, high: float = 99.8) -> np
     [0.0, 127.5, 255.0]
     """
     plane = np.asarray(plane, dtype=np.float32)
-    lo, hi = np.percentile(plane, [low, high])
+    ref = plane if reference is None else np.asarray(reference, dtype=np.float32)
+    lo, hi = np.percentile(ref, [low, high])
     if hi <= lo:
         return np.zeros_like(plane)
     return np.clip((plane - lo) / (hi - lo) * 255.0, 0, 255).astype(np.float32)

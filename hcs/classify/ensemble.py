@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from hcs.errors import InputError
 
@@ -132,21 +132,14 @@ class Ensemble:
 
 def read_ensemble(folder: str | Path) -> Ensemble:
     """Parse ``folder/ensemble.yaml`` and check every member against it and each other."""
-    from hcs.classify.models import read_card
+    from hcs.assays import get_assay
+    from hcs.classify.models import read_card, read_yaml, validate_card
 
     folder = Path(folder)
     path = folder / ENSEMBLE
-    try:
-        spec = EnsembleSpec.model_validate(yaml.safe_load(path.read_text()))
-    except FileNotFoundError:
-        raise InputError(f"{path}: not found ({folder} is not an ensemble folder)") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from None
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise InputError(f"{path}: field {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    from hcs.assays import get_assay
-
+    if not path.is_file():
+        raise InputError(f"{path}: not found ({folder} is not an ensemble folder)")
+    spec = validate_card(path, EnsembleSpec, read_yaml(path))
     assay = get_assay(spec.assay)
     known = set(assay.levels) | {"all"}
     if not spec.levels or set(spec.levels) - known:
@@ -157,6 +150,11 @@ def read_ensemble(folder: str | Path) -> Ensemble:
     if "all" not in spec.levels and set(spec.levels) != set(assay.levels):
         raise InputError(f"{path}: a two-stage ensemble needs every level of {assay.name}: "
                          f"{sorted(assay.levels)}")
+    if "all" not in spec.levels:
+        top, sub = list(assay.levels)
+        if set(assay.composites.get(assay.levels[top][1], ())) != set(assay.levels[sub]):
+            raise InputError(f"assay {assay.name}: level {sub} must hold the classes of "
+                             f"{assay.levels[top][1]}")
     members: dict[str, dict[str, Any]] = {}
     crops: dict[str, dict[str, Any]] = {}
     ref = None
@@ -246,14 +244,12 @@ class LoadedEnsemble:
             return per_level["all"].astype(np.float32)
         a = self.card.assay_decl
         top, sub = list(a.levels)  # e.g. mitotic (negative, composite), stage (its members)
-        neg, comp = a.levels[top]
+        neg = a.levels[top][0]
         p_top, p_sub = per_level[top], per_level[sub]
         out = np.zeros((len(p_top), len(a.classes)), np.float32)
         out[:, list(a.classes).index(neg)] = p_top[:, 0]
         for k, c in enumerate(a.levels[sub]):
             out[:, list(a.classes).index(c)] = p_top[:, 1] * p_sub[:, k]
-        if set(a.composites.get(comp, ())) != set(a.levels[sub]):
-            raise InputError(f"assay {a.name}: level {sub} must hold the classes of {comp}")
         return out
 
 
@@ -273,9 +269,10 @@ def write_ensemble(folder: str | Path, spec: dict[str, Any]) -> Ensemble:
     The members must already be in ``folder``; a spec that does not validate leaves no file.
     """
     from hcs.atomic import atomic_write_text
+    from hcs.classify.models import validate_card
 
     folder = Path(folder)
-    EnsembleSpec.model_validate(spec)
+    validate_card(folder / ENSEMBLE, EnsembleSpec, spec)
     atomic_write_text(folder / ENSEMBLE, yaml.safe_dump(spec, sort_keys=False))
     try:
         return read_ensemble(folder)

@@ -194,20 +194,30 @@ def save_model(
     return folder
 
 
+def read_yaml(path: Path) -> Any:
+    """The YAML content of a card file (one clear error naming the file)."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from None
+
+
+def validate_card(path: Path, schema: type[BaseModel], data: Any) -> Any:
+    """``schema`` validated from ``data`` read from ``path``; an error names the field."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(card)"
+        raise InputError(f"{path}: field {loc}: {err['msg']}") from None
+
+
 def read_card(folder: str | Path) -> ModelCard:
     """Parse and validate ``folder/model.yaml``."""
     path = Path(folder) / CARD
     if not path.is_file():
         raise InputError(f"{path}: model card not found ({Path(folder)} is not a model folder)")
-    try:
-        data = yaml.safe_load(path.read_text())
-        return ModelCard.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from None
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(card)"
-        raise InputError(f"{path}: field {loc}: {err['msg']}") from None
+    return validate_card(path, ModelCard, read_yaml(path))
 
 
 class LoadedModel:

@@ -58,19 +58,16 @@ def compose_stack(stack: np.ndarray, indices: Sequence[int], modes: Sequence[str
     >>> c.shape, float(c.max()), float(c[0].max())
     ((3, 8, 8, 1), 255.0, 0.0)
     """
+    from hcs.classify.crops import rescale_0_255
+
     out = []
     for i, m in zip(indices, modes, strict=True):
         planes = np.asarray(stack[i])
         if m == "none" and planes.dtype == np.uint8:
             out.append(planes.astype(np.float32))
-            continue
-        proj = planes.max(axis=0).astype(np.float32)
-        lo, hi = np.percentile(proj, [0.0, 100.0] if np.ptp(proj) == 0 else [1.0, 99.8])
-        if hi <= lo:
-            out.append(np.zeros(planes.shape, np.float32))
         else:
-            out.append(np.clip((planes.astype(np.float32) - lo) / (hi - lo) * 255.0, 0, 255))
-    return np.stack(out, axis=-1).astype(np.float32, copy=False)
+            out.append(rescale_0_255(planes, reference=planes.max(axis=0)))
+    return np.stack(out, axis=-1)
 
 
 def _side(stack: np.ndarray, window: tuple[int, int, int, int], view: str, pad_mode: str

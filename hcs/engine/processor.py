@@ -229,7 +229,9 @@ class PipelineProcessor:
         self.detector = load_engine_detector(params.detector, self.device)
         self.model = load_classifier(folder, card.sha256)
         self.card = self.model.card
-        self.ensemble = hasattr(self.model, "predict")
+        from hcs.classify.ensemble import LoadedEnsemble
+
+        self.ensemble = isinstance(self.model, LoadedEnsemble)
         self._order = [list(self.card.classes).index(c) for c in self.assay.classes]
         self._views: tuple[str, ...] | None = None
         self._plans: dict[tuple[str, ...], _Plan] = {}
@@ -416,8 +418,7 @@ def _cell_table(frame: pd.DataFrame, probs: np.ndarray, labels: Any, classes: tu
     out["label"] = pd.Series([str(v) for v in labels], dtype="string")
     out["confidence"] = probs.max(axis=1).astype(np.float32) if n else np.zeros(0, np.float32)
     for name, values in (extra or {}).items():
-        out[name] = values.to_numpy() if n else pd.Series([], dtype=values.dtype)
-        out[name] = out[name].astype(values.dtype)
+        out[name] = pd.Series(values.to_numpy(), index=out.index, dtype=values.dtype)
     h, w = shape
     out["qc_border"] = ((out["bbox_x0"] <= 0) | (out["bbox_y0"] <= 0)
                         | (out["bbox_x1"] >= w) | (out["bbox_y1"] >= h)).astype(bool)

@@ -16,9 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hcs.classify.models import CARD, WEIGHTS  # one model-folder layout for all models
+from hcs.classify.models import (  # one model-folder layout for all models
+    CARD,
+    WEIGHTS,
+    read_yaml,
+    validate_card,
+)
 from hcs.errors import InputError, OutputExistsError
 
 __all__ = ["DetectorCard", "TileCard", "is_detector_folder", "read_detector_card",
@@ -107,19 +112,11 @@ def read_detector_card(folder: str | Path) -> DetectorCard:
     path = Path(folder) / CARD
     if not path.is_file():
         raise InputError(f"{path}: model card not found ({Path(folder)} is not a model folder)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml(path)
     if not isinstance(data, dict) or data.get("kind") != "detector":
         raise InputError(f"{path}: not a detector card (needs 'kind: detector'); a classifier "
                          "folder cannot be used as a detector")
-    try:
-        return DetectorCard.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(card)"
-        raise InputError(f"{path}: field {loc}: {err['msg']}") from None
+    return validate_card(path, DetectorCard, data)
 
 
 def write_detector_folder(
