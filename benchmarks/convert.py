@@ -53,8 +53,8 @@ def make_planes(wells: int, fields: int, channels: int, size: int, seed: int = 0
 
 def write_export(out: Path, wells: int, fields: int, channels: int, size: int) -> None:
     from hcs.io.acquisition import Channel
-    from hcs.io.harmony_writer import write_harmony_export
     from hcs.plate import PlateGeometry
+    from hcs.synth.exports.harmony import write_harmony_export
 
     emission = [456, 522, 599, 706]
     chans = [

@@ -16,7 +16,7 @@ Columns, measured in the same run on the same fields:
   the Hoechst fields are only a load to time (no F1 is printed for it); the real Phenix
   *Brightfield* field is added as one more row when present.
 
-Fields: simulated 1080 x 1080 Hoechst-like fields (:func:`hcs.detect.testfields.nuclei_field`,
+Fields: simulated 1080 x 1080 Hoechst-like fields (:func:`hcs.synth.fixtures.nuclei_field`,
 sparse and dense) and, when ``../shared/data`` is present, the real Opera Phenix HOECHST 33342
 field. On the simulated fields the F1 at IoU 0.5 (mask matching) is printed too, so speed is
 seen next to what it buys.
@@ -46,8 +46,8 @@ from skimage import filters
 from hcs.classify.crops import rescale_0_255
 from hcs.detect import Detections
 from hcs.detect.evaluate import evaluate_detections
-from hcs.detect.testfields import nuclei_field
 from hcs.detect.threshold import detect_nuclei
+from hcs.synth.fixtures import nuclei_field
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HCS_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -29,9 +29,9 @@ from pathlib import Path
 import pandas as pd
 
 from hcs.engine import process_field, run_plate
-from hcs.engine.model import save_random_model
 from hcs.engine.processor import EngineParams
 from hcs.plate import well_name
+from hcs.synth.fixtures import save_random_model
 
 
 def make_plate(work: Path, n_wells: int, fields: int, size: int) -> Path:

@@ -22,8 +22,8 @@ import tifffile
 from hcs.io.acquisition import Channel
 from hcs.io.scanr import read_scanr
 from hcs.io.scanr_meta import SCANR_NAME_RE
-from hcs.io.scanr_writer import write_scanr_export
 from hcs.plate import PlateGeometry
+from hcs.synth.exports.scanr import write_scanr_export
 
 
 def main() -> None:

@@ -45,12 +45,12 @@ def _writer_only(out: Path, fmt: str, n_wells: int, fields: int, size: int, n_ch
     t0 = time.perf_counter()
     geometry = PlateGeometry.from_format(96)
     if fmt == "harmony":
-        from hcs.io.harmony_writer import write_harmony_export
+        from hcs.synth.exports.harmony import write_harmony_export
 
         write_harmony_export(out, planes(), channels=channels, geometry=geometry,
                              pixel_size_um=0.598)
     else:
-        from hcs.io.scanr_writer import write_scanr_export
+        from hcs.synth.exports.scanr import write_scanr_export
 
         write_scanr_export(out, planes(), channels=channels, geometry=geometry,
                            pixel_size_um=0.598)

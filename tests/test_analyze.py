@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from hcs.analyze import RunOptions, analyze
 from hcs.analyze.manifest import Pipeline, file_sha256, tree_fingerprint
 from hcs.cli import app
-from hcs.engine.model import save_random_model
 from hcs.errors import InputError
+from hcs.synth.fixtures import save_random_model
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUT = REPO / "plate_layouts" / "arhgap36_truncations.csv"

@@ -8,9 +8,9 @@ import tifffile
 
 from hcs.detect import Detections, available_methods, detect
 from hcs.detect.evaluate import evaluate_detections
-from hcs.detect.testfields import nuclei_field
 from hcs.detect.threshold import detect_cells, detect_nuclei, noise_sigma
 from hcs.errors import InputError
+from hcs.synth.fixtures import nuclei_field
 
 
 def discs(shape, centres, radius, level=800.0, background=200.0, noise=20.0, seed=0):

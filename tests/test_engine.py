@@ -16,10 +16,10 @@ import pytest
 
 from hcs.engine import aggregate_run, process_field, run_plate
 from hcs.engine.lock import RunLock
-from hcs.engine.model import plate_channel_for, save_random_model
+from hcs.engine.model import plate_channel_for
 from hcs.engine.processor import EngineParams, compose_field, field_crops
-from hcs.engine.testplate import write_disc_plate
 from hcs.errors import InputError, OutputExistsError
+from hcs.synth.fixtures import save_random_model, write_disc_plate
 
 WELLS = ["A01", "A02", "B01"]
 FIELDS = 2

@@ -17,11 +17,10 @@ import pandas as pd
 import pytest
 
 from hcs.engine import process_field, process_fields, run_plate
-from hcs.engine.model import save_random_model
 from hcs.engine.processor import EngineParams, get_processor
 from hcs.engine.tasks import read_field
-from hcs.engine.testplate import write_disc_plate
 from hcs.errors import InputError
+from hcs.synth.fixtures import save_random_model, write_disc_plate
 
 WELLS = ["A01", "A02", "B01"]
 FIELDS = 2

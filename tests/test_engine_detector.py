@@ -17,11 +17,10 @@ import pytest
 
 from hcs.engine import detector as engine_detector
 from hcs.engine import process_fields, run_plate
-from hcs.engine.model import save_random_model
 from hcs.engine.processor import EngineParams, compose_field
-from hcs.engine.testplate import write_disc_plate
 from hcs.errors import InputError
 from hcs.io.omezarr import open_plate
+from hcs.synth.fixtures import save_random_model, write_disc_plate
 
 WELLS = ["A01", "B02"]
 FIELDS = 2

@@ -15,9 +15,8 @@ import pandas as pd
 import pytest
 
 from hcs.engine import process_field
-from hcs.engine.model import save_random_model
 from hcs.engine.processor import EngineParams
-from hcs.engine.testplate import write_disc_plate
+from hcs.synth.fixtures import save_random_model, write_disc_plate
 
 WELLS = ["A01", "A02", "B01", "B02"]
 FIELDS = 3

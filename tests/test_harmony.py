@@ -15,8 +15,8 @@ from hcs.errors import InputError
 from hcs.io.acquisition import Channel, read_plane
 from hcs.io.flatfield import flatfield_surface, parse_flatfield_profile
 from hcs.io.harmony import find_index, read_harmony
-from hcs.io.harmony_writer import write_harmony_export
 from hcs.plate import PlateGeometry
+from hcs.synth.exports.harmony import write_harmony_export
 
 V7_NS = "43B2A954-E3C3-47E1-B392-6635266B0DD3/HarmonyV7"
 

@@ -13,8 +13,8 @@ from hcs.errors import InputError, OutputExistsError
 from hcs.io.acquisition import KEY_COLUMNS, Channel, read_plane
 from hcs.io.flatfield import parse_flatfield_profile
 from hcs.io.harmony import read_harmony
-from hcs.io.harmony_writer import default_field_positions, write_harmony_export
 from hcs.plate import PlateGeometry
+from hcs.synth.exports.harmony import default_field_positions, write_harmony_export
 
 GEOM = PlateGeometry.from_format(96)
 WELLS = [(1, 2), (6, 11)]  # B03, G12

@@ -17,9 +17,9 @@ from hcs.assays import get_assay
 from hcs.assays.rules import apply_rule, least_entropy
 from hcs.classify.ensemble import load_ensemble, read_ensemble
 from hcs.classify.projections import compose_stack, view_crop, view_crops, z_scale
-from hcs.engine.model import save_random_ensemble, save_random_model
 from hcs.engine.processor import compose_field, field_crops
 from hcs.errors import InputError
+from hcs.synth.fixtures import save_random_ensemble, save_random_model
 
 STAGES = ["prophase", "early_prometaphase", "prometaphase_metaphase",
           "anaphase_telophase_cytokinesis"]
@@ -294,7 +294,7 @@ def test_ensemble_on_a_2d_plate_uses_its_z_members_only(tmp_path):
     from hcs.engine import process_field
     from hcs.engine.processor import EngineParams, get_processor
     from hcs.engine.tasks import read_field
-    from hcs.engine.testplate import write_disc_plate
+    from hcs.synth.fixtures import write_disc_plate
 
     plate, truth = write_disc_plate(tmp_path / "p", ["B02"], fields=1, size=128, nuclei=5)
     ens = save_random_ensemble(tmp_path / "ens", ["nucleus"], crop_size=16)

@@ -16,8 +16,8 @@ from hcs.io.acquisition import Channel, read_plane
 from hcs.io.scanr import read_scanr
 from hcs.io.scanr_descriptor import parse_experiment_descriptor
 from hcs.io.scanr_meta import parse_scanr_name, parse_scanr_ome
-from hcs.io.scanr_writer import well_center_um, write_scanr_export
 from hcs.plate import PlateGeometry, parse_well
+from hcs.synth.exports.scanr import well_center_um, write_scanr_export
 
 CHERRY = "--W00001--P00001--Z00000--T00000--cherry.tif"
 REAL_OME = "scanr-3.3.0-metadata.ome.xml"

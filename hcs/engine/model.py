@@ -17,8 +17,7 @@ from typing import Any
 
 from hcs.errors import InputError
 
-__all__ = ["load_classifier", "model_card", "plate_channel_for", "save_random_ensemble",
-           "save_random_model"]
+__all__ = ["load_classifier", "model_card", "plate_channel_for"]
 
 # role -> pattern of plate channel names playing it
 _ROLE_PATTERNS: dict[str, str] = {
@@ -111,67 +110,3 @@ def plate_channel_for(role: str, channels: list[str], mapping: dict[str, str] | 
                 return i
     raise InputError(f"the model needs a {role!r} channel; none of the plate channels "
                      f"{channels} looks like one (map it with --channels {role}=NAME)")
-
-
-def save_random_model(
-    out: str | Path,
-    assay: str,
-    channels: list[str],
-    architecture: str = "test_resnet",
-    crop_size: int = 32,
-    margin: float = 0.25,
-    seed: int = 0,
-    level: str | None = None,
-    view: str = "z",
-) -> Path:
-    """A seeded, untrained model folder in the real format (for tests and benchmarks).
-
-    Its predictions are meaningless but deterministic, so the engine's outputs can be compared
-    exactly between runs, worker counts and resumptions.
-    """
-    import torch
-
-    from hcs.assays import get_assay
-    from hcs.classify.models import ModelCard, create_classifier, save_model
-
-    a = get_assay(assay)
-    classes = list(a.levels[level] if level is not None else a.classes)
-    torch.manual_seed(seed)
-    net = create_classifier(architecture, len(classes), len(channels))
-    card = ModelCard(
-        name=Path(out).name, assay=assay, classes=classes, level=level,
-        architecture=architecture,
-        in_chans=len(channels), channels=[{"name": c} for c in channels],
-        crop=dict(size=crop_size, margin=margin, square=True, pad_mode="constant", view=view),
-        normalisation=dict(scale=1 / 255, mean=[0.5] * len(channels),
-                           std=[0.25] * len(channels)),
-        thresholds={"rule": "argmax"},
-        training={"data": f"none: random initialisation (seed {seed}), for tests"},
-    )
-    return save_model(net, card, out, overwrite=True)
-
-
-def save_random_ensemble(
-    out: str | Path,
-    channels: list[str],
-    views: tuple[str, ...] = ("z", "y", "x"),
-    architecture: str = "test_resnet",
-    crop_size: int = 32,
-    seed: int = 0,
-) -> Path:
-    """A seeded, untrained mitosis projection ensemble (:mod:`hcs.classify.ensemble`): one
-    random member per level and view, for tests and benchmarks."""
-    from hcs.classify.ensemble import write_ensemble
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    levels: dict[str, dict[str, str]] = {}
-    for i, level in enumerate(("mitotic", "stage")):
-        levels[level] = {}
-        for j, v in enumerate(views):
-            save_random_model(out / f"{level}-{v}", "mitosis", channels, architecture,
-                              crop_size, 1.0 if v == "z" else 0.25, seed + 10 * i + j, level, v)
-            levels[level][v] = f"{level}-{v}"
-    write_ensemble(out, {"name": out.name, "assay": "mitosis", "levels": levels,
-                         "training": {"data": f"none: random initialisation (seed {seed})"}})
-    return out

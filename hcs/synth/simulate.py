@@ -196,7 +196,7 @@ def simulate_plate(
     try:
         channels = [spec.channel() for spec in sim.channels]
         if fmt == "harmony":
-            from hcs.io.harmony_writer import write_harmony_export
+            from hcs.synth.exports.harmony import write_harmony_export
 
             flat = {ci: artefacts.flatfield_profile_text(
                 coeffs[ci], shape, ci + 1, spec.name,
@@ -209,7 +209,7 @@ def simulate_plate(
                 z_step_um=z_step_um, flatfield=flat,
             )
         else:
-            from hcs.io.scanr_writer import write_scanr_export
+            from hcs.synth.exports.scanr import write_scanr_export
 
             index = write_scanr_export(
                 tmp / "export", planes(), channels=channels, geometry=geometry,

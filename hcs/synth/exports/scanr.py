@@ -204,7 +204,7 @@ def write_scanr_export(
             meta = tmp / "data" / "metadata.ome.xml"
             meta.write_bytes(_ome_xml(ctx).encode("utf-8"))
         else:
-            from hcs.io.scanr_descriptor_writer import acquisition_log, descriptor_xml
+            from hcs.synth.exports.scanr_descriptor import acquisition_log, descriptor_xml
 
             meta = tmp / "experiment_descriptor.xml"
             meta.write_bytes(descriptor_xml(ctx, prefix).encode("latin-1", "xmlcharrefreplace"))

@@ -1,6 +1,7 @@
 """The older scanR metadata files of a written export: ``experiment_descriptor.xml``
-(LabVIEW-flattened XML) and ``AcquisitionLog.dat`` (:func:`hcs.io.scanr_writer.write_scanr_export`
-with ``metadata="descriptor"``; keys as FORMATS.md 2.4)."""
+(LabVIEW-flattened XML) and ``AcquisitionLog.dat``
+(:func:`hcs.synth.exports.scanr.write_scanr_export` with ``metadata="descriptor"``; keys as
+FORMATS.md 2.4)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import math
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
-from hcs.io.scanr_writer import _f
 from hcs.plate import row_name
+from hcs.synth.exports.scanr import _f
 
 if TYPE_CHECKING:
-    from hcs.io.scanr_writer import _Context
+    from hcs.synth.exports.scanr import _Context
 
 
 def _lv(kind: str, name: str, val: Any) -> str:
