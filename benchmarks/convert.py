@@ -70,7 +70,7 @@ def write_export(out: Path, wells: int, fields: int, channels: int, size: int) -
 
 def run_hcs(src: Path, out: Path, workers: int | None) -> dict:
     from hcs.io import open_export
-    from hcs.io.omezarr import write_plate
+    from hcs.io.convert import write_plate
 
     t0 = time.perf_counter()
     acq = open_export(src)

@@ -37,7 +37,7 @@ from hcs.synth.fixtures import save_random_model
 def make_plate(work: Path, n_wells: int, fields: int, size: int) -> Path:
     """Simulate ``n_wells`` livedead wells (row-major from A01) and convert them."""
     from hcs.io import open_export
-    from hcs.io.omezarr import write_plate
+    from hcs.io.convert import write_plate
     from hcs.synth import simulate_plate
 
     out = work / f"plate{n_wells}.ome.zarr"

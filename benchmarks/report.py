@@ -72,7 +72,7 @@ def table_run(folder: Path, n_wells: int, seed: int = 0) -> None:
 
 def gallery_plate(root: Path, size: int, n_wells: int) -> tuple[Path, Path]:
     from hcs.io import open_export
-    from hcs.io.omezarr import write_plate
+    from hcs.io.convert import write_plate
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from simrun import simulated_run  # test fixture: a run folder from simulation truth
 

@@ -7,8 +7,9 @@ import pytest
 import tifffile
 
 from hcs.detect import Detections, available_methods, detect
+from hcs.detect.cells import detect_cells
 from hcs.detect.evaluate import evaluate_detections
-from hcs.detect.threshold import detect_cells, detect_nuclei, noise_sigma
+from hcs.detect.threshold import detect_nuclei, noise_sigma
 from hcs.errors import InputError
 from hcs.synth.fixtures import nuclei_field
 

@@ -127,7 +127,7 @@ def test_shipped_ldc_detector_in_the_engine(tmp_path):
     from hcs.detect.learned.card import read_detector_card
     from hcs.engine.model import plate_channel_for
     from hcs.io import open_export
-    from hcs.io.omezarr import write_plate
+    from hcs.io.convert import write_plate
     from hcs.synth import simulate_plate
 
     layout = tmp_path / "layout.csv"

@@ -13,7 +13,8 @@ import zarr
 
 from hcs.errors import InputError, OutputExistsError
 from hcs.io.acquisition import Acquisition, Channel
-from hcs.io.omezarr import downsample2, open_plate, pyramid_shapes, write_plate
+from hcs.io.convert import write_plate
+from hcs.io.omezarr import downsample2, open_plate, pyramid_shapes
 from hcs.plate import PlateGeometry
 
 SHAPE = (300, 260)

@@ -39,7 +39,7 @@ def _simulated_run(root: Path, layout: str, assay: str, **sim: Any) -> Path:
     from simrun import simulated_run
 
     from hcs.io import open_export
-    from hcs.io.omezarr import write_plate
+    from hcs.io.convert import write_plate
     from hcs.synth import simulate_plate
 
     res = simulate_plate(root / "sim", LAYOUTS / layout, assay, progress=False, workers=1, **sim)
@@ -184,7 +184,7 @@ def test_report_of_a_real_engine_run_in_chromium(browser: Any, tmp_path: Path) -
     from hcs.aggregate import write_table
     from hcs.engine import aggregate_run, run_plate
     from hcs.io import open_export
-    from hcs.io.omezarr import write_plate
+    from hcs.io.convert import write_plate
     from hcs.layouts import read_layout
     from hcs.stats import run_stats
     from hcs.synth import simulate_plate

@@ -25,6 +25,7 @@ from typing import Any
 
 from hcs.atomic import atomic_write_text
 from hcs.errors import InputError
+from hcs.records import sha256_file, utc_timestamp
 
 __all__ = ["MANIFEST", "Pipeline", "file_sha256", "json_normal", "tree_fingerprint"]
 
@@ -46,13 +47,7 @@ def file_sha256(path: str | Path) -> str | None:
     'ba7816bf8f01'
     """
     path = Path(path)
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path) if path.is_file() else None
 
 
 def tree_fingerprint(folder: str | Path, pattern: str = "**/*") -> str | None:
@@ -162,12 +157,12 @@ class Pipeline:
             return outcome
         self.log(f"[{n}] {name}: running ({reason})")
         self.records[name] = {"status": "running", "inputs": json_normal(inputs),
-                              "params": json_normal(params), "started": _now()}
+                              "params": json_normal(params), "started": utc_timestamp()}
         self.save()
         t0 = time.perf_counter()
         action()
         seconds = time.perf_counter() - t0
-        self.records[name].update(status="done", output=output(), finished=_now(),
+        self.records[name].update(status="done", output=output(), finished=utc_timestamp(),
                                   seconds=round(seconds, 2))
         self.save()
         self.log(f"[{n}] {name}: done in {seconds:.1f} s")
@@ -184,9 +179,6 @@ class Pipeline:
     def save(self) -> None:
         from hcs import __version__
 
-        data = {"hcs_version": __version__, "updated": _now(), "stages": self.records}
+        data = {"hcs_version": __version__, "updated": utc_timestamp(), "stages": self.records}
         atomic_write_text(self.folder / MANIFEST, json.dumps(data, indent=2, default=str))
 
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -154,7 +154,7 @@ def convert_stage(pipe: Pipeline, export: str | Path, plate: Path, fmt: str = "a
                   workers: int | None = None, progress: bool = True) -> StageOutcome:
     """Instrument export -> ``plate`` (``hcs convert``)."""
     from hcs.io import open_export
-    from hcs.io.omezarr import write_plate
+    from hcs.io.convert import write_plate
 
     src = Path(export)
     if not src.exists():

@@ -9,7 +9,6 @@ touches the network.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hcs.errors import InputError, OutputExistsError
+from hcs.records import sha256_file
 
 WEIGHTS = "model.safetensors"
 CARD = "model.yaml"
@@ -146,15 +146,6 @@ def create_classifier(
         kw["pretrained"] = True
         kw["pretrained_cfg_overlay"] = dict(file=_pretrained_file(architecture, pretrained))
     return timm.create_model(architecture, **kw)
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_model(

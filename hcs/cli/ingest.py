@@ -38,7 +38,8 @@ def convert(
 
     from hcs.errors import OutputExistsError
     from hcs.io import open_export
-    from hcs.io.omezarr import open_plate, write_plate
+    from hcs.io.convert import write_plate
+    from hcs.io.omezarr import open_plate
 
     if Path(out).exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")

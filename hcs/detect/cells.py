@@ -1,7 +1,4 @@
-"""Whole-cell regions grown from nucleus seeds (classical, scikit-image).
-
-Also importable as ``hcs.detect.threshold.detect_cells``.
-"""
+"""Whole-cell regions grown from nucleus seeds (classical, scikit-image)."""
 
 from __future__ import annotations
 
@@ -12,14 +9,9 @@ from scipy import ndimage as ndi
 from skimage import filters, segmentation
 
 from hcs.detect import Detections
+from hcs.detect._util import as_float_image, foreground, px, valid_pixel_size
 from hcs.detect.background import noise_sigma
-from hcs.detect.threshold import (
-    _as_float_image,
-    _foreground,
-    _pixel_size,
-    _px,
-    detect_nuclei,
-)
+from hcs.detect.threshold import detect_nuclei
 from hcs.errors import InputError
 
 __all__ = ["detect_cells"]
@@ -88,8 +80,8 @@ def detect_cells(
     >>> bool(cells.to_frame()["area"].min() > 600)
     True
     """
-    cell = _as_float_image(cell_image, "cell image")
-    pixel_size_um = _pixel_size(pixel_size_um)
+    cell = as_float_image(cell_image, "cell image")
+    pixel_size_um = valid_pixel_size(pixel_size_um)
     if nuclei is None:
         nuclei = detect_nuclei(nuclei_image, pixel_size_um, **nuclei_kwargs)  # type: ignore[arg-type]
     elif nuclei.labels is None:
@@ -103,19 +95,19 @@ def detect_cells(
     if len(nuclei) == 0:
         return Detections.empty(cell.shape)
 
-    sigma_px = _px(smooth_sigma_um, pixel_size_um, 1.0)
+    sigma_px = px(smooth_sigma_um, pixel_size_um, 1.0)
     smoothed = ndi.gaussian_filter(cell, sigma_px) if sigma_px > 0 else cell
     if float(cell.max()) == float(cell.min()):
         fg = np.zeros(cell.shape, bool)
     else:
         noise = noise_sigma(cell) / max(1.0, 2.0 * math.sqrt(math.pi) * sigma_px)
-        fg, _ = _foreground(smoothed, noise, threshold, min_contrast, 51)
+        fg, _ = foreground(smoothed, noise, threshold, min_contrast, 51)
         if stain == "membrane":
             # membranes outline cells; the interiors are the holes the outlines enclose
             fg = ndi.binary_fill_holes(fg)
     fg |= seeds > 0
     if max_distance_um is not None:
-        reach = _px(max_distance_um, pixel_size_um, max_distance_um)
+        reach = px(max_distance_um, pixel_size_um, max_distance_um)
         fg &= ndi.distance_transform_edt(seeds == 0) <= reach
     # the landscape is normalised to about [0, 1] so that `compactness` (a cost per pixel of
     # distance from the nucleus) means the same for every camera and stain

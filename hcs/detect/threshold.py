@@ -5,8 +5,8 @@
 a distance-transform watershed seeded by h-maxima to split touching nuclei, and size limits (in
 micrometres when the pixel size is known). See docs/detection.md for the measured accuracy.
 
-:func:`detect_cells`: cell extent grown from the nuclei over a cytoplasm or membrane channel by a
-seeded watershed restricted to the thresholded cell foreground. Cell ``k`` grows from nucleus ``k``.
+:func:`hcs.detect.cells.detect_cells` grows the cell extent from these nuclei over a cytoplasm
+or membrane channel by a seeded watershed restricted to the thresholded cell foreground.
 
 Scores: ``det_score = c / (c + min_contrast)`` with ``c`` the object's contrast-to-noise ratio
 (mean smoothed intensity minus background, over the noise sigma): an object just at the detection
@@ -19,109 +19,19 @@ import math
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import filters, morphology, segmentation
+from skimage import morphology, segmentation
 
 from hcs.detect import Detections
-from hcs.detect.background import background_level, background_surface, noise_sigma
+from hcs.detect._util import (
+    as_float_image,
+    foreground,
+    px,
+    valid_pixel_size,
+)
+from hcs.detect.background import background_surface, noise_sigma
 from hcs.errors import InputError
 
-# detect_cells is exposed too, via __getattr__ at the end
 __all__ = ["detect_nuclei", "noise_sigma", "background_surface"]
-
-THRESHOLD_METHODS = ("otsu", "li", "triangle", "local")
-
-
-def _as_float_image(image: np.ndarray, name: str) -> np.ndarray:
-    """Validate a 2-D numeric image and return it as float32 (one clear InputError if not)."""
-    if not isinstance(image, np.ndarray):
-        try:
-            image = np.asarray(image)
-        except Exception as exc:  # e.g. ragged lists
-            raise InputError(f"{name}: cannot be read as an array ({exc})") from None
-    if image.ndim != 2:
-        raise InputError(f"{name}: expected a 2-D image (one channel, one plane), "
-                         f"got shape {image.shape}")
-    if image.size == 0:
-        raise InputError(f"{name}: the image is empty (shape {image.shape})")
-    if image.dtype == bool:
-        image = image.astype(np.uint8)
-    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise InputError(f"{name}: unsupported pixel type {image.dtype}")
-    out = image.astype(np.float32, copy=False)
-    if np.issubdtype(image.dtype, np.floating):
-        bad = ~np.isfinite(out)
-        if bad.any():
-            raise InputError(f"{name}: {int(bad.sum())} of {out.size} pixels are NaN or "
-                             f"infinite; mask or fill them before detection")
-    return out
-
-
-def _pixel_size(pixel_size_um: float | None) -> float | None:
-    """Validated pixel size; NaN (unknown in the acquisition metadata) means None."""
-    if pixel_size_um is None:
-        return None
-    message = f"pixel_size_um must be a positive number, got {pixel_size_um!r}"
-    try:
-        value = float(pixel_size_um)
-    except (TypeError, ValueError):
-        raise InputError(message) from None
-    if math.isnan(value):
-        return None
-    if not (value > 0 and math.isfinite(value)):
-        raise InputError(message)
-    return value
-
-
-def _px(um: float | None, pixel_size_um: float | None, default_px: float) -> float:
-    """A length in micrometres as pixels, or the pixel default when the pixel size is unknown."""
-    if um is None or pixel_size_um is None:
-        return float(default_px)
-    return float(um) / float(pixel_size_um)
-
-
-def _foreground(
-    smoothed: np.ndarray,
-    noise: float,
-    threshold: str | float,
-    min_contrast: float,
-    local_block_px: int,
-    raw_noise: float = 0.0,
-) -> tuple[np.ndarray, float]:
-    """Foreground mask and background level.
-
-    The automatic threshold is never allowed below ``background + min_contrast * max(noise,
-    spread)`` (background and spread of the sigma-clipped image), so a field with nothing in it
-    gives an empty mask instead of half the field.
-    """
-    if isinstance(threshold, int | float) and not isinstance(threshold, bool):
-        t = float(threshold)
-        below = smoothed[smoothed <= t]
-        background = float(np.median(below)) if below.size else float(smoothed.min())
-        return smoothed > t, background
-    if threshold not in THRESHOLD_METHODS:
-        raise InputError(f"threshold must be a number or one of {', '.join(THRESHOLD_METHODS)}, "
-                         f"got {threshold!r}")
-    # a few saturated specks must not drag the automatic threshold up: the histogram is
-    # clipped at the 99.9th percentile (the specks stay foreground, they are only clipped)
-    hi = float(np.percentile(smoothed[::2, ::2], 99.9))
-    clipped = np.minimum(smoothed, hi) if hi > float(smoothed.min()) else smoothed
-    background, spread = background_level(smoothed)
-    floor = background + min_contrast * max(noise, spread)
-    if threshold == "local":
-        # local background = Gaussian-weighted mean over the block; an object must stand
-        # min_contrast *raw* noise sigmas above its surroundings (background texture is spatially
-        # correlated, so the smoothed-noise floor would let it through)
-        block = max(3, int(local_block_px) | 1)
-        local = filters.threshold_local(smoothed, block_size=block, method="gaussian")
-        return smoothed > local + min_contrast * raw_noise, background
-    if threshold == "li":
-        t_global = float(filters.threshold_li(clipped))
-    elif threshold == "triangle":
-        t_global = float(filters.threshold_triangle(clipped))
-    else:
-        t_global = float(filters.threshold_otsu(clipped))
-    return smoothed > max(t_global, floor), background
-
 
 def _h_maxima(image: np.ndarray, h: float) -> np.ndarray:
     """Regional maxima of the h-maximum transform (Soille 2003, 6.3.4) as a boolean mask.
@@ -266,24 +176,24 @@ def detect_nuclei(
     >>> det.to_frame()["x"].round(1).tolist()  # each half loses its share of the overlap
     [44.5, 66.5]
     """
-    img = _as_float_image(image, "nuclei image")
-    pixel_size_um = _pixel_size(pixel_size_um)
+    img = as_float_image(image, "nuclei image")
+    pixel_size_um = valid_pixel_size(pixel_size_um)
     if min_contrast < 0:
         raise InputError(f"min_contrast must be >= 0, got {min_contrast}")
     if float(img.max()) == float(img.min()):
         return Detections.empty(img.shape)
 
-    sigma_px = _px(smooth_sigma_um, pixel_size_um, 1.0)
+    sigma_px = px(smooth_sigma_um, pixel_size_um, 1.0)
     smoothed = ndi.gaussian_filter(img, sigma_px) if sigma_px > 0 else img
     if background_block_um is not None:
         smoothed = smoothed - background_surface(
-            smoothed, round(_px(background_block_um, pixel_size_um, 100)))
+            smoothed, round(px(background_block_um, pixel_size_um, 100)))
     noise = noise_sigma(img)
     # smoothing divides white noise by 2*sqrt(pi)*sigma; the floor is on the smoothed image
     noise_smoothed = noise / max(1.0, 2.0 * math.sqrt(math.pi) * sigma_px)
-    mask, background = _foreground(
+    mask, background = foreground(
         smoothed, noise_smoothed, threshold, min_contrast,
-        round(_px(local_block_um, pixel_size_um, 51)), raw_noise=noise,
+        round(px(local_block_um, pixel_size_um, 51)), raw_noise=noise,
     )
     if fill_holes:
         mask = ndi.binary_fill_holes(mask)
@@ -296,7 +206,7 @@ def detect_nuclei(
     if max_area_px is None and pixel_size_um is not None:
         max_area_px = math.pi * (max_diameter_um / pixel_size_um / 2) ** 2
     if split_touching:
-        labels = _split_touching(mask, _px(split_prominence_um, pixel_size_um, 0.7),
+        labels = _split_touching(mask, px(split_prominence_um, pixel_size_um, 0.7),
                                  smooth_px=0.5, min_area=min_area_px)
     else:
         labels, _ = ndi.label(mask)
@@ -343,13 +253,3 @@ def _to_detections(
     cnr = np.maximum(mean - background, 0.0) / max(noise, 1e-12)
     scores = cnr / (cnr + max(min_contrast, 1e-6))
     return Detections.from_labels(labels, scores)
-
-
-def __getattr__(name: str) -> object:
-    # detect_cells lives in hcs.detect.cells (it imports this module's helpers); it is exposed
-    # here too, lazily, so `from hcs.detect.threshold import detect_cells` works without a cycle
-    if name == "detect_cells":
-        from hcs.detect.cells import detect_cells
-
-        return detect_cells
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 
 from hcs.errors import InputError
+from hcs.records import utc_timestamp
 
 __all__ = ["RunLock"]
 
@@ -30,7 +31,7 @@ def _me() -> dict[str, Any]:
         user = str(os.getuid())
     return {"host": socket.gethostname(), "pid": os.getpid(),
             "started": psutil.Process().create_time(), "user": user,
-            "locked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "locked_at": utc_timestamp()}
 
 
 def _alive(owner: dict[str, Any]) -> bool:

@@ -10,9 +10,7 @@ at any moment resumes exactly.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,11 +19,13 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
+from hcs.atomic import atomic_write_text
 from hcs.engine.lock import RunLock
 from hcs.engine.processor import EngineParams
 from hcs.engine.schedule import execute
 from hcs.engine.tasks import atomic_write_parquet, cells_path
 from hcs.errors import InputError, OutputExistsError
+from hcs.records import sha256_file, utc_timestamp
 
 __all__ = ["RunSummary", "list_fields", "run_plate"]
 
@@ -54,21 +54,15 @@ class RunSummary:
         return self.fields_failed == 0
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def _plate_checksum(plate_path: Path) -> str:
     meta = plate_path / "zarr.json"
     if not meta.is_file():
         meta = plate_path / ".zattrs"
-    return hashlib.sha256(meta.read_bytes()).hexdigest()
+    return sha256_file(meta)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def list_fields(plate: Any, wells: list[str] | None = None) -> list[tuple[str, int]]:
@@ -230,7 +224,7 @@ def run_plate(
         "parameters": {"batch_size": batch_size, "fields_per_task": fields_per_task,
                        "seed": seed, "wells": wells, "threads_per_worker": threads_per_worker,
                        "gpus": str(gpus), "resume": resume},
-        "fields_total": len(fields), "start": _now(), "end": None,
+        "fields_total": len(fields), "start": utc_timestamp(), "end": None,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
@@ -262,7 +256,7 @@ def run_plate(
                 "well", "field", "error_type", "error", "attempts", "time"])
             atomic_write_parquet(failures.astype({"field": "int64", "attempts": "int64"}),
                                  run_dir / "failures.parquet")
-            record.update(end=_now(), fields_done=summary.fields_done,
+            record.update(end=utc_timestamp(), fields_done=summary.fields_done,
                           fields_skipped=summary.fields_skipped,
                           fields_failed=summary.fields_failed, cells=summary.cells,
                           seconds=round(summary.seconds, 3),

@@ -9,25 +9,15 @@ a field that fails alone too is recorded with ``attempts = 2``.
 from __future__ import annotations
 
 import time
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any
 
 from hcs.engine.processor import EngineParams
 from hcs.engine.tasks import process_fields
+from hcs.records import failure_record, utc_timestamp
 
 __all__ = ["execute", "field_groups"]
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _failure(well: str, field_: int, exc: BaseException) -> dict[str, Any]:
-    tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return {"well": well, "field": int(field_), "error_type": type(exc).__name__,
-            "error": str(exc) or tb, "attempts": 2, "time": _now()}
 
 
 def _progress(enabled: bool, total: int):  # noqa: ANN202 - rich types only when enabled
@@ -95,7 +85,8 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                     if kind == "group":
                         again = list(items)
                     else:
-                        summary.failures.append(_failure(*items[0], exc))
+                        summary.failures.append(failure_record(*items[0], exc, attempts=2,
+                                                                            time=utc_timestamp()))
                         summary.fields_failed += 1
                         advance = 1
                 fut.release()

@@ -16,7 +16,6 @@ import os
 import resource
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from hcs.atomic import atomic_write_parquet as _atomic_parquet
 from hcs.engine.processor import EngineParams, FieldMeta, get_processor
 from hcs.errors import InputError
 from hcs.plate import parse_well
+from hcs.records import failure_record
 
 __all__ = ["atomic_write_parquet", "cells_path", "process_field", "process_fields", "read_field"]
 
@@ -112,12 +112,6 @@ def read_field(params: EngineParams, well: str, field: int,
     return image, meta
 
 
-def _error(well: str, field: int, exc: BaseException) -> dict[str, Any]:
-    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return {"well": well, "field": int(field), "error_type": type(exc).__name__,
-            "error": str(exc) or text}
-
-
 def process_fields(params: EngineParams | dict, run_dir: str, items: list[tuple[str, int]],
                    raise_errors: bool = False) -> dict[str, Any]:
     """Process a group of fields, batching crops across them, and write each cell table.
@@ -162,7 +156,7 @@ def process_fields(params: EngineParams | dict, run_dir: str, items: list[tuple[
         except Exception as exc:
             if raise_errors:
                 raise
-            failed.append(_error(well, field, exc))
+            failed.append(failure_record(well, field, exc))
             continue
         write(batcher.add(prep))
         del prep

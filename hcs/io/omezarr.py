@@ -1,4 +1,5 @@
-"""OME-NGFF HCS plates: write (:func:`write_plate`) and open lazily (:func:`open_plate`).
+"""OME-NGFF HCS plates: open lazily (:func:`open_plate`); written by
+:func:`hcs.io.convert.write_plate`.
 
 A plate written by hcs is read back as a :class:`Plate` whose fields are lazy
 :class:`xarray.DataArray` views (dask arrays over the zarr chunks, one chunk per plane) with
@@ -25,7 +26,6 @@ __all__ = [
     "open_plate",
     "pyramid_shapes",
     "to_json_safe",
-    "write_plate",  # noqa: F822 - provided lazily by __getattr__ below
 ]
 
 
@@ -199,13 +199,3 @@ def open_plate(path: str | Path) -> Plate:
         Lazy view: ``plate.field("B03", 0)`` is an xarray DataArray over dask.
     """
     return Plate(path)
-
-
-def __getattr__(name: str) -> Any:
-    # The writer pulls in ome-zarr and dask.array (seconds to import); readers of plates
-    # (``hcs report``, the engine's workers) should not pay for it.
-    if name == "write_plate":
-        from hcs.io.convert import write_plate
-
-        return write_plate
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

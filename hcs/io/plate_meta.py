@@ -6,10 +6,9 @@ use them without pulling in the writer.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import shutil
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pandas as pd
 from hcs.errors import InputError
 from hcs.io.acquisition import Acquisition
 from hcs.plate import well_name
+from hcs.records import sha256_file, utc_timestamp
 
 #: A pyramid stops once the larger image side is at most this many pixels.
 MIN_LEVEL_SIZE = 256
@@ -99,14 +99,6 @@ def downsample2(arr: np.ndarray) -> np.ndarray:
     return (total / 4).astype(arr.dtype)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def missing_records(missing: pd.DataFrame) -> list[dict[str, Any]]:
     return [
         {
@@ -179,7 +171,7 @@ def provenance(acq: Acquisition, missing: list[dict], vendor: list[str], fmt: st
             "source": str(Path(acq.source).resolve()),
             "index_file": str(acq.index_file) if acq.index_file else None,
             "index_sha256": sha256_file(Path(acq.index_file)) if acq.index_file else None,
-            "converted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "converted_at": utc_timestamp(),
             "plate_name": acq.plate_name,
             "geometry": {"rows": acq.geometry.rows, "columns": acq.geometry.columns},
             "instrument": acq.instrument,

@@ -82,7 +82,7 @@ def write_disc_plate(
     """
     from hcs.io import open_export
     from hcs.io.acquisition import Channel
-    from hcs.io.omezarr import write_plate
+    from hcs.io.convert import write_plate
     from hcs.synth.exports.harmony import write_harmony_export
 
     out = Path(out)

@@ -126,7 +126,7 @@ def write_detector_folder(
     """Write weights + card (with the weights' sha256) atomically: temp folder, then rename."""
     from safetensors.torch import save_file
 
-    from hcs.classify.models import sha256_file
+    from hcs.records import sha256_file
 
     folder = Path(folder)
     if folder.exists() and not overwrite:
