@@ -32,13 +32,14 @@ from hcs.analyze.manifest import (
     json_normal,
     tree_fingerprint,
 )
+from hcs.assays import ASSAYS
 from hcs.errors import InputError
 
 __all__ = ["AnalyzeResult", "RunOptions", "analyze", "analysis_paths"]
 
 #: Shipped model used by ``hcs analyze`` / ``hcs demo`` when ``--model`` is not given.
-DEFAULT_MODELS: dict[str, str] = {"cic": "cic-sim", "livedead": "livedead-sim",
-                                  "mitosis": "mitosis-sim-xyz"}
+DEFAULT_MODELS: dict[str, str] = {a.name: a.default_model for a in ASSAYS.values()
+                                  if a.default_model is not None}
 
 
 @dataclass(frozen=True)

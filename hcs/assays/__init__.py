@@ -1,9 +1,9 @@
 """Assays as data: :func:`get_assay` returns the one frozen :class:`Assay` declaration of an
 assay (classes, exclusions, composites, input channels and crop, decision rule)."""
 
-from hcs.assays.inputs import InputChannel, InputSpec, get_input_spec
-from hcs.assays.registry import ASSAYS, Assay, get_assay
-from hcs.assays.rules import DecisionRule, apply_rule, counted, get_rule
+from hcs.assays.inputs import InputChannel, InputSpec
+from hcs.assays.registry import ASSAYS, Assay, DecisionRule, get_assay, get_input_spec
+from hcs.assays.rules import apply_rule, counted, get_rule
 
 __all__ = ["ASSAYS", "Assay", "DecisionRule", "InputChannel", "InputSpec", "apply_rule",
            "counted", "get_assay", "get_input_spec", "get_rule"]

@@ -57,6 +57,7 @@ class InputSpec:
 
     Examples
     --------
+    >>> from hcs.assays import get_input_spec
     >>> s = get_input_spec("cic")
     >>> [c.name for c in s.channels], s.crop_size
     (['membrane', 'brightfield', 'nucleus'], 224)
@@ -83,16 +84,3 @@ LDC_RGB_CHANNELS: tuple[InputChannel, ...] = (
     InputChannel("green", "green plane of the RGB brightfield image"),
     InputChannel("blue", "blue plane of the RGB brightfield image (trypan blue uptake)"),
 )
-
-
-def get_input_spec(assay: str) -> InputSpec:
-    """The :class:`InputSpec` of ``assay`` (the input part of its registry declaration).
-
-    Examples
-    --------
-    >>> get_input_spec("livedead").label_map["Dead Cell"]
-    'dead'
-    """
-    from hcs.assays.registry import get_assay
-
-    return get_assay(assay).inputs

@@ -4,8 +4,10 @@ A declaration holds everything the rest of ``hcs`` needs to know about an assay:
 (model output order), which classes are left out of the analysed count (the AIM-CICs F-category)
 and which sums of classes are readouts of their own; the classifier input (channels with their
 composition / rescale mode, crop size, context margin, square padding, annotation label map);
-and the decision rule turning probabilities into labels. :func:`hcs.assays.inputs.get_input_spec`
-and :func:`hcs.assays.rules.get_rule` are thin accessors over these declarations.
+and the decision rule turning probabilities into labels. :func:`get_input_spec` and
+:func:`hcs.assays.rules.get_rule` are thin accessors over these declarations.
+``default_model`` names the shipped model (under ``models/``) that ``hcs analyze`` and
+``hcs demo`` use when no ``--model`` is given.
 """
 
 from __future__ import annotations
@@ -17,8 +19,43 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hcs.assays.inputs import InputChannel, InputSpec
-from hcs.assays.rules import DecisionRule
 from hcs.errors import InputError
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """How probabilities become a label (part of an assay's registry declaration).
+
+    Parameters
+    ----------
+    assay
+        Registry name (filled in by the :class:`~hcs.assays.registry.Assay` holding the rule).
+    min_confidence
+        A cell whose top probability is below this gets ``fallback`` (0 disables).
+    fallback
+        Class given to low-confidence cells.
+    excluded
+        Classes detected but left out of the analysed count (the assay's ``excluded``).
+    fusion_weight
+        ``w`` of the fused score ``(1 - w) S_det + w S_cls`` (``None``: no fusion).
+    mitotic_threshold
+        Probability of "mitotic" above which a stage is assigned (hierarchical rule).
+    """
+
+    assay: str = ""
+    min_confidence: float = 0.0
+    fallback: str | None = None
+    excluded: tuple[str, ...] = ()
+    fusion_weight: float | None = None
+    mitotic_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_confidence <= 1:
+            raise ValueError(f"rule {self.assay}: min_confidence must be in [0, 1]")
+        if self.min_confidence > 0 and self.fallback is None:
+            raise ValueError(f"rule {self.assay}: min_confidence needs a fallback class")
+        if self.fusion_weight is not None and not 0 <= self.fusion_weight <= 1:
+            raise ValueError(f"rule {self.assay}: fusion weight must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -53,7 +90,7 @@ class Assay:
     label_map
         Annotation names -> class names (e.g. LDC ``Living Cell`` -> ``live``).
     rule
-        The :class:`~hcs.assays.rules.DecisionRule`; its ``assay`` and ``excluded`` are filled
+        The :class:`DecisionRule`; its ``assay`` and ``excluded`` are filled
         in from this declaration.
     paired_class, pair_max_um
         A class whose cells are often detected as two objects (mitosis: an anaphase-to-
@@ -61,6 +98,9 @@ class Assay:
         that class in one field that are each other's nearest such detection and at most
         ``pair_max_um`` apart are one cell, counted once (:func:`hcs.assays.rules.pair_partners`;
         the Allen Cell team merged such pairs by hand).
+    default_model
+        Shipped model folder (a name under ``models/``) used when no ``--model`` is given;
+        ``None``: the assay has no default model (``--model`` is required).
     levels
         For a two-stage call (mitosis: mitotic vs not, then the stage): level name -> the
         classes of the model of that level. A level class is an assay class or a composite
@@ -92,6 +132,7 @@ class Assay:
     levels: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     paired_class: str | None = None
     pair_max_um: float = 0.0
+    default_model: str | None = None
 
     def __post_init__(self) -> None:
         known = set(self.classes)
@@ -201,6 +242,7 @@ ASSAYS: dict[str, Assay] = {
             crop_size=224,
             margin=0.0,
             rule=DecisionRule(min_confidence=0.2, fallback="non_cic"),
+            default_model="cic-sim",
         ),
         # Stain-free live/dead (papers/002): brightfield only (optionally + Hoechst); 8-bit
         # images are used as they are; argmax.
@@ -216,6 +258,7 @@ ASSAYS: dict[str, Assay] = {
             margin=0.25,
             label_map={"Living Cell": "live", "Dead Cell": "dead", "live": "live",
                        "dead": "dead"},
+            default_model="livedead-sim",
         ),
         # Label-free tumour cells (papers/001): brightfield (+ Hoechst); the fused score
         # S = (1 - w) S_det + w S_cls with w = 0.7, then argmax.
@@ -246,6 +289,7 @@ ASSAYS: dict[str, Assay] = {
             levels={"mitotic": ("non_mitotic", "mitotic"), "stage": _MITOTIC_STAGES},
             paired_class="anaphase_telophase_cytokinesis",
             pair_max_um=15.0,
+            default_model="mitosis-sim-xyz",
         ),
     )
 }
@@ -269,3 +313,14 @@ def get_assay(name: str | Assay) -> Assay:
         return ASSAYS[str(name).strip().lower()]
     except KeyError:
         raise InputError(f"unknown assay {name!r}; known: {', '.join(ASSAYS)}") from None
+
+
+def get_input_spec(assay: str) -> InputSpec:
+    """The :class:`InputSpec` of ``assay`` (the input part of its registry declaration).
+
+    Examples
+    --------
+    >>> get_input_spec("livedead").label_map["Dead Cell"]
+    'dead'
+    """
+    return get_assay(assay).inputs

@@ -11,47 +11,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from hcs.assays.registry import DecisionRule, get_assay
 from hcs.errors import InputError
-
-
-@dataclass(frozen=True)
-class DecisionRule:
-    """How probabilities become a label (part of an assay's registry declaration).
-
-    Parameters
-    ----------
-    assay
-        Registry name (filled in by the :class:`~hcs.assays.registry.Assay` holding the rule).
-    min_confidence
-        A cell whose top probability is below this gets ``fallback`` (0 disables).
-    fallback
-        Class given to low-confidence cells.
-    excluded
-        Classes detected but left out of the analysed count (the assay's ``excluded``).
-    fusion_weight
-        ``w`` of the fused score ``(1 - w) S_det + w S_cls`` (``None``: no fusion).
-    mitotic_threshold
-        Probability of "mitotic" above which a stage is assigned (hierarchical rule).
-    """
-
-    assay: str = ""
-    min_confidence: float = 0.0
-    fallback: str | None = None
-    excluded: tuple[str, ...] = ()
-    fusion_weight: float | None = None
-    mitotic_threshold: float | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_confidence <= 1:
-            raise ValueError(f"rule {self.assay}: min_confidence must be in [0, 1]")
-        if self.min_confidence > 0 and self.fallback is None:
-            raise ValueError(f"rule {self.assay}: min_confidence needs a fallback class")
-        if self.fusion_weight is not None and not 0 <= self.fusion_weight <= 1:
-            raise ValueError(f"rule {self.assay}: fusion weight must be in [0, 1]")
 
 
 def get_rule(assay: str) -> DecisionRule:
@@ -62,8 +26,6 @@ def get_rule(assay: str) -> DecisionRule:
     >>> get_rule("cic").fallback, get_rule("cancer").fusion_weight
     ('non_cic', 0.7)
     """
-    from hcs.assays.registry import get_assay
-
     return get_assay(assay).rule
 
 

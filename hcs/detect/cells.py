@@ -8,9 +8,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters, segmentation
 
-from hcs.detect import Detections
 from hcs.detect._util import as_float_image, foreground, px, valid_pixel_size
 from hcs.detect.background import noise_sigma
+from hcs.detect.detections import Detections
 from hcs.detect.threshold import detect_nuclei
 from hcs.errors import InputError
 

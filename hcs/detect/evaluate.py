@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from hcs.detect import Detections
+from hcs.detect.detections import Detections
 from hcs.errors import InputError
 
 __all__ = [

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from hcs.atomic import atomic_write_text
-from hcs.detect import Detections
+from hcs.detect.detections import Detections
 from hcs.detect.evaluate import (
     SCORE_THRESHOLD,
     best_f1,

@@ -21,7 +21,6 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import morphology, segmentation
 
-from hcs.detect import Detections
 from hcs.detect._util import (
     as_float_image,
     foreground,
@@ -29,6 +28,7 @@ from hcs.detect._util import (
     valid_pixel_size,
 )
 from hcs.detect.background import background_surface, noise_sigma
+from hcs.detect.detections import Detections
 from hcs.errors import InputError
 
 __all__ = ["detect_nuclei", "noise_sigma", "background_surface"]

@@ -206,9 +206,7 @@ class PipelineProcessor:
     def __init__(self, params: EngineParams) -> None:
         import torch
 
-        from hcs.assays import get_assay
-        from hcs.assays.inputs import get_input_spec
-        from hcs.assays.rules import get_rule
+        from hcs.assays import get_assay, get_input_spec, get_rule
         from hcs.engine.detector import load_engine_detector
         from hcs.engine.model import load_classifier, model_card
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+import hcs.report.sections as sections
 from hcs.atomic import atomic_write_text
 from hcs.errors import InputError, OutputExistsError
 from hcs.plate import PlateGeometry
-from hcs.report import sections
 from hcs.report.figures import PALETTE, figure_json
 
 _TEMPLATES = Path(__file__).parent / "templates"

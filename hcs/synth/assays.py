@@ -13,9 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import hcs.synth.cancer as cancer
+import hcs.synth.cic as cic
+import hcs.synth.livedead as livedead
+import hcs.synth.mitosis as mitosis
+from hcs.assays import get_assay as registry_assay
 from hcs.errors import InputError
 from hcs.io.acquisition import Channel
-from hcs.synth import cancer, cic, livedead, mitosis
 from hcs.synth.build import Builder
 from hcs.synth.objects import SimObject
 
@@ -65,12 +69,26 @@ class AssaySim:
     """What :func:`hcs.synth.simulate_plate` needs to know about one assay."""
 
     name: str
-    classes: list[str]
-    excluded: list[str]
     channels: list[ChannelSpec]
     generators: dict[str, Callable[[Builder], SimObject]]
     default_density_per_mm2: float
     default_freq: dict[str, float]
+
+    def __post_init__(self) -> None:
+        missing = [c for c in self.classes if c not in self.generators]
+        if missing or set(self.default_freq) != set(self.classes):
+            raise ValueError(f"simulated assay {self.name}: generators/frequencies do not match "
+                             f"the classes of hcs.assays ({self.classes})")
+
+    @property
+    def classes(self) -> list[str]:
+        """The assay's classes, in the order of its :mod:`hcs.assays` declaration."""
+        return list(registry_assay(self.name).classes)
+
+    @property
+    def excluded(self) -> list[str]:
+        """Classes left out of the analysed count (:mod:`hcs.assays`)."""
+        return list(registry_assay(self.name).excluded)
 
     @property
     def roles(self) -> list[str]:
@@ -79,22 +97,22 @@ class AssaySim:
 
 ASSAYS: dict[str, AssaySim] = {
     "cic": AssaySim(
-        "cic", cic.CLASSES, cic.EXCLUDED, [ECAD, HOECHST, BRIGHTFIELD], cic.GENERATORS, 350.0,
+        "cic", [ECAD, HOECHST, BRIGHTFIELD], cic.GENERATORS, 350.0,
         {"non_cic": 0.72, "partial": 0.06, "one_in_one": 0.09, "two_in_one": 0.03,
          "in_turn": 0.03, "complicated": 0.02, "f_category": 0.05},
     ),
     "livedead": AssaySim(
-        "livedead", livedead.CLASSES, livedead.EXCLUDED, [BRIGHTFIELD, HOECHST, PI],
+        "livedead", [BRIGHTFIELD, HOECHST, PI],
         livedead.GENERATORS, 500.0, {"live": 0.82, "dead": 0.18},
     ),
     "mitosis": AssaySim(
-        "mitosis", mitosis.CLASSES, mitosis.EXCLUDED, [CELLMASK, HOECHST, BRIGHTFIELD],
+        "mitosis", [CELLMASK, HOECHST, BRIGHTFIELD],
         mitosis.GENERATORS, 900.0,
         {"non_mitotic": 0.85, "prophase": 0.02, "early_prometaphase": 0.02,
          "prometaphase_metaphase": 0.05, "anaphase_telophase_cytokinesis": 0.06},
     ),
     "cancer": AssaySim(
-        "cancer", cancer.CLASSES, cancer.EXCLUDED, [BRIGHTFIELD, HOECHST, CYTO_RED, CYTO_GREEN],
+        "cancer", [BRIGHTFIELD, HOECHST, CYTO_RED, CYTO_GREEN],
         cancer.GENERATORS, 500.0, {"cancer": 0.4, "normal": 0.4, "unknown": 0.2},
     ),
 }

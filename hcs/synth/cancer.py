@@ -12,9 +12,6 @@ from __future__ import annotations
 from hcs.synth.build import Builder
 from hcs.synth.objects import SimObject
 
-CLASSES = ["cancer", "normal", "unknown"]
-EXCLUDED: list[str] = []
-
 
 def _cancer_like(b: Builder, dye: float) -> SimObject:
     r = b.u(7.0, 11.5)

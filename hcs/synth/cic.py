@@ -18,17 +18,6 @@ from hcs.synth.build import Builder, distance_for_fraction
 from hcs.synth.objects import SimObject
 from hcs.synth.shapes import Part
 
-CLASSES = [
-    "non_cic",
-    "partial",
-    "one_in_one",
-    "two_in_one",
-    "in_turn",
-    "complicated",
-    "f_category",
-]
-EXCLUDED = ["f_category"]
-
 
 def _inner(b: Builder, cy: float, cx: float, r: float, member: int) -> list[Part]:
     """An internalised cell: round, bright membrane ring, brightfield vacuole rim, dense nucleus."""

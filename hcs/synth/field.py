@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from hcs.synth import artefacts
+import hcs.synth.artefacts as artefacts
 from hcs.synth.assays import AssaySim
 from hcs.synth.build import Builder
 from hcs.synth.objects import SimObject, paste, render_object

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from hcs.detect import Detections
+from hcs.detect.detections import Detections
 from hcs.plate import PlateGeometry, parse_well
 
 __all__ = ["CHANNELS", "nuclei_field", "save_random_ensemble", "save_random_model",

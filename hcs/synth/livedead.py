@@ -14,9 +14,6 @@ from hcs.synth.build import Builder
 from hcs.synth.objects import SimObject
 from hcs.synth.shapes import TEX_GRANULAR, Part
 
-CLASSES = ["live", "dead"]
-EXCLUDED: list[str] = []
-
 
 def live(b: Builder) -> SimObject:
     r = b.u(9.0, 14.0)

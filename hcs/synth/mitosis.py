@@ -18,15 +18,6 @@ from hcs.synth.build import Builder
 from hcs.synth.objects import SimObject
 from hcs.synth.shapes import Part
 
-CLASSES = [
-    "non_mitotic",
-    "prophase",
-    "early_prometaphase",
-    "prometaphase_metaphase",
-    "anaphase_telophase_cytokinesis",
-]
-EXCLUDED: list[str] = []
-
 
 def interphase(b: Builder) -> SimObject:
     r = b.u(6.5, 10.0)

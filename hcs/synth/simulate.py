@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import hcs.synth.artefacts as artefacts
 from hcs.errors import InputError, OutputExistsError
 from hcs.plate import PlateGeometry, well_name
-from hcs.synth import artefacts
 from hcs.synth.assays import AssaySim, get_assay
 from hcs.synth.field import FieldConditions, FieldResult, simulate_field
 from hcs.synth.plate import draw_field_classes, load_layout, plan_wells, well_truth

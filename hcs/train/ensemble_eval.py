@@ -55,7 +55,7 @@ def evaluate_ensemble(
     from hcs.classify.ensemble import load_ensemble
     from hcs.io.omezarr import open_plate
     from hcs.train.metrics import classification_metrics
-    from hcs.train.pipeline import _source_table
+    from hcs.train.sources import source_table
     from hcs.train.truth import find_plate, input_modes, truth_cropset
 
     ens = load_ensemble(model)
@@ -68,7 +68,7 @@ def evaluate_ensemble(
         raise InputError(f"views {bad} are not available here (the ensemble and plate allow "
                          f"{allowed})")
     if table is None:
-        table = _source_table(None, None, truth, None, truth_boxes, plate, card.assay, detector,
+        table = source_table(None, None, truth, None, truth_boxes, plate, card.assay, detector,
                               nucleus_channel)
     roles = [c.name for c in card.channels]
     sets = []

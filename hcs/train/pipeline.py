@@ -20,16 +20,17 @@ from hcs.train.datasets import (
     CropSet,
     build_cropset,
     channel_stats,
-    load_annotations,
     split_by_image,
 )
 from hcs.train.loop import TrainConfig, train_classifier
+from hcs.train.sources import source_table
 
 SPLIT_FILE = "split.json"
 
 
 def _channels(assay: str, n: int) -> list[dict[str, str]]:
-    from hcs.assays.inputs import LDC_RGB_CHANNELS, get_input_spec
+    from hcs.assays import get_input_spec
+    from hcs.assays.inputs import LDC_RGB_CHANNELS
 
     spec = get_input_spec(assay)
     if len(spec.channels) <= n <= len(spec.channels) + len(spec.optional_channels):
@@ -39,37 +40,6 @@ def _channels(assay: str, n: int) -> list[dict[str, str]]:
     else:
         return [{"name": f"channel_{i}", "meaning": ""} for i in range(n)]
     return [{"name": c.name, "meaning": c.meaning} for c in chans]
-
-
-TRUTH_BOXES = ("truth", "detected")
-
-
-def _source_table(voc: str | Path | None, folders: str | Path | None, truth: str | Path | None,
-                  label_map: dict[str, str] | None, truth_boxes: str = "truth",
-                  plate: str | Path | None = None, assay: str = "",
-                  detector: str = "threshold", nucleus_channel: str | int | None = None,
-                  log: Callable[[str], None] | None = None) -> Any:
-    """The annotation table of exactly one source (``source`` = the image a box comes from).
-
-    With ``truth`` and ``truth_boxes="detected"`` the boxes are the engine's detections of the
-    simulated plate, labelled by :func:`hcs.train.detected.detected_truth`.
-    """
-    if truth_boxes not in TRUTH_BOXES:
-        raise InputError(f"--truth-boxes {truth_boxes!r}: expected truth or detected")
-    if truth is None:
-        if truth_boxes != "truth":
-            raise InputError("--truth-boxes detected needs --truth SIM_DIR")
-        return load_annotations(voc, folders, label_map)
-    if voc is not None or folders is not None:
-        raise InputError("give exactly one data source: --voc DIR, --folders DIR or --truth DIR")
-    from hcs.train.truth import find_plate, read_truth
-
-    if truth_boxes == "detected":
-        from hcs.train.detected import detected_truth
-
-        return detected_truth(truth, find_plate(truth, plate), assay, detector, nucleus_channel,
-                              log)
-    return read_truth(truth)
 
 
 def train_model(
@@ -118,8 +88,7 @@ def train_model(
     (:mod:`hcs.classify.projections`).
     """
     from hcs import __version__
-    from hcs.assays import get_assay
-    from hcs.assays.inputs import get_input_spec
+    from hcs.assays import get_assay, get_input_spec
     from hcs.classify.models import LoadedModel, ModelCard, save_model
 
     out = Path(out)
@@ -132,7 +101,7 @@ def train_model(
         raise InputError(f"--view {view}: side views are cut from a z-stack plate; give --truth")
     size = crop_size or spec.crop_size
     margin = spec.margin if margin is None else margin
-    table = _source_table(voc, folders, truth, spec.label_map if voc is not None else None,
+    table = source_table(voc, folders, truth, spec.label_map if voc is not None else None,
                           truth_boxes, plate, assay, detector, nucleus_channel, log)
     parts = {"test": test_fraction, "val": val_fraction}
     split = split_by_image(table["source"].tolist(), parts, split_seed)
@@ -267,7 +236,7 @@ def evaluate_model(
     Returns the metrics dict (see :func:`~hcs.train.metrics.classification_metrics`), the crops
     and the probabilities.
     """
-    from hcs.assays.inputs import get_input_spec
+    from hcs.assays import get_input_spec
     from hcs.classify.ensemble import is_ensemble
     from hcs.classify.infer import predict_proba
     from hcs.classify.models import load_model
@@ -291,7 +260,7 @@ def evaluate_model(
         label_map = {}
     if voc is not None and label_map:
         label_map = {**label_map, **{c: c for c in card.classes}}
-    table = _source_table(voc, folders, truth, label_map or None, truth_boxes, plate,
+    table = source_table(voc, folders, truth, label_map or None, truth_boxes, plate,
                           card.assay, detector, nucleus_channel)
     if split_file is not None:
         try:

@@ -82,7 +82,7 @@ def find_plate(sim_dir: str | Path, plate: str | Path | None = None) -> Path:
 
 def input_modes(assay: str, roles: Sequence[str]) -> list[str]:
     """Rescale mode per input role, as the engine reads it from the assay's input spec."""
-    from hcs.assays.inputs import get_input_spec
+    from hcs.assays import get_input_spec
 
     spec = get_input_spec(assay)
     known = {c.name: c.rescale for c in spec.channels + spec.optional_channels}

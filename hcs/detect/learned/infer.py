@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from hcs.detect import Detections
+from hcs.detect.detections import Detections
 from hcs.detect.learned.arch import build_detector
 from hcs.detect.learned.card import (
     WEIGHTS,

@@ -198,7 +198,7 @@ def write_scanr_export(
                 f"field_positions_um has {len(offsets)} entries, but field {n_fields - 1} "
                 "was written"
             )
-        ctx = _Context(geometry, channels, psize, shape, dtype, offsets, z_step_um, time_step_s,
+        ctx = ScanrContext(geometry, channels, psize, shape, dtype, offsets, z_step_um, time_step_s,
                        plate_name, files)
         if metadata == "ome":
             meta = tmp / "data" / "metadata.ome.xml"
@@ -239,7 +239,7 @@ def _check_key(key: Any, geometry: PlateGeometry, n_channels: int) -> tuple[int,
     return k
 
 
-class _Context:
+class ScanrContext:
     """What the metadata writers need, gathered once all planes are written."""
 
     def __init__(
@@ -281,11 +281,11 @@ def _f(v: float) -> str:
     return f"{v:.6f}"
 
 
-def _uuid(ctx: _Context, name: str) -> str:
+def _uuid(ctx: ScanrContext, name: str) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'hcs-scanr/{ctx.plate_name}/{name}')}"
 
 
-def _ome_xml(ctx: _Context) -> str:
+def _ome_xml(ctx: ScanrContext) -> str:
     from hcs import __version__
 
     ns = "http://www.openmicroscopy.org/Schemas/OME/2013-06"

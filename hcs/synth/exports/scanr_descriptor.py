@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 from hcs.plate import row_name
-from hcs.synth.exports.scanr import _f
 
 if TYPE_CHECKING:
-    from hcs.synth.exports.scanr import _Context
+    from hcs.synth.exports.scanr import ScanrContext
+
+
+def _f(v: float) -> str:
+    return f"{v:.6f}"  # as the OME writer of hcs.synth.exports.scanr formats numbers
 
 
 def _lv(kind: str, name: str, val: Any) -> str:
@@ -21,7 +24,7 @@ def _lv(kind: str, name: str, val: Any) -> str:
     return f"<{kind}>\n<Name>{escape(name)}</Name>\n<Val>{escape(str(val))}</Val>\n</{kind}>"
 
 
-def descriptor_xml(ctx: _Context, prefix: str) -> str:
+def descriptor_xml(ctx: ScanrContext, prefix: str) -> str:
     """The ``experiment_descriptor.xml`` text of an export.
 
     Parameters
@@ -88,7 +91,7 @@ def descriptor_xml(ctx: _Context, prefix: str) -> str:
     return "\n".join(parts)
 
 
-def acquisition_log(ctx: _Context) -> str:
+def acquisition_log(ctx: ScanrContext) -> str:
     """The ``AcquisitionLog.dat`` text: one tab-separated line of stage position and time per
     (well, position, timepoint, z), Cartesian coordinates in um as scanR writes them.
 
