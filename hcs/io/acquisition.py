@@ -46,6 +46,11 @@ KEY_COLUMNS: list[str] = ["row", "col", "field", "z", "channel", "t"]
 
 CHANNEL_TYPES = ("fluorescence", "brightfield", "phase")
 
+#: Length units as instrument metadata spell them (OME ``UnitsLength`` symbols, Harmony's
+#: ``Unit`` attributes) -> micrometres.
+LENGTH_TO_UM: dict[str, float] = {"m": 1e6, "cm": 1e4, "mm": 1e3, "um": 1.0, "µm": 1.0,
+                                  "μm": 1.0, "nm": 1e-3, "pm": 1e-6}
+
 
 @dataclass
 class Channel:

@@ -32,6 +32,7 @@ import pandas as pd
 from hcs.errors import InputError
 from hcs.io.acquisition import (
     CHANNEL_TYPES,
+    LENGTH_TO_UM,
     Acquisition,
     Channel,
     check_unique_keys,
@@ -40,7 +41,7 @@ from hcs.io.acquisition import (
     resolve_inside,
 )
 from hcs.io.flatfield import flatfield_surface, parse_flatfield_profile
-from hcs.io.harmony_index import _TO_UM, INDEX_NAMES, find_index, parse_index, schema_name
+from hcs.io.harmony_index import INDEX_NAMES, find_index, parse_index, schema_name
 from hcs.plate import PlateGeometry
 
 __all__ = ["INDEX_NAMES", "find_index", "flatfield_surface", "read_harmony"]
@@ -141,7 +142,7 @@ def _channel(
 
     def unit_um(key: str) -> float | None:
         v = num(key)
-        f = _TO_UM.get(units.get(key, "m"), 1e6)
+        f = LENGTH_TO_UM.get(units.get(key, "m"), 1e6)
         return None if v is None else v * f
 
     raw_type = str(merged.get("ChannelType") or "").strip()
@@ -277,7 +278,8 @@ def read_harmony(path: str | Path, *, allow_outside: bool = False) -> Acquisitio
     t_key = pd.Series(list(zip(tp, seq, strict=True))) if fold_seq else tp
     c_key = pd.Series(list(zip(chan_id, flim, strict=True))) if fold_flim else chan_id
 
-    u = {k: _TO_UM.get(idx.units.get(k, "m"), 1e6) for k in ("PositionX", "PositionY", "PositionZ")}
+    u = {k: LENGTH_TO_UM.get(idx.units.get(k, "m"), 1e6)
+         for k in ("PositionX", "PositionY", "PositionZ")}
     resolve = _UrlResolver(base, allow_outside, index)
     resolved = [resolve(url, i) for url, i in zip(cols["URL"], ids, strict=True)]
     paths = pd.Series([r[0] for r in resolved], dtype=object)

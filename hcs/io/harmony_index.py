@@ -33,7 +33,6 @@ _PLATE_FIELDS = (
     "PlateColumns",
 )  # fmt: skip
 _WANTED = ("Image", "Entry", "Plate", "Well", "Wells", "Map", "Maps", "User", "InstrumentType")
-_TO_UM = {"m": 1e6, "mm": 1e3, "um": 1.0, "µm": 1.0, "μm": 1.0, "nm": 1e-3}
 
 
 def _local(tag: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from hcs.errors import InputError
+from hcs.io.acquisition import LENGTH_TO_UM
 
 #: scanR image file names (FORMATS.md 2.2); the channel is everything after the 5th ``--``.
 SCANR_NAME_RE = re.compile(
@@ -26,7 +27,6 @@ SCANR_NAME_RE = re.compile(
     r"--(?P<channel>.+)\.tiff?$",
     re.IGNORECASE,
 )
-_LENGTH_TO_UM = {"m": 1e6, "mm": 1e3, "µm": 1.0, "um": 1.0, "nm": 1e-3, "pm": 1e-6}
 _TIME_TO_S = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "min": 60.0, "h": 3600.0}
 
 
@@ -82,7 +82,7 @@ def _quantity(
 
 
 def _length_um(attrs: dict[str, str], key: str, where: str) -> float:
-    return _quantity(attrs, key, where, _LENGTH_TO_UM, "µm")
+    return _quantity(attrs, key, where, LENGTH_TO_UM, "µm")
 
 
 def _time_s(attrs: dict[str, str], key: str, where: str) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from hcs.plate import PlateGeometry
-from hcs.report.figures import PALETTE, Figure, _layout, _num, esc, readout_label, trace
+from hcs.report.figures import PALETTE, Figure, base_layout, esc, fmt_num, readout_label, trace
 
 #: Fit statuses that come with estimates (a curve can be drawn).
 _HAS_CURVE = ("ok", "ec50_outside_doses", "no_dose_effect", "no_ci")
@@ -52,13 +52,13 @@ def dose_figure(wells: pd.DataFrame, fits: pd.DataFrame, construct: str) -> Figu
             marker={"color": colour, "size": 7, "opacity": 0.75},
             text=[esc(v) for v in w["well"]],
             hovertemplate="%{text}: dose %{customdata}, %{y:.4g}<extra>" + name + "</extra>",
-            customdata=[_num(d, 4) for d in doses],
+            customdata=[fmt_num(d, 4) for d in doses],
         ))
         if fit["status"] not in _HAS_CURVE or not np.isfinite(fit["ec50"]):
             continue
         b, t, e, h = (float(fit[k]) for k in ("bottom", "top", "ec50", "hill"))
         curve = b + (t - b) / (1 + (e / grid) ** h)
-        ci = f" (95% CI {_num(fit['ec50_ci_low'])}-{_num(fit['ec50_ci_high'])})" \
+        ci = f" (95% CI {fmt_num(fit['ec50_ci_low'])}-{fmt_num(fit['ec50_ci_high'])})" \
             if np.isfinite(fit["ec50_ci_low"]) else ""
         fig.add_trace(trace("scatter",
             x=grid, y=curve, mode="lines", line={"color": colour, "width": 2}, name=name,
@@ -74,19 +74,19 @@ def dose_figure(wells: pd.DataFrame, fits: pd.DataFrame, construct: str) -> Figu
                      if np.isfinite(fit["ec50_ci_high"]) else [0],
                      "arrayminus": [max(0.0, e - float(fit["ec50_ci_low"]))]
                      if np.isfinite(fit["ec50_ci_low"]) else [0]},
-            hovertemplate=(f"EC50 = {_num(e)} {unit}{ci}<br>Hill {_num(h)}, bottom {_num(b)},"
-                           f" top {_num(t)}<br>status: {esc(fit['status'])}<extra>{name}"
-                           "</extra>"),
+            hovertemplate=(f"EC50 = {fmt_num(e)} {unit}{ci}<br>Hill {fmt_num(h)}, "
+                           f"bottom {fmt_num(b)}, top {fmt_num(t)}<br>"
+                           f"status: {esc(fit['status'])}<extra>{name}</extra>"),
         ))
     ticks = [zero_at, *[10.0 ** k for k in range(math.ceil(math.log10(low)),
                                                    math.floor(math.log10(high)) + 1)]]
-    _layout(fig, f"{esc(construct)}: dose-response (4PL)", height=420, width=560,
+    base_layout(fig, f"{esc(construct)}: dose-response (4PL)", height=420, width=560,
             xaxis_title=f"dose ({unit})" if unit else "dose", yaxis_title="per-well value",
             legend={"orientation": "h", "y": -0.25})
     if not has_zero:  # no dose-0 well: no "0" tick
         ticks = ticks[1:]
     fig.update_xaxes(type="log", tickvals=ticks,
-                     ticktext=["0"] * has_zero + [_num(v, 3) for v in ticks[has_zero:]])
+                     ticktext=["0"] * has_zero + [fmt_num(v, 3) for v in ticks[has_zero:]])
     return fig
 
 
@@ -119,7 +119,7 @@ def count_qc_figure(wells: pd.DataFrame, outliers: dict[str, set[str]],
                         "line": {"color": "#d62728", "width": 2}},
                 hovertemplate="%{text}: %{y} cells (outlier)<extra></extra>",
             ))
-    _layout(fig, "Cells per well, edge vs interior", height=360,
+    base_layout(fig, "Cells per well, edge vs interior", height=360,
             width=max(420, 160 * n_boxes + 120), yaxis_title="cells detected")
     return fig
 
@@ -137,7 +137,7 @@ def embedding_figure(xy: np.ndarray, labels: list[str], classes: list[str],
                 marker={"size": 4, "color": PALETTE[i % len(PALETTE)], "opacity": 0.7},
                 hoverinfo="name",
             ))
-    _layout(fig, f"Cell embedding ({esc(method)}), coloured by class", height=460,
+    base_layout(fig, f"Cell embedding ({esc(method)}), coloured by class", height=460,
             legend={"orientation": "h", "y": -0.1})
     fig.update_xaxes(showticklabels=False, title=None)
     fig.update_yaxes(showticklabels=False, title=None)

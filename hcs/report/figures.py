@@ -100,7 +100,7 @@ def figure_json(fig: Figure) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _layout(fig: Figure, title: str, height: int, **kw: object) -> Figure:
+def base_layout(fig: Figure, title: str, height: int, **kw: object) -> Figure:
     # explicit styling rather than template="plotly_white", which would be serialised into
     # every figure of the page
     fig.update_layout(title={"text": title, "x": 0.01, "font": {"size": 14}}, height=height,
@@ -111,7 +111,7 @@ def _layout(fig: Figure, title: str, height: int, **kw: object) -> Figure:
     return fig
 
 
-def _num(v: object, digits: int = 3) -> str:
+def fmt_num(v: object, digits: int = 3) -> str:
     if v is None or v is pd.NA or (isinstance(v, float) and not math.isfinite(v)):
         return ""
     return f"{float(v):.{digits}g}"
@@ -140,9 +140,9 @@ def plate_heatmap(wells: pd.DataFrame, column: str, geometry: PlateGeometry,
     # one vectorised assignment per hover field (a per-well loop took seconds at 1536 wells)
     custom[r_idx, c_idx, 0] = texts("well")
     custom[r_idx, c_idx, 1] = texts("condition", blank="(none)")
-    custom[r_idx, c_idx, 2] = texts("n_detected", lambda v: _num(v, 6))
-    custom[r_idx, c_idx, 3] = texts("n_analysed", lambda v: _num(v, 6))
-    custom[r_idx, c_idx, 4] = [_num(v, 3) for v in z[r_idx, c_idx]]
+    custom[r_idx, c_idx, 2] = texts("n_detected", lambda v: fmt_num(v, 6))
+    custom[r_idx, c_idx, 3] = texts("n_analysed", lambda v: fmt_num(v, 6))
+    custom[r_idx, c_idx, 4] = [fmt_num(v, 3) for v in z[r_idx, c_idx]]
     custom[r_idx, c_idx, 5] = texts("flags", blank="none")
     label = esc(readout_label(column))
     fig = Figure(trace("heatmap",
@@ -162,7 +162,7 @@ def plate_heatmap(wells: pd.DataFrame, column: str, geometry: PlateGeometry,
                     "line": {"width": 1.5, "color": "#d62728"}},
         ))
     size = max(6, min(28, 640 // cols))
-    _layout(fig, f"{label} per well ({esc(plate)})", height=rows * size + 110,
+    base_layout(fig, f"{label} per well ({esc(plate)})", height=rows * size + 110,
             width=cols * size + 180)
     fig.update_xaxes(side="top", dtick=1 if cols <= 24 else 4, showgrid=False, zeroline=False,
                      constrain="domain")
@@ -217,7 +217,7 @@ def condition_box(wells: pd.DataFrame, column: str, order: list[str], stats: pd.
             fig.add_annotation(x=esc(cond), y=ymax * 1.08 if ymax > 0 else 0.05, text=text,
                                showarrow=False, font={"size": 13})
     label = esc(readout_label(column))
-    _layout(fig, label, height=360, width=max(340, 80 * len(order) + 110), yaxis_title=label)
+    base_layout(fig, label, height=360, width=max(340, 80 * len(order) + 110), yaxis_title=label)
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(rangemode="tozero")
     return fig
@@ -249,7 +249,7 @@ def class_composition(wells: pd.DataFrame, classes: list[str], order: list[str],
             hovertemplate=f"{esc(readout_label(col))}: %{{y:.2f}} %<extra>%{{x}}</extra>",
         ))
     fig.update_xaxes(automargin=True)
-    _layout(fig, title, height=400, width=max(420, 90 * len(order) + 200),
+    base_layout(fig, title, height=400, width=max(420, 90 * len(order) + 200),
             barmode="stack" if normalise else "group",
             yaxis_title="% of total" if normalise else "% of analysed cells (mean ± SD)",
             legend={"traceorder": "normal"})
