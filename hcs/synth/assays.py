@@ -82,8 +82,16 @@ class AssaySim:
 
     @property
     def classes(self) -> list[str]:
-        """The assay's classes, in the order of its :mod:`hcs.assays` declaration."""
-        return list(registry_assay(self.name).classes)
+        """The assay's classes (:mod:`hcs.assays`) in the simulator's draw order.
+
+        The draw order is the declared order with the rule's fallback class (cic ``non_cic``,
+        the cells that are none of the subtypes) first, as the simulator has always drawn them:
+        the same seed then gives the same screen as the one the shipped ``*-sim`` models were
+        trained and documented on.
+        """
+        declared = registry_assay(self.name)
+        first = [declared.rule.fallback] if declared.rule.fallback else []
+        return first + [c for c in declared.classes if c not in first]
 
     @property
     def excluded(self) -> list[str]:
