@@ -28,6 +28,7 @@ from hcs.analyze.manifest import Pipeline, file_sha256, tree_fingerprint
 from hcs.analyze.pipeline import AnalyzeResult, RunOptions, analyze
 from hcs.atomic import atomic_write_text
 from hcs.errors import InputError
+from hcs.params import AnalyzeParams, ReportParams
 
 __all__ = ["DEMOS", "DemoResult", "DemoSpec", "run_demo"]
 
@@ -202,7 +203,8 @@ def run_demo(
         recovery.update(json.loads(demo_json.read_text()))
         _inject_run_json(paths["run"], _compact(recovery))
 
-    result = analyze(sim_dir / "export", spec.assay, layout, folder,
-                     model=model or spec.model, run=opts, gallery=gallery, force=force,
-                     progress=progress, log=log, before_convert=simulate, before_report=check)
+    params = AnalyzeParams(assay=spec.assay, layout=str(layout), model=str(model or spec.model),
+                           force=force, run=opts, report=ReportParams(gallery=gallery))
+    result = analyze(sim_dir / "export", folder, params, progress=progress, log=log,
+                     before_convert=simulate, before_report=check)
     return DemoResult(result, recovery, folder / "demo.json", time.perf_counter() - t0)
