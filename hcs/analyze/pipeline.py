@@ -6,15 +6,18 @@ Each stage is the library function behind one command (:func:`hcs.io.convert.wri
 :class:`hcs.analyze.manifest.Pipeline` only when it is not current. The analysis folder holds::
 
     DIR/analyze.json        stage manifest (inputs, parameters, output fingerprints, times)
-    DIR/plate.ome.zarr      convert
+    DIR/plate.ome.zarr      convert (none when the input is already a plate)
     DIR/run/cells/ ...      run (run.json, failures.parquet)
     DIR/run/wells.parquet   aggregate (joined to the layout)
     DIR/run/stats.parquet   stats
     DIR/report.html         report
 
-The run stage resumes: when it did not finish (a crash, a killed job, failed fields) with the
-same plate, model and detection parameters, only the fields without a cell table are redone;
-when any of those changed, the old run is removed and the plate is run afresh.
+Every option is a field of :class:`hcs.params.AnalyzeParams` (one model per stage, as the stage
+commands); the parameters that change a stage's output are its manifest parameters, so changing
+one re-runs that stage and the ones after it. The run stage resumes: when it did not finish (a
+crash, a killed job, failed fields) with the same plate, model and detection parameters, only
+the fields without a cell table are redone; when any of those changed, the old run is removed
+and the plate is run afresh.
 """
 
 from __future__ import annotations
@@ -35,15 +38,11 @@ from hcs.analyze.manifest import (
 from hcs.errors import InputError
 from hcs.params import AnalyzeParams, ConvertParams, RunParams, StatsParams, from_options
 
-__all__ = ["AnalyzeResult", "RunOptions", "analyze", "analysis_paths", "plate_fingerprint"]
+__all__ = ["AnalyzeResult", "analyze", "analysis_paths", "plate_fingerprint"]
 
 #: Shipped model used by ``hcs analyze`` / ``hcs demo`` when ``--model`` is not given.
 DEFAULT_MODELS: dict[str, str] = {"cic": "cic-sim", "livedead": "livedead-sim",
                                   "mitosis": "mitosis-sim-xyz"}
-
-
-#: The run stage's options are :class:`hcs.params.RunParams` (the old name kept for callers).
-RunOptions = RunParams
 
 
 @dataclass
