@@ -123,8 +123,26 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def records_tidy(path: Path, rows: list[tuple[int, list[str]]], rowcol: bool) -> list[dict]:
-    """Per-well records of a tidy (``well``) or row/col CSV from its :func:`csv_lines`."""
+def report(errors: list[str] | None, message: str) -> None:
+    """Add an error of one line or well to ``errors`` (so that every one is reported at once),
+    or raise it when there is no list.
+
+    Examples
+    --------
+    >>> errs = []
+    >>> report(errs, "layout.csv:3: bad")
+    >>> errs
+    ['layout.csv:3: bad']
+    """
+    if errors is None:
+        raise InputError(message)
+    errors.append(message)
+
+
+def records_tidy(path: Path, rows: list[tuple[int, list[str]]], rowcol: bool,
+                 errors: list[str] | None = None) -> list[dict]:
+    """Per-well records of a tidy (``well``) or row/col CSV from its :func:`csv_lines`; a bad
+    line is added to ``errors`` (see :func:`report`) and left out."""
     body = [(n, c) for n, c in rows if c]
     (hline, header), data = body[0], body[1:]
     names, units = zip(*(canonical_column(c) for c in header), strict=True)
@@ -137,22 +155,24 @@ def records_tidy(path: Path, rows: list[tuple[int, list[str]]], rowcol: bool) ->
     out = []
     for line, cells in data:
         if len(cells) != len(names):
-            raise InputError(
-                f"{path}:{line}: {len(cells)} fields, but the header (line {hline})"
-                f" has {len(names)}"
-            )
+            report(errors, f"{path}:{line}: {len(cells)} fields, but the header (line {hline})"
+                   f" has {len(names)}")
+            continue
         rec = {n: (None if is_blank(v) else v) for n, v in zip(names, cells, strict=True)}
         if rowcol:
             r, c = rec.pop("row"), rec.pop("col")
             if r is None or c is None:
-                raise InputError(f"{path}:{line}: row and col are both required")
+                report(errors, f"{path}:{line}: row and col are both required")
+                continue
             try:
                 rr = int(r) - 1 if r.isdigit() else row_index(r)
                 cc = int(c) - 1
             except (InputError, ValueError):
-                raise InputError(f"{path}:{line}: not a row/column: {r!r}, {c!r}") from None
+                report(errors, f"{path}:{line}: not a row/column: {r!r}, {c!r}")
+                continue
             if rr < 0 or cc < 0:
-                raise InputError(f"{path}:{line}: rows and columns start at 1 (A), got {r}, {c}")
+                report(errors, f"{path}:{line}: rows and columns start at 1 (A), got {r}, {c}")
+                continue
             rec["well"] = well_name(rr, cc)
         if header_unit and rec.get("dose") is not None and rec.get("dose_unit") is None:
             rec["dose_unit"] = header_unit
@@ -161,8 +181,10 @@ def records_tidy(path: Path, rows: list[tuple[int, list[str]]], rowcol: bool) ->
     return out
 
 
-def records_grid(path: Path, rows: list[tuple[int, list[str]]]) -> list[dict]:
-    """Per-well records of a plate-map grid CSV from its :func:`csv_lines`."""
+def records_grid(path: Path, rows: list[tuple[int, list[str]]],
+                 errors: list[str] | None = None) -> list[dict]:
+    """Per-well records of a plate-map grid CSV from its :func:`csv_lines`; a bad line or well
+    is added to ``errors`` (see :func:`report`)."""
     by_well: dict[str, dict] = {}
     variable: str | None = None
     columns: list[int | None] = []
@@ -182,25 +204,29 @@ def records_grid(path: Path, rows: list[tuple[int, list[str]]]) -> list[dict]:
         try:
             r = row_index(cells[0])
         except InputError:
-            raise InputError(f"{path}:{line}: expected a row letter (A, B, ..), got {cells[0]!r}"
-                             ) from None
+            report(errors, f"{path}:{line}: expected a row letter (A, B, ..), got {cells[0]!r}")
+            continue
         if len(cells) - 1 > len(columns):
-            raise InputError(f"{path}:{line}: more values than columns in the grid header")
+            report(errors, f"{path}:{line}: more values than columns in the grid header")
+            continue
         for c, value in zip(columns, cells[1:], strict=False):
             if c is None or is_blank(value):
                 continue
             w = well_name(r, c)
             rec = by_well.setdefault(w, {"well": w, "_line": line})
             if variable in rec:
-                raise InputError(f"{path}:{line}: well {w} given twice for {variable!r}")
+                report(errors, f"{path}:{line}: well {w} given twice for {variable!r}")
+                continue
             rec[variable] = value
             if variable == "dose" and unit and "dose_unit" not in rec:
                 rec["dose_unit"] = unit
     return list(by_well.values())
 
 
-def records_harmony(path: Path) -> tuple[list[dict], PlateGeometry]:
-    """Per-well records and the plate geometry of a Harmony assay layout XML."""
+def records_harmony(path: Path, errors: list[str] | None = None
+                    ) -> tuple[list[dict], PlateGeometry]:
+    """Per-well records and the plate geometry of a Harmony assay layout XML; a bad well is
+    added to ``errors`` (see :func:`report`)."""
     try:
         root = ET.parse(path).getroot()
     except FileNotFoundError:
@@ -222,16 +248,18 @@ def records_harmony(path: Path) -> tuple[list[dict], PlateGeometry]:
             try:
                 r, c = int(wel.findtext("{*}Row")) - 1, int(wel.findtext("{*}Col")) - 1
             except (TypeError, ValueError):
-                raise InputError(f"{path}: layer {lname!r}: a Well without integer Row/Col"
-                                 ) from None
+                report(errors, f"{path}: layer {lname!r}: a Well without integer Row/Col")
+                continue
             w = well_name(r, c) if r >= 0 and c >= 0 else f"R{r + 1}C{c + 1}"
             if not geom.contains(r, c):
-                raise InputError(f"{path}: layer {lname!r}: well {w} is outside the"
-                                 f" {geom.rows} x {geom.columns} plate")
+                report(errors, f"{path}: layer {lname!r}: well {w} is outside the"
+                       f" {geom.rows} x {geom.columns} plate")
+                continue
             value = wel.findtext("{*}Value")
             rec = by_well.setdefault(w, {"well": w, "_line": f"layer {lname!r}"})
             if variable in rec:
-                raise InputError(f"{path}: layer {lname!r}: well {w} listed twice")
+                report(errors, f"{path}: layer {lname!r}: well {w} listed twice")
+                continue
             rec[variable] = None if is_blank(value) else value.strip()
             if variable == "dose" and unit and rec[variable] is not None:
                 rec.setdefault("dose_unit", unit)

@@ -12,12 +12,14 @@ Four formats are read (the format is detected from the content, see :func:`read_
 - **row/col CSV** such as operetta-compose's ``drug_layout.csv``
   (``row;col;drug;concentration;unit``).
 
-Every error names the file and line (or the layer and well for XML) at fault.
+Every error names the file and line (or the layer and well for XML) at fault; the errors of
+single lines or wells are collected and raised together, so one run lists them all.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -55,35 +57,47 @@ def _where(path: Path, line: object) -> str:
     return f"{path}:{line}" if isinstance(line, int) else f"{path}: {line}"
 
 
-def _tidy(records: list[dict], path: Path, geometry: PlateGeometry | None) -> pd.DataFrame:
-    if not records:
+def _tidy(records: list[dict], path: Path, geometry: PlateGeometry | None,
+          errors: list[str]) -> pd.DataFrame:
+    """The layout table; every bad record is added to ``errors`` (all are raised at once)."""
+    if not records and not errors:
         raise InputError(f"{path}: the layout lists no wells")
     seen: dict[tuple, object] = {}
-    coords = []
+    good, coords = [], []
     for rec in records:
         where = _where(path, rec["_line"])
         if rec.get("well") is None:
-            raise InputError(f"{where}: the well is empty")
+            errors.append(f"{where}: the well is empty")
+            continue
         try:
             r, c = parse_well(rec["well"])
         except InputError as exc:
-            raise InputError(f"{where}: {exc}") from None
+            errors.append(f"{where}: {exc}")
+            continue
         rec["well"] = well_name(r, c)
         key = (rec.get("plate"), rec["well"])
         if key in seen:
-            raise InputError(f"{where}: well {rec['well']} is listed twice"
-                             f" (first at {_where(path, seen[key])})")
+            errors.append(f"{where}: well {rec['well']} is listed twice"
+                          f" (first at {_where(path, seen[key])})")
+            continue
         seen[key] = rec["_line"]
+        good.append(rec)
         coords.append((r, c))
-    if geometry is None:
+    if geometry is None and coords:
         geometry = PlateGeometry.smallest_fitting(max(r for r, _ in coords),
                                                   max(c for _, c in coords))
-    for rec, (r, c) in zip(records, coords, strict=True):
+    records = []
+    for rec, (r, c) in zip(good, coords, strict=True):
         if not geometry.contains(r, c):
-            raise InputError(f"{_where(path, rec['_line'])}: well {rec['well']} is outside the"
-                             f" {geometry.rows} x {geometry.columns} plate")
+            errors.append(f"{_where(path, rec['_line'])}: well {rec['well']} is outside the"
+                          f" {geometry.rows} x {geometry.columns} plate")
+            continue
         rec["row"], rec["col"] = r, c
-        _check_values(rec, path)
+        problems = _check_values(rec, path)
+        errors.extend(problems)
+        if not problems:
+            records.append(rec)
+    raise_all(path, errors)
     df = pd.DataFrame.from_records(records)
     for col in LAYOUT_COLUMNS:
         if col not in df:
@@ -115,30 +129,54 @@ def _tidy(records: list[dict], path: Path, geometry: PlateGeometry | None) -> pd
     return df
 
 
-def _check_values(rec: dict, path: Path) -> None:
+def _check_values(rec: dict, path: Path) -> list[str]:
+    """Check and normalise a record's role, dose and replicate; the problems found."""
     where = _where(path, rec["_line"])
+    problems = []
     role = rec.get("role")
     if role is not None:
         canon = _ROLE_ALIASES.get(norm_name(role))
         if canon is None:
-            raise InputError(f"{where}: unknown role {role!r} for well {rec['well']};"
-                             f" use one of {', '.join(ROLES)}")
+            problems.append(f"{where}: unknown role {role!r} for well {rec['well']};"
+                            f" use one of {', '.join(ROLES)}")
         rec["role"] = canon
     dose = rec.get("dose")
     if dose is not None:
         try:
             value = float(str(dose).replace(",", "."))
         except ValueError:
-            raise InputError(f"{where}: dose {dose!r} of well {rec['well']} is not a number"
-                             ) from None
-        if not math.isfinite(value) or value < 0:
-            raise InputError(f"{where}: dose {dose!r} of well {rec['well']} must be >= 0")
-        if rec.get("dose_unit") is None:
-            raise InputError(f"{where}: well {rec['well']} has a dose ({dose}) but no dose_unit")
-        rec["dose"] = value
+            problems.append(f"{where}: dose {dose!r} of well {rec['well']} is not a number")
+        else:
+            if not math.isfinite(value) or value < 0:
+                problems.append(f"{where}: dose {dose!r} of well {rec['well']} must be >= 0")
+            elif rec.get("dose_unit") is None:
+                problems.append(f"{where}: well {rec['well']} has a dose ({dose}) but no "
+                                "dose_unit")
+            rec["dose"] = value
     rep = rec.get("replicate")
     if rep is not None and not str(rep).isdigit():
-        raise InputError(f"{where}: replicate {rep!r} of well {rec['well']} is not an integer")
+        problems.append(f"{where}: replicate {rep!r} of well {rec['well']} is not an integer")
+    return problems
+
+
+def raise_all(path: str | Path, errors: list[str]) -> None:
+    """Raise the errors found in a layout, all at once: one as it is, several as a list.
+
+    Examples
+    --------
+    >>> raise_all("l.csv", ["l.csv:2: a", "l.csv:5: b"])
+    Traceback (most recent call last):
+    ...
+    hcs.errors.InputError: l.csv: 2 errors in the layout:
+      l.csv:2: a
+      l.csv:5: b
+    """
+    if len(errors) == 1:
+        raise InputError(errors[0])
+    line = re.compile(re.escape(str(path)) + r":(\d+):")
+    errors = sorted(errors, key=lambda e: int(m.group(1)) if (m := line.match(e)) else 0)
+    if errors:
+        raise InputError(f"{path}: {len(errors)} errors in the layout:\n  " + "\n  ".join(errors))
 
 
 def _condition_name(construct: object, dose: object, unit: object) -> str | None:
@@ -177,7 +215,8 @@ def read_layout(path: str | Path, geometry: PlateGeometry | None = None) -> pd.D
     ------
     InputError
         Naming the file and line: unknown or duplicated wells, wells outside the plate,
-        unknown roles, a dose that is not a number or has no unit.
+        unknown roles, a dose that is not a number or has no unit; every such error of the
+        file at once (:func:`raise_all`).
 
     Examples
     --------
@@ -193,17 +232,18 @@ def read_layout(path: str | Path, geometry: PlateGeometry | None = None) -> pd.D
     if not path.is_file():
         raise InputError(f"layout file not found: {path}")
     fmt = detect_format(path)
+    errors: list[str] = []
     if fmt == "harmony_xml":
-        records, own = records_harmony(path)
+        records, own = records_harmony(path, errors)
         if geometry is not None and (geometry.rows, geometry.columns) != (own.rows, own.columns):
             raise InputError(f"{path}: layout is for a {own.rows} x {own.columns} plate, the"
                              f" plate is {geometry.rows} x {geometry.columns}")
         geometry = own
     elif fmt == "grid":
-        records = records_grid(path, csv_lines(path))
+        records = records_grid(path, csv_lines(path), errors)
     else:
-        records = records_tidy(path, csv_lines(path), rowcol=fmt == "rowcol")
-    df = _tidy(records, path, geometry)
+        records = records_tidy(path, csv_lines(path), rowcol=fmt == "rowcol", errors=errors)
+    df = _tidy(records, path, geometry, errors)
     df.attrs["format"] = fmt
     return df
 

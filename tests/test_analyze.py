@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from hcs.analyze import RunOptions, analyze
+from hcs.analyze import analyze
 from hcs.analyze.manifest import Pipeline, file_sha256, tree_fingerprint
 from hcs.cli import app
 from hcs.errors import InputError
@@ -57,8 +57,8 @@ def _copy(base: Path, tmp_path: Path) -> Path:
 
 def _analyze(sim: Path, out: Path, model: Path, scheduler: str, **kw):
     lines: list[str] = []
-    res = analyze(sim / "export", "cic", kw.pop("layout", LAYOUT), out, model=model,
-                  run=RunOptions(scheduler=scheduler), gallery=kw.pop("gallery", False),
+    res = analyze(sim / "export", out, assay="cic", layout=str(kw.pop("layout", LAYOUT)),
+                  model=str(model), scheduler=scheduler, gallery=kw.pop("gallery", False),
                   progress=False, log=lines.append, **kw)
     return res, lines
 
@@ -264,13 +264,20 @@ def test_failed_fields_are_retried_next_time(sim, model, scheduler, base, tmp_pa
 
 def test_bad_input_is_one_clear_error(sim, model, tmp_path):
     with pytest.raises(InputError, match="not a condition of"):
-        analyze(sim / "export", "cic", LAYOUT, tmp_path / "x", model=model, reference="DMSO")
+        analyze(sim / "export", tmp_path / "x", assay="cic", layout=str(LAYOUT),
+                model=str(model), reference="DMSO")
     with pytest.raises(InputError, match="export not found"):
-        analyze(tmp_path / "nope", "cic", LAYOUT, tmp_path / "x", model=model, log=lambda _: 0)
+        analyze(tmp_path / "nope", tmp_path / "x", assay="cic", layout=str(LAYOUT),
+                model=str(model), log=lambda _: 0)
     with pytest.raises(InputError, match="is a model of assay 'cic', not 'livedead'"):
-        analyze(sim / "export", "livedead", LAYOUT, tmp_path / "x", model=model)
+        analyze(sim / "export", tmp_path / "x", assay="livedead", layout=str(LAYOUT),
+                model=str(model))
     with pytest.raises(InputError, match="layout not found"):
-        analyze(sim / "export", "cic", tmp_path / "l.csv", tmp_path / "x", model=model)
+        analyze(sim / "export", tmp_path / "x", assay="cic", layout=str(tmp_path / "l.csv"),
+                model=str(model))
+    with pytest.raises(InputError, match="--test: input should be 'student' or 'welch'"):
+        analyze(sim / "export", tmp_path / "x", assay="cic", layout=str(LAYOUT),
+                model=str(model), test="welsh")
     assert not (tmp_path / "x" / "plate.ome.zarr").exists()
 
 

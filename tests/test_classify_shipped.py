@@ -56,7 +56,7 @@ def test_explain_cli_writes_grad_cam_overlays_of_the_shipped_model(livedead_ldc:
         for f in livedead_ldc.glob(f"{Path(name).stem}.*"):
             shutil.copy(f, voc / f.name)
     out = tmp_path / "cams"
-    r = CliRunner().invoke(app, ["explain", "classifier", "--model", str(MODEL), "--voc",
+    r = CliRunner().invoke(app, ["explain", "classifier", "--model", str(MODEL), "--annotations",
                                  str(voc), "--n", "4", "--out", str(out)])
     assert r.exit_code == 0, r.output
     index = pd.read_csv(out / "index.csv")

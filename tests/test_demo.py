@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from hcs.analyze import DEMOS, RunOptions, run_demo
+from hcs.analyze import DEMOS, run_demo
 from hcs.cli import app
+from hcs.params import RunParams
 
 REPO = Path(__file__).resolve().parents[1]
 CIC_MODEL = REPO / "models" / "cic-sim"
@@ -42,7 +43,7 @@ def demo(tmp_path_factory, scheduler):
     out = tmp_path_factory.mktemp("demo") / "demo"
     lines: list[str] = []
     t0 = time.perf_counter()
-    res = run_demo(out, "cic", **REDUCED, run=RunOptions(scheduler=scheduler), progress=False,
+    res = run_demo(out, "cic", **REDUCED, run=RunParams(scheduler=scheduler), progress=False,
                    log=lines.append)
     return res, lines, time.perf_counter() - t0
 
@@ -95,7 +96,7 @@ def test_demo_reduced_recovers_the_truth(demo):
 def test_demo_rerun_skips_current_stages(demo, scheduler):
     res, _, _ = demo
     folder = res.analysis.folder
-    kw = dict(**REDUCED, run=RunOptions(scheduler=scheduler), progress=False)
+    kw = dict(**REDUCED, run=RunParams(scheduler=scheduler), progress=False)
     again = run_demo(folder, "cic", log=lambda _: None, **kw)
     assert again.analysis.ran == []
     assert again.recovery == res.recovery

@@ -171,7 +171,7 @@ def test_cli_train_and_evaluate_voc(tmp_path: Path) -> None:
     out = tmp_path / "model"
     runner = CliRunner()
     r = runner.invoke(app, [
-        "train", "classifier", "--voc", str(tmp_path / "voc"), "--out", str(out),
+        "train", "classifier", "--annotations", str(tmp_path / "voc"), "--out", str(out),
         "--arch", "test_efficientnet", "--crop-size", "16", "--epochs", "4", "--batch-size", "8",
         "--lr", "0.003", "--threads", "1", "--data-licence", "CC0", "--n-boot", "200",
     ])

@@ -6,7 +6,7 @@ See :mod:`hcs.analyze.pipeline`, :mod:`hcs.analyze.demo`, :mod:`hcs.analyze.reco
 """
 
 from hcs.analyze.demo import DEMOS, DemoResult, run_demo
-from hcs.analyze.pipeline import DEFAULT_MODELS, AnalyzeResult, RunOptions, analyze
+from hcs.analyze.pipeline import DEFAULT_MODELS, AnalyzeResult, analyze
 
-__all__ = ["DEFAULT_MODELS", "DEMOS", "AnalyzeResult", "DemoResult", "RunOptions", "analyze",
+__all__ = ["DEFAULT_MODELS", "DEMOS", "AnalyzeResult", "DemoResult", "analyze",
            "run_demo"]

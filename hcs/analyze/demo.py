@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from hcs.analyze.manifest import Pipeline, file_sha256, tree_fingerprint
-from hcs.analyze.pipeline import AnalyzeResult, RunOptions, analyze
+from hcs.analyze.pipeline import AnalyzeResult, analyze
 from hcs.atomic import atomic_write_text
 from hcs.errors import InputError
+from hcs.params import AnalyzeParams, ReportParams, RunParams
 
 __all__ = ["DEMOS", "DemoResult", "DemoSpec", "run_demo"]
 
@@ -136,7 +137,7 @@ def run_demo(
     fields: int | None = None,
     size: int | None = None,
     seed: int = 0,
-    run: RunOptions | None = None,
+    run: RunParams | None = None,
     gallery: bool = True,
     force: bool = False,
     progress: bool = True,
@@ -174,7 +175,7 @@ def run_demo(
     folder = Path(out)
     sim_dir = folder / "sim"
     layout = spec.layout_path()
-    opts = run or RunOptions()
+    opts = run or RunParams()
     recovery: dict[str, Any] = {}
     t0 = time.perf_counter()
 
@@ -202,7 +203,8 @@ def run_demo(
         recovery.update(json.loads(demo_json.read_text()))
         _inject_run_json(paths["run"], _compact(recovery))
 
-    result = analyze(sim_dir / "export", spec.assay, layout, folder,
-                     model=model or spec.model, run=opts, gallery=gallery, force=force,
-                     progress=progress, log=log, before_convert=simulate, before_report=check)
+    params = AnalyzeParams(assay=spec.assay, layout=str(layout), model=str(model or spec.model),
+                           force=force, run=opts, report=ReportParams(gallery=gallery))
+    result = analyze(sim_dir / "export", folder, params, progress=progress, log=log,
+                     before_convert=simulate, before_report=check)
     return DemoResult(result, recovery, folder / "demo.json", time.perf_counter() - t0)

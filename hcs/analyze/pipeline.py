@@ -6,22 +6,25 @@ Each stage is the library function behind one command (:func:`hcs.io.convert.wri
 :class:`hcs.analyze.manifest.Pipeline` only when it is not current. The analysis folder holds::
 
     DIR/analyze.json        stage manifest (inputs, parameters, output fingerprints, times)
-    DIR/plate.ome.zarr      convert
+    DIR/plate.ome.zarr      convert (none when the input is already a plate)
     DIR/run/cells/ ...      run (run.json, failures.parquet)
     DIR/run/wells.parquet   aggregate (joined to the layout)
     DIR/run/stats.parquet   stats
     DIR/report.html         report
 
-The run stage resumes: when it did not finish (a crash, a killed job, failed fields) with the
-same plate, model and detection parameters, only the fields without a cell table are redone;
-when any of those changed, the old run is removed and the plate is run afresh.
+Every option is a field of :class:`hcs.params.AnalyzeParams` (one model per stage, as the stage
+commands); the parameters that change a stage's output are its manifest parameters, so changing
+one re-runs that stage and the ones after it. The run stage resumes: when it did not finish (a
+crash, a killed job, failed fields) with the same plate, model and detection parameters, only
+the fields without a cell table are redone; when any of those changed, the old run is removed
+and the plate is run afresh.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +37,13 @@ from hcs.analyze.manifest import (
 )
 from hcs.assays import ASSAYS
 from hcs.errors import InputError
+from hcs.params import AnalyzeParams, ConvertParams, RunParams, StatsParams, from_options
 
-__all__ = ["AnalyzeResult", "RunOptions", "analyze", "analysis_paths"]
+__all__ = ["AnalyzeResult", "analyze", "analysis_paths", "plate_fingerprint"]
 
 #: Shipped model used by ``hcs analyze`` / ``hcs demo`` when ``--model`` is not given.
 DEFAULT_MODELS: dict[str, str] = {a.name: a.default_model for a in ASSAYS.values()
                                   if a.default_model is not None}
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Options of the run stage (as ``hcs run``). Only ``detector``, ``nucleus_channel`` and
-    ``channel_map`` change the output; the others say where and how fast it runs."""
-
-    detector: str = "threshold"
-    workers: int | None = None
-    threads_per_worker: int = 1
-    scheduler: str | None = None
-    gpus: str = "auto"
-    batch_size: int = 64
-    nucleus_channel: str | None = None
-    channel_map: dict[str, str] = field(default_factory=dict)
-    seed: int = 0
 
 
 @dataclass
@@ -150,37 +138,42 @@ def _check_layout(layout: str | Path, reference: str | None) -> bool:
     return len(controls) == 1
 
 
-def convert_stage(pipe: Pipeline, export: str | Path, plate: Path, fmt: str = "auto",
-                  pattern: str | None = None, plate_format: int | None = None,
-                  workers: int | None = None, progress: bool = True) -> StageOutcome:
+def plate_fingerprint(plate: Path) -> str | None:
+    """sha256 of a plate's group metadata (``zarr.json``, or ``.zattrs`` of an NGFF 0.4 plate),
+    which holds the conversion's provenance and time."""
+    return file_sha256(plate / "zarr.json") or file_sha256(plate / ".zattrs")
+
+
+def convert_stage(pipe: Pipeline, export: str | Path, plate: Path,
+                  params: ConvertParams | None = None, progress: bool = True) -> StageOutcome:
     """Instrument export -> ``plate`` (``hcs convert``)."""
     from hcs.io import open_export
     from hcs.io.convert import write_plate
 
+    params = params or ConvertParams()
     src = Path(export)
     if not src.exists():
         raise InputError(f"export not found: {export}")
     fp = tree_fingerprint(src) if src.is_dir() else tree_fingerprint(src.parent)
 
     def action() -> None:
-        acq = open_export(src, fmt=fmt, pattern=pattern, plate_format=plate_format)
-        write_plate(acq, plate, overwrite=True, workers=workers, progress=progress)
+        acq = open_export(src, **params.open_export_kwargs())
+        write_plate(acq, plate, ngff=params.ngff, overwrite=True, strict=params.strict,
+                    workers=params.workers, progress=progress)
 
-    return pipe.step("convert", {"export": f"{src.resolve()}@{fp}"},
-                     {"format": fmt, "pattern": pattern, "plate_format": plate_format},
-                     lambda: file_sha256(plate / "zarr.json"), action)
+    return pipe.step("convert", {"export": f"{src.resolve()}@{fp}"}, params.result_params(),
+                     lambda: plate_fingerprint(plate), action)
 
 
 def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str, model: Path,
-              model_fp: str, opts: RunOptions, progress: bool = True) -> tuple[StageOutcome, int]:
+              model_fp: str, opts: RunParams, progress: bool = True) -> tuple[StageOutcome, int]:
     """Plate -> ``run_dir/cells/`` (``hcs run``; resumes an unfinished run of the same
     parameters). Returns the outcome and the number of failed fields."""
     from hcs.engine.run import run_plate, summary_text
 
-    inputs = {"plate": file_sha256(plate / "zarr.json")}
-    params = {"assay": assay, "model": f"{model}@{model_fp}",
-              "detector": _detector_fingerprint(opts.detector),
-              "nucleus_channel": opts.nucleus_channel, "channel_map": dict(opts.channel_map)}
+    inputs = {"plate": plate_fingerprint(plate)}
+    params = {"assay": assay, "model": f"{model}@{model_fp}", **opts.result_params()}
+    params["detector"] = _detector_fingerprint(opts.detector)
     failed = [0]
     rec = dict(pipe.record("run") or {})  # the previous attempt (step() replaces the entry)
 
@@ -190,12 +183,8 @@ def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str, model: Pat
         if not same and run_dir.exists():
             pipe.log(f"    removing the previous run in {run_dir} (other plate or parameters)")
             shutil.rmtree(run_dir)
-        summary = run_plate(
-            plate, assay, model, run_dir, detector=opts.detector, workers=opts.workers,
-            threads_per_worker=opts.threads_per_worker, scheduler=opts.scheduler,
-            gpus=opts.gpus, resume=same, batch_size=opts.batch_size,
-            nucleus_channel=opts.nucleus_channel, channel_map=dict(opts.channel_map) or None,
-            seed=opts.seed, progress=progress)
+        summary = run_plate(plate, assay, model, run_dir, resume=same, progress=progress,
+                            **opts.run_plate_kwargs())
         pipe.log("    " + summary_text(summary).replace("\n", "\n    "))
         failed[0] = summary.fields_failed
 
@@ -217,18 +206,16 @@ def aggregate_stage(pipe: Pipeline, run_dir: Path, wells: Path, assay: str,
         lambda: aggregate_run(run_dir, wells, assay=assay, layout=layout, overwrite=True))
 
 
-def stats_stage(pipe: Pipeline, wells: Path, stats: Path, reference: str | None,
-                test: str = "student", correction: str = "fdr_bh",
-                transform: str = "none") -> StageOutcome:
-    """Wells -> ``stats.parquet`` (``hcs stats``)."""
+def stats_stage(pipe: Pipeline, wells: Path, stats: Path,
+                params: StatsParams | None = None) -> StageOutcome:
+    """Wells -> ``stats.parquet`` (``hcs stats``; the wells already carry the layout)."""
     from hcs.stats.run import stats_for_run
 
+    params = params or StatsParams()
+    kw = params.run_stats_kwargs()
     return pipe.step(
-        "stats", {"wells": file_sha256(wells)},
-        {"reference": reference, "test": test, "correction": correction, "transform": transform},
-        lambda: file_sha256(stats),
-        lambda: stats_for_run(wells, stats, overwrite=True, reference=reference, test=test,
-                              correction=correction, transform=transform))
+        "stats", {"wells": file_sha256(wells)}, kw, lambda: file_sha256(stats),
+        lambda: stats_for_run(wells, stats, overwrite=True, **kw))
 
 
 def report_stage(pipe: Pipeline, run_dir: Path, plate: Path, report: Path,
@@ -238,64 +225,60 @@ def report_stage(pipe: Pipeline, run_dir: Path, plate: Path, report: Path,
 
     inputs = {name: file_sha256(run_dir / name)
               for name in ("run.json", "wells.parquet", "stats.parquet", "failures.parquet")}
-    inputs["plate"] = file_sha256(plate / "zarr.json")
+    inputs["plate"] = plate_fingerprint(plate)
     return pipe.step("report", inputs, {"gallery": gallery}, lambda: file_sha256(report),
                      lambda: build_report(run_dir, report, overwrite=True, gallery=gallery))
 
 
+def _given_plate(export: Path, convert: ConvertParams) -> bool:
+    """Whether the input is already an OME-Zarr plate (by its NGFF plate metadata, whatever
+    its name); convert options cannot apply to it."""
+    from hcs.io.omezarr import is_plate
+
+    if not is_plate(export):
+        return False
+    set_ = [k for k, v in convert.result_params().items()
+            if v != ConvertParams.model_fields[k].default]
+    if set_:
+        raise InputError(f"{export} is already an OME-Zarr plate: --{set_[0].replace('_', '-')} "
+                         "(a conversion option) does not apply; convert the export instead")
+    return True
+
+
 def analyze(
     export: str | Path,
-    assay: str,
-    layout: str | Path,
     out: str | Path,
+    params: AnalyzeParams | None = None,
     *,
-    model: str | Path | None = None,
-    reference: str | None = None,
-    fmt: str = "auto",
-    pattern: str | None = None,
-    plate_format: int | None = None,
-    run: RunOptions | None = None,
-    test: str = "student",
-    correction: str = "fdr_bh",
-    transform: str = "none",
-    gallery: bool = True,
-    force: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
     before_convert: Callable[[Pipeline, dict[str, Path]], Any] | None = None,
     before_report: Callable[[Pipeline, dict[str, Path]], Any] | None = None,
+    **options: Any,
 ) -> AnalyzeResult:
     """Convert, run, aggregate, test and report one plate, skipping the stages that are current.
 
     Parameters
     ----------
     export
-        Instrument export (Harmony / ScanR / TIFF folder) as for ``hcs convert``.
-    assay, layout
-        Assay name and plate layout file.
+        Instrument export (Harmony / ScanR / TIFF folder) as for ``hcs convert``, or an
+        OME-Zarr plate (recognised by its plate metadata), which skips the conversion.
     out
         Analysis folder (see the module docstring); created if needed.
-    model
-        Model folder or shipped model name (default: :data:`DEFAULT_MODELS` of the assay).
-    reference
-        Reference condition of the statistics (default: the layout's negative control; with
-        neither, the statistics stage is left out and the report has no comparisons).
-    fmt, pattern, plate_format
-        As ``hcs convert --format/--pattern/--plate-format``.
-    run
-        Run-stage options (:class:`RunOptions`).
-    test, correction, transform
-        As ``hcs stats``.
-    gallery
-        Include the cell gallery in the report.
-    force
-        Re-run every stage (the run stage starts afresh).
+    params
+        Every option (:class:`hcs.params.AnalyzeParams`): the assay, the layout, the model (default:
+        :data:`DEFAULT_MODELS` of the assay) and the options of each stage. Without a
+        ``reference`` (and without a single negative-control condition in the layout) the
+        statistics stage is left out and the report has no comparisons.
     progress, log
         Progress bars on stderr; where stage lines go.
     before_convert, before_report
         Extra stages to run first, and after the statistics (``hcs demo`` adds the simulation
         and the comparison with its truth). Each is called with the pipeline and the paths of
         :func:`analysis_paths`.
+    **options
+        Options by their command-line name (``assay="cic"``, ``scheduler=...``,
+        ``test="welch"``), applied over ``params`` (:func:`hcs.params.from_options`).
 
     Returns
     -------
@@ -304,36 +287,42 @@ def analyze(
     from hcs.assays import get_assay
     from hcs.engine.lock import RunLock
 
-    assay = get_assay(assay).name
-    opts = run or RunOptions()
-    if not Path(layout).is_file():
-        raise InputError(f"layout not found: {layout}")
-    has_reference = _check_layout(layout, reference)
-    model_dir, model_fp = resolve_model(assay, model)
+    p = from_options(AnalyzeParams, params, **options)
+    assay = get_assay(p.assay).name
+    if not Path(p.layout).is_file():
+        raise InputError(f"layout not found: {p.layout}")
+    has_reference = _check_layout(p.layout, p.stats.reference)
+    model_dir, model_fp = resolve_model(assay, p.model)
+    given_plate = _given_plate(Path(export), p.convert)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     paths = analysis_paths(folder)
+    if given_plate:
+        paths["plate"] = Path(export)
     with RunLock(folder):
-        pipe = Pipeline(folder, log=log, force=force)
-        if force and paths["run"].exists():
+        pipe = Pipeline(folder, log=log, force=p.force)
+        if p.force and paths["run"].exists():
             shutil.rmtree(paths["run"])
         if before_convert is not None:
             before_convert(pipe, paths)
-        convert_stage(pipe, export, paths["plate"], fmt, pattern, plate_format,
-                      workers=opts.workers, progress=progress)
+        if given_plate:
+            pipe.log(f"[{len(pipe.outcomes) + 1}] convert: skipped ({export} is an OME-Zarr "
+                     "plate)")
+            pipe.outcomes.append(StageOutcome("convert", False, "input is a plate"))
+        else:
+            convert_stage(pipe, export, paths["plate"], p.convert, progress=progress)
         _, failed = run_stage(pipe, paths["plate"], paths["run"], assay, model_dir, model_fp,
-                              opts, progress)
-        aggregate_stage(pipe, paths["run"], paths["wells"], assay, layout)
+                              p.run, progress)
+        aggregate_stage(pipe, paths["run"], paths["wells"], assay, p.layout)
         if has_reference:
-            stats_stage(pipe, paths["wells"], paths["stats"], reference, test, correction,
-                        transform)
+            stats_stage(pipe, paths["wells"], paths["stats"], p.stats)
         else:
             paths["stats"].unlink(missing_ok=True)
             pipe.log("    no statistics: the layout has no single negative-control condition "
                      "and no --reference was given")
         if before_report is not None:
             before_report(pipe, paths)
-        report_stage(pipe, paths["run"], paths["plate"], paths["report"], gallery)
+        report_stage(pipe, paths["run"], paths["plate"], paths["report"], p.report.gallery)
     return AnalyzeResult(folder, paths["plate"], paths["run"], paths["wells"],
                          paths["stats"] if has_reference else None, paths["report"],
                          pipe.outcomes, failed)

@@ -2,7 +2,8 @@
 
 Commands live in one module per stage (:mod:`hcs.cli.ingest`, :mod:`hcs.cli.stats`,
 :mod:`hcs.cli.models`, :mod:`hcs.cli.runs`); importing this package registers them all on
-:data:`app`.
+:data:`app`. The options of the stage commands (convert, run, aggregate, stats, report, analyze)
+are built by :mod:`hcs.cli.options` from the parameter models of :mod:`hcs.params`.
 """
 
 from __future__ import annotations

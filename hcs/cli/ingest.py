@@ -5,33 +5,20 @@ from __future__ import annotations
 import typer
 
 from hcs.cli.app import app, user_errors
+from hcs.cli.options import with_params
+from hcs.params import ConvertParams
 
 # --- convert / info (issue 2) ---
 
 
 @app.command()
 @user_errors
+@with_params(ConvertParams)
 def convert(
     src: str = typer.Argument(..., help="Instrument export folder (or its index file)."),
     out: str = typer.Argument(..., help="Output plate, e.g. plate.ome.zarr."),
-    fmt: str = typer.Option(
-        "auto", "--format", help="Export format: auto, harmony, scanr or tiff-folder."
-    ),
-    pattern: str | None = typer.Option(
-        None, "--pattern", help="File-name pattern for a TIFF-folder export."
-    ),
-    plate_format: int | None = typer.Option(
-        None, "--plate-format", help="Plate format (96, 384, 1536) when the export omits it."
-    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
-    strict: bool = typer.Option(False, "--strict", help="Fail when any plane is missing."),
-    allow_outside: bool = typer.Option(
-        False, "--allow-outside", help="Let the metadata reference files outside SRC."
-    ),
-    ngff: str = typer.Option("0.5", "--ngff", help="NGFF version: 0.5 (zarr v3) or 0.4 (zarr v2)."),
-    workers: int | None = typer.Option(
-        None, "--workers", help="Parallel fields (default: number of CPUs)."
-    ),
+    params: ConvertParams = ConvertParams(),
 ) -> None:
     """Convert an instrument export into an OME-Zarr HCS plate."""
     from pathlib import Path
@@ -43,12 +30,10 @@ def convert(
 
     if Path(out).exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
-    acq = open_export(
-        src, fmt=fmt, pattern=pattern, plate_format=plate_format, allow_outside=allow_outside
-    )
+    acq = open_export(src, **params.open_export_kwargs())
     path = write_plate(
-        acq, out, ngff=ngff, overwrite=overwrite, strict=strict, workers=workers,
-        progress=True,
+        acq, out, ngff=params.ngff, overwrite=overwrite, strict=params.strict,
+        workers=params.workers, progress=True,
     )
     stats = open_plate(path).attrs.get("stats", {})
     typer.echo(

@@ -20,7 +20,10 @@ app.add_typer(evaluate_app, name="evaluate")
 @user_errors
 def train_classifier_cmd(
     out: str = typer.Option(..., "--out", "-o", help="Model folder to write, e.g. models/x."),
-    voc: str = typer.Option(None, "--voc", help="Folder of Pascal VOC XML + images."),
+    annotations: str = typer.Option(
+        None, "--annotations", help="Folder of Pascal VOC XML + images (as for the detector)."
+    ),
+    voc: str = typer.Option(None, "--voc", hidden=True, help="Old name of --annotations."),
     folders: str = typer.Option(None, "--folders", help="Folder of class folders."),
     truth: str = typer.Option(
         None, "--truth", help="Simulation folder (truth/cells.parquet): crops of its plate."
@@ -102,7 +105,7 @@ def train_classifier_cmd(
     data = {k: v for k, v in dict(name=data_name, licence=data_licence, source=data_source).items()
             if v}
     train_model(
-        out, voc=voc, folders=folders, truth=truth, plate=plate,
+        out, voc=_annotations(annotations, voc), folders=folders, truth=truth, plate=plate,
         channel_map=_train_channel_map(channel_map), truth_boxes=truth_boxes,
         nucleus_channel=nucleus_channel, assay=assay, config=config, level=level, view=view,
         crop_size=crop_size,
@@ -111,6 +114,15 @@ def train_classifier_cmd(
         data=data, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite,
         n_boot=n_boot, log=typer.echo,
     )
+
+
+def _annotations(annotations: str | None, voc: str | None) -> str | None:
+    """``--annotations`` (``--voc``, its old name, still accepted)."""
+    from hcs.errors import InputError
+
+    if annotations and voc and annotations != voc:
+        raise InputError("--annotations and --voc (its old name) name different folders")
+    return annotations or voc
 
 
 def _train_channel_map(text: str | None) -> dict[str, str] | None:
@@ -127,7 +139,10 @@ def _train_channel_map(text: str | None) -> dict[str, str] | None:
 @user_errors
 def evaluate_classifier_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Model folder."),
-    voc: str = typer.Option(None, "--voc", help="Folder of Pascal VOC XML + images."),
+    annotations: str = typer.Option(
+        None, "--annotations", help="Folder of Pascal VOC XML + images (as for the detector)."
+    ),
+    voc: str = typer.Option(None, "--voc", hidden=True, help="Old name of --annotations."),
     folders: str = typer.Option(None, "--folders", help="Folder of class folders."),
     truth: str = typer.Option(
         None, "--truth", help="Simulation folder (truth/cells.parquet): crops of its plate."
@@ -166,7 +181,8 @@ def evaluate_classifier_cmd(
     from hcs.errors import InputError
     from hcs.train.pipeline import evaluate_model
 
-    m, cs, proba = evaluate_model(model, voc, folders, split, part, batch_size, device, n_boot,
+    m, cs, proba = evaluate_model(model, _annotations(annotations, voc), folders, split, part,
+                                  batch_size, device, n_boot,
                                   truth=truth, plate=plate,
                                   channel_map=_train_channel_map(channel_map),
                                   truth_boxes=truth_boxes, nucleus_channel=nucleus_channel,
@@ -203,7 +219,10 @@ app.add_typer(explain_app, name="explain")
 def explain_classifier_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Model folder."),
     out: str = typer.Option(..., "--out", "-o", help="Folder for the PNG overlays."),
-    voc: str = typer.Option(None, "--voc", help="Folder of Pascal VOC XML + images."),
+    annotations: str = typer.Option(
+        None, "--annotations", help="Folder of Pascal VOC XML + images (as for the detector)."
+    ),
+    voc: str = typer.Option(None, "--voc", hidden=True, help="Old name of --annotations."),
     folders: str = typer.Option(None, "--folders", help="Folder of class folders."),
     truth: str = typer.Option(
         None, "--truth", help="Simulation folder (truth/cells.parquet): crops of its plate."
@@ -229,7 +248,8 @@ def explain_classifier_cmd(
     from hcs.classify.models import load_model
     from hcs.train.pipeline import evaluate_model
 
-    _, cs, proba = evaluate_model(model, voc, folders, split, part, device="cpu", n_boot=0,
+    _, cs, proba = evaluate_model(model, _annotations(annotations, voc), folders, split, part,
+                                  device="cpu", n_boot=0,
                                   truth=truth, plate=plate, truth_boxes=truth_boxes)
     folder = write_grad_cams(load_model(model), cs.crops, cs.y, proba, out, n, seed, overwrite)
     typer.echo(f"wrote {min(n, len(cs.y))} Grad-CAM overlays to {folder}")

@@ -5,44 +5,30 @@ from __future__ import annotations
 import typer
 
 from hcs.cli.app import app, user_errors
+from hcs.cli.options import with_params
+from hcs.params import StatsParams
 
 # --- stats (issue 7) ---
 
 
 @app.command("stats")
 @user_errors
+@with_params(StatsParams)
 def stats_cmd(
     source: str = typer.Argument(..., help="Run folder with wells.parquet, or a wells file."),
-    layout: str = typer.Option(None, "--layout", "-l", help="Plate layout (CSV, grid, XML)."),
-    reference: str = typer.Option(
-        None, "--reference", "-r", help="Reference condition (default: the negative control)."
-    ),
-    test: str = typer.Option("student", "--test", help="student | welch"),
-    correction: str = typer.Option(
-        "fdr_bh", "--correction", help="fdr_bh | holm | bonferroni | none"
-    ),
-    transform: str = typer.Option("none", "--transform", help="none | logit"),
-    blocks: str = typer.Option(
-        "model", "--blocks", help="Several plates: model (plate factor) | normalise"
-    ),
-    readout: list[str] = typer.Option(
-        None, "--readout", help="Readouts to test (default: all freq_ columns)."
-    ),
-    plate_format: int = typer.Option(None, "--plate-format", help="Wells of the plate."),
     out: str = typer.Option(
         None, "--out", "-o", help="Output (default: stats.parquet next to the wells)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     max_rows: int = typer.Option(40, "--max-rows", help="Rows per table on the terminal."),
+    params: StatsParams = StatsParams(),
 ) -> None:
     """Per-condition statistics (t-tests, dose-response, plate QC) -> stats.parquet."""
     from hcs.stats.run import stats_for_run
     from hcs.stats.show import print_stats
 
-    stats, path = stats_for_run(
-        source, out, layout, plate_format, overwrite, reference=reference, test=test,
-        correction=correction, transform=transform, blocks=blocks, readouts=readout or None,
-    )
+    stats, path = stats_for_run(source, out, params.layout, params.plate_format, overwrite,
+                                **params.run_stats_kwargs())
     print_stats(stats, max_rows=max_rows)
     comp = stats[stats["kind"] == "comparison"]
     if len(comp) and (comp["status"] == "reference_missing").all():

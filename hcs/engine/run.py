@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import ValidationError
 
 from hcs.atomic import atomic_write_text
 from hcs.engine.lock import RunLock
@@ -25,6 +24,7 @@ from hcs.engine.processor import EngineParams
 from hcs.engine.schedule import execute
 from hcs.engine.tasks import atomic_write_parquet, cells_path
 from hcs.errors import InputError, OutputExistsError
+from hcs.params import RunParams, validate
 from hcs.records import sha256_file, utc_timestamp
 
 __all__ = ["RunSummary", "list_fields", "run_plate"]
@@ -195,21 +195,15 @@ def run_plate(
     pl = open_plate(plate_path)
     folder, card = model_card(model)
     tp = choose_timepoint(int(pl.shape[0]), timepoint, plate_path)
-    if fields_per_task < 1:
-        raise InputError(f"--fields-per-task must be >= 1, got {fields_per_task}")
+    options = validate(RunParams, detector=detector, nucleus_channel=nucleus_channel,
+                       channels=channel_map or {}, timepoint=timepoint, wells=wells,
+                       workers=workers, threads_per_worker=threads_per_worker,
+                       scheduler=scheduler, gpus=str(gpus), batch_size=batch_size,
+                       fields_per_task=fields_per_task, seed=seed)
     det = detector_info(detector)
-    if det["kind"] == "learned":
-        detector = det["path"]  # absolute: workers may run elsewhere
-    try:
-        params = EngineParams(plate=str(plate_path), assay=assay, model=str(folder),
-                              detector=detector, nucleus_channel=nucleus_channel,
-                              batch_size=batch_size, seed=seed, torch_threads=threads_per_worker,
-                              device="cpu" if str(gpus).strip() == "0" else "auto",
-                              channel_map=tuple(sorted((channel_map or {}).items())),
-                              timepoint=tp)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise InputError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    params = options.engine_params(  # a learned detector by its absolute path: workers may
+        str(plate_path), assay, str(folder), timepoint=tp,  # run elsewhere
+        detector=det["path"] if det["kind"] == "learned" else detector)
     get_processor(params)  # validate assay/model/detector here, before any cluster starts
     fields = list_fields(pl, wells)
     record: dict[str, Any] = {

@@ -38,7 +38,8 @@ def load_annotations(
     from hcs.io.annotations import read_class_folders, read_voc
 
     if (voc is None) == (folders is None):
-        raise InputError("give exactly one data source: --voc DIR, --folders DIR or --truth DIR")
+        raise InputError("give exactly one data source: --annotations DIR, --folders DIR or "
+                         "--truth DIR")
     if voc is not None:
         return read_voc(voc, label_map or None)
     return read_class_folders(folders)  # type: ignore[arg-type]

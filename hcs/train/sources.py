@@ -33,7 +33,8 @@ def source_table(voc: str | Path | None, folders: str | Path | None, truth: str 
             raise InputError("--truth-boxes detected needs --truth SIM_DIR")
         return load_annotations(voc, folders, label_map)
     if voc is not None or folders is not None:
-        raise InputError("give exactly one data source: --voc DIR, --folders DIR or --truth DIR")
+        raise InputError("give exactly one data source: --annotations DIR, --folders DIR or "
+                         "--truth DIR")
     from hcs.train.truth import find_plate, read_truth
 
     if truth_boxes == "detected":
