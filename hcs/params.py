@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from hcs.engine.processor import EngineParams
 
 __all__ = ["AggregateParams", "AnalyzeParams", "ConvertParams", "ReportParams", "RunParams",
-           "STAGES", "StatsParams", "from_options", "option_name", "options_of", "validate"]
+           "STAGES", "StatsParams", "from_options", "option_name", "options_of",
+           "parse_channel_map", "validate"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -178,8 +179,6 @@ class RunParams(_Params):
         if v is None:
             return {}
         if isinstance(v, str):
-            from hcs.engine.run import parse_channel_map
-
             return parse_channel_map(v)
         return v
 
@@ -371,3 +370,22 @@ def validate(model: type[M], /, **values: Any) -> M:
         got = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(
             err.get("input"), dict) else ""
         raise InputError(f"{name}: {msg}{got}") from None
+
+
+def parse_channel_map(text: str | None) -> dict[str, str]:
+    """``"brightfield=BF,nucleus=DAPI"`` -> ``{"brightfield": "BF", "nucleus": "DAPI"}``.
+
+    Examples
+    --------
+    >>> parse_channel_map("brightfield=Brightfield, nucleus=1")
+    {'brightfield': 'Brightfield', 'nucleus': '1'}
+    """
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        role, sep, name = part.partition("=")
+        if not sep or not role.strip() or not name.strip():
+            raise InputError(f"--channels: expected ROLE=CHANNEL, got {part.strip()!r}")
+        out[role.strip()] = name.strip()
+    return out

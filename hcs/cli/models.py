@@ -126,8 +126,8 @@ def _annotations(annotations: str | None, voc: str | None) -> str | None:
 
 
 def _train_channel_map(text: str | None) -> dict[str, str] | None:
-    from hcs.engine.run import parse_channel_map
     from hcs.errors import InputError
+    from hcs.params import parse_channel_map
 
     try:
         return parse_channel_map(text) or None

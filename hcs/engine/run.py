@@ -276,25 +276,6 @@ def _warm_up(client: Any, params: EngineParams) -> float:
     return time.perf_counter() - t0
 
 
-def parse_channel_map(text: str | None) -> dict[str, str]:
-    """``"brightfield=BF,nucleus=DAPI"`` -> ``{"brightfield": "BF", "nucleus": "DAPI"}``.
-
-    Examples
-    --------
-    >>> parse_channel_map("brightfield=Brightfield, nucleus=1")
-    {'brightfield': 'Brightfield', 'nucleus': '1'}
-    """
-    out: dict[str, str] = {}
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        role, sep, name = part.partition("=")
-        if not sep or not role.strip() or not name.strip():
-            raise InputError(f"--channels: expected ROLE=CHANNEL, got {part.strip()!r}")
-        out[role.strip()] = name.strip()
-    return out
-
-
 def summary_text(s: RunSummary) -> str:
     """Summary lines for the terminal."""
     lines = [f"{s.fields_done} fields processed, {s.fields_skipped} already done, "
