@@ -151,8 +151,15 @@ def _check_layout(layout: str | Path, reference: str | None) -> bool:
 
 def convert_stage(pipe: Pipeline, export: str | Path, plate: Path, fmt: str = "auto",
                   pattern: str | None = None, plate_format: int | None = None,
-                  workers: int | None = None, progress: bool = True) -> StageOutcome:
-    """Instrument export -> ``plate`` (``hcs convert``)."""
+                  workers: int | None = None, progress: bool = True,
+                  user_metadata: dict[str, Any] | None = None,
+                  acquisition: Any = None) -> StageOutcome:
+    """Instrument export -> ``plate`` (``hcs convert``).
+
+    ``user_metadata`` holds :func:`hcs.io.open_export`'s ``pixel_size_um``, ``z_step_um``,
+    ``channel_names`` and ``override_metadata``; ``acquisition`` the export already read with
+    them (by :func:`analyze`'s up-front checks), used instead of reading it again.
+    """
     from hcs.io import open_export
     from hcs.io.omezarr import write_plate
 
@@ -160,14 +167,36 @@ def convert_stage(pipe: Pipeline, export: str | Path, plate: Path, fmt: str = "a
     if not src.exists():
         raise InputError(f"export not found: {export}")
     fp = tree_fingerprint(src) if src.is_dir() else tree_fingerprint(src.parent)
+    user = {k: v for k, v in (user_metadata or {}).items() if v not in (None, False)}
 
     def action() -> None:
-        acq = open_export(src, fmt=fmt, pattern=pattern, plate_format=plate_format)
+        acq = acquisition or open_export(src, fmt=fmt, pattern=pattern,
+                                         plate_format=plate_format, **user)
         write_plate(acq, plate, overwrite=True, workers=workers, progress=progress)
 
     return pipe.step("convert", {"export": f"{src.resolve()}@{fp}"},
-                     {"format": fmt, "pattern": pattern, "plate_format": plate_format},
+                     {"format": fmt, "pattern": pattern, "plate_format": plate_format, **user},
                      lambda: file_sha256(plate / "zarr.json"), action)
+
+
+def _read_and_check(export: str | Path, fmt: str, pattern: str | None,
+                    plate_format: int | None, user: dict[str, Any], model: Path,
+                    opts: RunOptions) -> Any:
+    """The export read as convert will, refused (before anything is written) when the run
+    would fail on every field (:func:`hcs.engine.preflight.preflight`)."""
+    from hcs.engine.detector import detector_info
+    from hcs.engine.model import model_card
+    from hcs.engine.preflight import preflight
+    from hcs.io import open_export
+
+    if not Path(export).exists():
+        raise InputError(f"export not found: {export}")
+    acq = open_export(export, fmt=fmt, pattern=pattern, plate_format=plate_format,
+                      **{k: v for k, v in user.items() if v not in (None, False)})
+    preflight(acq, model_card(model)[1], detector=detector_info(opts.detector),
+              nucleus_channel=opts.nucleus_channel, channel_map=dict(opts.channel_map),
+              pixel_fix="give it with --pixel-size UM")
+    return acq
 
 
 def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str, model: Path,
@@ -253,6 +282,10 @@ def analyze(
     fmt: str = "auto",
     pattern: str | None = None,
     plate_format: int | None = None,
+    pixel_size_um: float | None = None,
+    z_step_um: float | None = None,
+    channel_names: list[str] | str | None = None,
+    override_metadata: bool = False,
     run: RunOptions | None = None,
     test: str = "student",
     correction: str = "fdr_bh",
@@ -281,6 +314,10 @@ def analyze(
         neither, the statistics stage is left out and the report has no comparisons).
     fmt, pattern, plate_format
         As ``hcs convert --format/--pattern/--plate-format``.
+    pixel_size_um, z_step_um, channel_names, override_metadata
+        As ``hcs convert --pixel-size/--z-step/--channel-names/--override-metadata``. The
+        export is read and checked against the model before anything is written: an export
+        without a pixel size, or whose channels cannot feed the model, is refused up front.
     run
         Run-stage options (:class:`RunOptions`).
     test, correction, transform
@@ -309,6 +346,11 @@ def analyze(
         raise InputError(f"layout not found: {layout}")
     has_reference = _check_layout(layout, reference)
     model_dir, model_fp = resolve_model(assay, model)
+    user = {"pixel_size_um": pixel_size_um, "z_step_um": z_step_um,
+            "channel_names": channel_names, "override_metadata": override_metadata}
+    # refuse before anything is written (the demo's export exists only after its simulation)
+    acq = None if before_convert else _read_and_check(export, fmt, pattern, plate_format, user,
+                                                      model_dir, opts)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     paths = analysis_paths(folder)
@@ -318,8 +360,10 @@ def analyze(
             shutil.rmtree(paths["run"])
         if before_convert is not None:
             before_convert(pipe, paths)
+            acq = _read_and_check(export, fmt, pattern, plate_format, user, model_dir, opts)
         convert_stage(pipe, export, paths["plate"], fmt, pattern, plate_format,
-                      workers=opts.workers, progress=progress)
+                      workers=opts.workers, progress=progress, user_metadata=user,
+                      acquisition=acq)
         _, failed = run_stage(pipe, paths["plate"], paths["run"], assay, model_dir, model_fp,
                               opts, progress)
         aggregate_stage(pipe, paths["run"], paths["wells"], assay, layout)

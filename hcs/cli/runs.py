@@ -136,6 +136,13 @@ def analyze_cmd(
     fmt: str = typer.Option("auto", "--format", help="auto | harmony | scanr | tiff-folder"),
     pattern: str | None = typer.Option(None, "--pattern", help="TIFF-folder file-name pattern."),
     plate_format: int | None = typer.Option(None, "--plate-format", help="Plate format."),
+    pixel_size: float | None = typer.Option(
+        None, "--pixel-size", help="Pixel size in um (x and y) where the export lacks it."),
+    z_step: float | None = typer.Option(None, "--z-step", help="Z step in um."),
+    channel_names: str | None = typer.Option(
+        None, "--channel-names", help="Channel names, comma-separated, in channel order."),
+    override_metadata: bool = typer.Option(
+        False, "--override-metadata", help="Let the three options above replace the metadata."),
     detector: str = typer.Option("threshold", "--detector", help="Detection method."),
     workers: int | None = typer.Option(None, "--workers", help="Local worker processes."),
     threads_per_worker: int = typer.Option(1, "--threads-per-worker", help="Threads each."),
@@ -160,7 +167,8 @@ def analyze_cmd(
 
     res = analyze(
         export, assay, layout, out, model=model, reference=reference, fmt=fmt, pattern=pattern,
-        plate_format=plate_format,
+        plate_format=plate_format, pixel_size_um=pixel_size, z_step_um=z_step,
+        channel_names=channel_names, override_metadata=override_metadata,
         run=_run_options(detector, workers, threads_per_worker, scheduler, gpus, batch_size,
                          nucleus_channel, channels, seed),
         test=test, correction=correction, transform=transform, gallery=gallery, force=force,

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from hcs.engine.lock import RunLock
 from hcs.engine.processor import EngineParams
-from hcs.engine.schedule import execute
+from hcs.engine.schedule import RunStopped, execute
 from hcs.engine.tasks import atomic_write_parquet, cells_path
 from hcs.errors import InputError, OutputExistsError
 
@@ -193,6 +193,7 @@ def run_plate(
     from hcs.engine.cluster import start_cluster
     from hcs.engine.detector import detector_info
     from hcs.engine.model import model_card
+    from hcs.engine.preflight import preflight
     from hcs.engine.processor import get_processor
     from hcs.io.omezarr import open_plate
 
@@ -204,6 +205,8 @@ def run_plate(
     if fields_per_task < 1:
         raise InputError(f"--fields-per-task must be >= 1, got {fields_per_task}")
     det = detector_info(detector)
+    # every error that would hit each field the same way, before torch or a cluster starts
+    preflight(pl, card, detector=det, nucleus_channel=nucleus_channel, channel_map=channel_map)
     if det["kind"] == "learned":
         detector = det["path"]  # absolute: workers may run elsewhere
     try:
@@ -251,6 +254,9 @@ def run_plate(
                 execute(handle, params, run_dir, todo, summary, progress, as_completed,
                          fields_per_task)
             record["status"] = "failed" if summary.failures else "complete"
+        except RunStopped as exc:
+            record.update(status="stopped", stopped=str(exc))
+            raise
         except BaseException:
             record["status"] = "interrupted"
             raise

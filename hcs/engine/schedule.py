@@ -4,10 +4,16 @@ Each task processes ``fields_per_task`` consecutive fields (:func:`hcs.engine.ta
 their crops share inference batches). A field that fails inside its group, and every field of a
 group whose task fails as a whole (an inference error, a lost worker), is submitted again alone;
 a field that fails alone too is recorded with ``attempts = 2``.
+
+A run whose fields keep failing the same way stops early: after :data:`STOP_AFTER` fields in a
+row failed twice with the same error (the well and field named in the message aside) and no
+field succeeded in between, the remaining tasks are cancelled and :class:`RunStopped` says it
+once (the failed fields are in ``failures.parquet``; ``--resume`` redoes the rest).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import traceback
 import uuid
@@ -16,8 +22,53 @@ from typing import Any
 
 from hcs.engine.processor import EngineParams
 from hcs.engine.tasks import process_fields
+from hcs.errors import HcsError
 
-__all__ = ["execute", "field_groups"]
+__all__ = ["STOP_AFTER", "FailureStreak", "RunStopped", "execute", "field_groups"]
+
+#: Identical failures in a row (no field succeeding in between) that stop a run.
+STOP_AFTER = 3
+
+
+class RunStopped(HcsError):
+    """The run stopped early: its fields kept failing with the same error."""
+
+
+class FailureStreak:
+    """Counts fields failing with the same error, no field succeeding in between.
+
+    Examples
+    --------
+    >>> s = FailureStreak(3)
+    >>> for well, f in [("A01", 0), ("A01", 1)]:
+    ...     _ = s.failed(well, f, "ValueError", f"well {well} field {f}: no pixel size")
+    >>> s.succeeded(); s.failed("B02", 0, "ValueError", "well B02 field 0: no pixel size")
+    False
+    >>> [s.failed("B02", i, "ValueError", f"well B02 field {i}: no pixel size")
+    ...  for i in (1, 2)]
+    [False, True]
+    """
+
+    def __init__(self, limit: int = STOP_AFTER) -> None:
+        self.limit = limit
+        self.key: tuple[str, str] | None = None
+        self.count = 0
+
+    @staticmethod
+    def normalise(well: str, field_: int, message: str) -> str:
+        """The message with the failing well and field left out, so fields compare."""
+        text = message.replace(well, "<well>")
+        return re.sub(rf"\bfields? {int(field_)}\b", "field <n>", text)
+
+    def failed(self, well: str, field_: int, error_type: str, message: str) -> bool:
+        """Count a field that failed for good; True when the run should stop."""
+        key = (error_type, self.normalise(well, field_, message))
+        self.count = self.count + 1 if key == self.key else 1
+        self.key = key
+        return self.count >= self.limit
+
+    def succeeded(self) -> None:
+        self.key, self.count = None, 0
 
 
 def _now() -> str:
@@ -75,6 +126,7 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                             key=f"fields-{g[0][0]}-{g[0][1]}-{len(g)}-{token}")
         futures[fut] = ("group", g)
     t0 = time.perf_counter()
+    streak = FailureStreak()
     with _progress(progress, len(todo)) as bar:
         task = bar.add_task("fields", total=len(todo), cells_per_s=0.0, failed=0)
         ac = as_completed(list(futures))
@@ -84,6 +136,8 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                 again: list[tuple[str, int]] = []
                 if fut.status == "finished":
                     res = fut.result()
+                    if res["fields"]:
+                        streak.succeeded()
                     summary.fields_done += len(res["fields"])
                     summary.cells += int(res["n_cells"])
                     summary.tasks.append(res)
@@ -95,9 +149,19 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                     if kind == "group":
                         again = list(items)
                     else:
-                        summary.failures.append(_failure(*items[0], exc))
+                        failure = _failure(*items[0], exc)
+                        summary.failures.append(failure)
                         summary.fields_failed += 1
                         advance = 1
+                        if streak.failed(failure["well"], failure["field"],
+                                         failure["error_type"], failure["error"]):
+                            raise RunStopped(
+                                f"stopped: {streak.count} fields failed with the same error and "
+                                f"none succeeded (last: well {failure['well']} field "
+                                f"{failure['field']}: {failure['error_type']}: "
+                                f"{' '.join(str(failure['error']).split())}); fix the "
+                                "cause and run again (hcs run: with --resume; failed fields "
+                                "are in failures.parquet)")
                 fut.release()
                 if kind == "group":
                     for well, fld in again:  # second attempt, alone
