@@ -291,7 +291,7 @@ def apply_user_metadata(
             raise InputError(f"--z-step {z_step_um}: expected a positive step in um")
         old_z = acq.z_step_um
         if old_z is not None and _differs(old_z, z) and not override_metadata:
-            raise InputError(f"--z-step {z:g} um contradicts the z step {old_z:g} um "
+            raise InputError(f"--z-step {z:.4g} um contradicts the z step {old_z:.4g} um "
                              f"({src['z_step_um']}){hint}")
         if old_z is None or override_metadata or not _from_metadata(src["z_step_um"]):
             acq.z_step_um = z
@@ -336,4 +336,4 @@ def guess_channel_type(name: str) -> str:
 
 
 def _fmt(yx: tuple[float, ...]) -> str:
-    return f"{yx[1]:g}" if yx[0] == yx[1] else f"{yx[1]:g} x {yx[0]:g}"
+    return f"{yx[1]:.4g}" if yx[0] == yx[1] else f"{yx[1]:.4g} x {yx[0]:.4g}"
