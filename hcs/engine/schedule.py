@@ -6,7 +6,7 @@ group whose task fails as a whole (an inference error, a lost worker), is submit
 a field that fails alone too is recorded with ``attempts = 2``.
 
 A run whose fields keep failing the same way stops early: after :data:`STOP_AFTER` fields in a
-row failed twice with the same error (the well and field named in the message aside) and no
+row failed twice with the same error (its well and numbers aside) and no
 field succeeded in between, the remaining tasks are cancelled and :class:`RunStopped` says it
 once (the failed fields are in ``failures.parquet``; ``--resume`` redoes the rest).
 """
@@ -55,14 +55,20 @@ class FailureStreak:
         self.count = 0
 
     @staticmethod
-    def normalise(well: str, field_: int, message: str) -> str:
-        """The message with the failing well and field left out, so fields compare."""
-        text = message.replace(well, "<well>")
-        return re.sub(rf"\bfields? {int(field_)}\b", "field <n>", text)
+    def normalise(well: str, message: str) -> str:
+        """The message without the failing well's name and with every number as ``#``, so
+        the same error on other fields (other wells, fields, chunk paths) compares equal.
+
+        Examples
+        --------
+        >>> FailureStreak.normalise("B03", "well B03 field 2: O/3/2/0 unreadable")
+        'well <well> field #: O/#/#/# unreadable'
+        """
+        return re.sub(r"\d+", "#", message.replace(well, "<well>"))
 
     def failed(self, well: str, field_: int, error_type: str, message: str) -> bool:
         """Count a field that failed for good; True when the run should stop."""
-        key = (error_type, self.normalise(well, field_, message))
+        key = (error_type, self.normalise(well, message))
         self.count = self.count + 1 if key == self.key else 1
         self.key = key
         return self.count >= self.limit
