@@ -58,8 +58,8 @@ def unit_to_um(unit: str | None) -> float | None:
     """
     if unit is None:
         return None
-    return _UNITS_UM.get(str(unit).strip().lower().replace("\u00b5", "µ"), None) or \
-        _UNITS_UM.get(str(unit).strip(), None)
+    key = str(unit).strip()
+    return _UNITS_UM.get(key) or _UNITS_UM.get(key.lower())  # exact first: "Å", not "å"
 
 
 @dataclass
