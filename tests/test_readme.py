@@ -70,6 +70,7 @@ PLACEHOLDERS = {
     "layout": "my_layout.csv",
     "voc": "my_annotations/",
     "scheduler": "tcp://scheduler:8786",
+    "tiffs": "my_tiffs/",
 }
 
 
@@ -166,6 +167,7 @@ def _sandbox(root: Path) -> None:
     h = simulate_plate(root / ".sim_h", layout, "cic", fields=1, size=256, wells_per_condition=2,
                        progress=False, workers=1)
     h.export.rename(root / PLACEHOLDERS["harmony"])
+    _tiff_folder(root / PLACEHOLDERS["harmony"], root / PLACEHOLDERS["tiffs"].rstrip("/"))
     s = simulate_plate(root / ".sim_s", layout, "cic", fmt="scanr", fields=1, size=128,
                        wells_per_condition=1, progress=False, workers=1)
     s.export.rename(root / PLACEHOLDERS["scanr"].rstrip("/"))
@@ -178,6 +180,24 @@ def _sandbox(root: Path) -> None:
             for img in voc.glob(glob_escape(xml.stem) + ".*"):
                 if img.suffix != ".xml":
                     shutil.copy(img, dest)
+
+
+def _tiff_folder(harmony: Path, out: Path) -> None:
+    """The Harmony export's planes as a plain TIFF folder (``MyPlate_B03_s1_w2.tif``, no
+    metadata: tifffile writes resolution 1 x 1 without a unit), channels w1..w3 = E-cadherin
+    (Alexa 568), Hoechst, Brightfield as the README names them."""
+    import tifffile
+
+    from hcs.io.acquisition import read_plane
+    from hcs.io.harmony import read_harmony
+    from hcs.plate import well_name
+
+    acq = read_harmony(harmony)
+    assert [c.name for c in acq.channels] == ["Alexa 568", "HOECHST 33342", "Brightfield"]
+    out.mkdir()
+    for p in acq.planes.itertuples():
+        name = f"MyPlate_{well_name(p.row, p.col)}_s{p.field + 1}_w{p.channel + 1}.tif"
+        tifffile.imwrite(out / name, read_plane(p.path, p.page))
 
 
 def glob_escape(name: str) -> str:
@@ -210,5 +230,6 @@ def test_readme_commands_run_on_small_inputs(tmp_path, monkeypatch, scheduler):
     assert (tmp_path / "run" / "wells.parquet").is_file()
     assert (tmp_path / "run" / "stats.parquet").is_file()
     assert (tmp_path / "report.html").stat().st_size > 100_000
+    assert (tmp_path / "my_tiff_analysis" / "report.html").is_file()  # the TIFF folder one
     if skipped:
         pytest.skip(f"needs ../shared/data, not found: {skipped}")

@@ -145,8 +145,11 @@ def plate_fingerprint(plate: Path) -> str | None:
 
 
 def convert_stage(pipe: Pipeline, export: str | Path, plate: Path,
-                  params: ConvertParams | None = None, progress: bool = True) -> StageOutcome:
-    """Instrument export -> ``plate`` (``hcs convert``)."""
+                  params: ConvertParams | None = None, progress: bool = True,
+                  acquisition: Any = None) -> StageOutcome:
+    """Instrument export -> ``plate`` (``hcs convert``); ``acquisition`` is the export already
+    read with ``params`` (by :func:`analyze`'s up-front checks), used instead of reading it
+    again."""
     from hcs.io import open_export
     from hcs.io.convert import write_plate
 
@@ -157,12 +160,33 @@ def convert_stage(pipe: Pipeline, export: str | Path, plate: Path,
     fp = tree_fingerprint(src) if src.is_dir() else tree_fingerprint(src.parent)
 
     def action() -> None:
-        acq = open_export(src, **params.open_export_kwargs())
+        acq = acquisition or open_export(src, **params.open_export_kwargs())
         write_plate(acq, plate, ngff=params.ngff, overwrite=True, strict=params.strict,
                     workers=params.workers, progress=progress)
 
     return pipe.step("convert", {"export": f"{src.resolve()}@{fp}"}, params.result_params(),
                      lambda: plate_fingerprint(plate), action)
+
+
+def _read_and_check(export: str | Path, given_plate: bool, convert: ConvertParams,
+                    model: Path, run: RunParams) -> Any:
+    """The export read as convert will (``None`` for a plate), refused before anything is
+    written when the run would fail on every field (:func:`hcs.engine.preflight.preflight`)."""
+    from hcs.engine.detector import detector_info
+    from hcs.engine.model import model_card
+    from hcs.engine.preflight import preflight
+    from hcs.io import open_export
+    from hcs.io.omezarr import open_plate
+
+    if not Path(export).exists():
+        raise InputError(f"export not found: {export}")
+    acq = None if given_plate else open_export(export, **convert.open_export_kwargs())
+    preflight(open_plate(export) if given_plate else acq, model_card(model)[1],
+              detector=detector_info(run.detector), nucleus_channel=run.nucleus_channel,
+              channel_map=dict(run.channels),
+              pixel_fix="convert it again with --pixel-size UM" if given_plate
+              else "give it with --pixel-size UM")
+    return acq
 
 
 def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str, model: Path,
@@ -270,6 +294,9 @@ def analyze(
         :data:`DEFAULT_MODELS` of the assay) and the options of each stage. Without a
         ``reference`` (and without a single negative-control condition in the layout) the
         statistics stage is left out and the report has no comparisons.
+        The export is read and checked against the model before anything is written: an
+        export (or plate) without a pixel size, or whose channels cannot feed the model, is
+        refused up front (:func:`hcs.engine.preflight.preflight`).
     progress, log
         Progress bars on stderr; where stage lines go.
     before_convert, before_report
@@ -294,6 +321,9 @@ def analyze(
     has_reference = _check_layout(p.layout, p.stats.reference)
     model_dir, model_fp = resolve_model(assay, p.model)
     given_plate = _given_plate(Path(export), p.convert)
+    # refuse before anything is written (the demo's export exists only after its simulation)
+    acq = None if before_convert else _read_and_check(export, given_plate, p.convert, model_dir,
+                                                      p.run)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     paths = analysis_paths(folder)
@@ -305,12 +335,14 @@ def analyze(
             shutil.rmtree(paths["run"])
         if before_convert is not None:
             before_convert(pipe, paths)
+            acq = _read_and_check(export, given_plate, p.convert, model_dir, p.run)
         if given_plate:
             pipe.log(f"[{len(pipe.outcomes) + 1}] convert: skipped ({export} is an OME-Zarr "
                      "plate)")
             pipe.outcomes.append(StageOutcome("convert", False, "input is a plate"))
         else:
-            convert_stage(pipe, export, paths["plate"], p.convert, progress=progress)
+            convert_stage(pipe, export, paths["plate"], p.convert, progress=progress,
+                          acquisition=acq)
         _, failed = run_stage(pipe, paths["plate"], paths["run"], assay, model_dir, model_fp,
                               p.run, progress)
         aggregate_stage(pipe, paths["run"], paths["wells"], assay, p.layout)

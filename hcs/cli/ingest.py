@@ -55,14 +55,27 @@ def info(
     allow_outside: bool = typer.Option(
         False, "--allow-outside", help="Let the metadata reference files outside the export."
     ),
+    pixel_size: float | None = typer.Option(
+        None, "--pixel-size", help="Pixel size in um (x and y) where the export lacks it."
+    ),
+    z_step: float | None = typer.Option(None, "--z-step", help="Z step in um."),
+    channel_names: str | None = typer.Option(
+        None, "--channel-names", help="Channel names, comma-separated, in channel order."
+    ),
+    override_metadata: bool = typer.Option(
+        False, "--override-metadata", help="Let the three options above replace the metadata."
+    ),
 ) -> None:
-    """Summarise a plate or an export: wells, fields, channels, pixel size, missing planes."""
+    """Summarise a plate or an export: wells, fields, channels, pixel size (and where each came
+    from), missing planes."""
     import json
 
     from hcs.io.info import plate_info, render_info
 
     result = plate_info(
-        path, fmt=fmt, pattern=pattern, plate_format=plate_format, allow_outside=allow_outside
+        path, fmt=fmt, pattern=pattern, plate_format=plate_format, allow_outside=allow_outside,
+        pixel_size_um=pixel_size, z_step_um=z_step, channel_names=channel_names,
+        override_metadata=override_metadata,
     )
     if as_json:
         typer.echo(json.dumps(result, indent=2))

@@ -21,7 +21,7 @@ import pandas as pd
 from hcs.atomic import atomic_write_text
 from hcs.engine.lock import RunLock
 from hcs.engine.processor import EngineParams
-from hcs.engine.schedule import execute
+from hcs.engine.schedule import RunStopped, execute
 from hcs.engine.tasks import atomic_write_parquet, cells_path
 from hcs.errors import InputError, OutputExistsError
 from hcs.params import RunParams, validate
@@ -187,6 +187,7 @@ def run_plate(
     from hcs.engine.cluster import start_cluster
     from hcs.engine.detector import detector_info
     from hcs.engine.model import model_card
+    from hcs.engine.preflight import preflight
     from hcs.engine.processor import get_processor
     from hcs.io.omezarr import open_plate
 
@@ -201,6 +202,9 @@ def run_plate(
                        scheduler=scheduler, gpus=str(gpus), batch_size=batch_size,
                        fields_per_task=fields_per_task, seed=seed)
     det = detector_info(detector)
+    # every error that would hit each field the same way, before torch or a cluster starts
+    preflight(pl, card, detector=det, nucleus_channel=options.nucleus_channel,
+              channel_map=dict(options.channels))
     params = options.engine_params(  # a learned detector by its absolute path: workers may
         str(plate_path), assay, str(folder), timepoint=tp,  # run elsewhere
         detector=det["path"] if det["kind"] == "learned" else detector)
@@ -239,6 +243,9 @@ def run_plate(
                 execute(handle, params, run_dir, todo, summary, progress, as_completed,
                          fields_per_task)
             record["status"] = "failed" if summary.failures else "complete"
+        except RunStopped as exc:
+            record.update(status="stopped", stopped=str(exc))
+            raise
         except BaseException:
             record["status"] = "interrupted"
             raise

@@ -4,10 +4,16 @@ Each task processes ``fields_per_task`` consecutive fields (:func:`hcs.engine.ta
 their crops share inference batches). A field that fails inside its group, and every field of a
 group whose task fails as a whole (an inference error, a lost worker), is submitted again alone;
 a field that fails alone too is recorded with ``attempts = 2``.
+
+A run whose fields keep failing the same way stops early: after :data:`STOP_AFTER` fields in a
+row failed twice with the same error (its well and numbers aside) and no
+field succeeded in between, the remaining tasks are cancelled and :class:`RunStopped` says it
+once (the failed fields are in ``failures.parquet``; ``--resume`` redoes the rest).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from pathlib import Path
@@ -15,9 +21,60 @@ from typing import Any
 
 from hcs.engine.processor import EngineParams
 from hcs.engine.tasks import process_fields
+from hcs.errors import HcsError
 from hcs.records import failure_record, utc_timestamp
 
-__all__ = ["execute", "field_groups"]
+__all__ = ["STOP_AFTER", "FailureStreak", "RunStopped", "execute", "field_groups"]
+
+#: Identical failures in a row (no field succeeding in between) that stop a run.
+STOP_AFTER = 3
+
+
+class RunStopped(HcsError):
+    """The run stopped early: its fields kept failing with the same error."""
+
+
+class FailureStreak:
+    """Counts fields failing with the same error, no field succeeding in between.
+
+    Examples
+    --------
+    >>> s = FailureStreak(3)
+    >>> for well, f in [("A01", 0), ("A01", 1)]:
+    ...     _ = s.failed(well, f, "ValueError", f"well {well} field {f}: no pixel size")
+    >>> s.succeeded(); s.failed("B02", 0, "ValueError", "well B02 field 0: no pixel size")
+    False
+    >>> [s.failed("B02", i, "ValueError", f"well B02 field {i}: no pixel size")
+    ...  for i in (1, 2)]
+    [False, True]
+    """
+
+    def __init__(self, limit: int = STOP_AFTER) -> None:
+        self.limit = limit
+        self.key: tuple[str, str] | None = None
+        self.count = 0
+
+    @staticmethod
+    def normalise(well: str, message: str) -> str:
+        """The message without the failing well's name and with every number as ``#``, so
+        the same error on other fields (other wells, fields, chunk paths) compares equal.
+
+        Examples
+        --------
+        >>> FailureStreak.normalise("B03", "well B03 field 2: O/3/2/0 unreadable")
+        'well <well> field #: O/#/#/# unreadable'
+        """
+        return re.sub(r"\d+", "#", message.replace(well, "<well>"))
+
+    def failed(self, well: str, field_: int, error_type: str, message: str) -> bool:
+        """Count a field that failed for good; True when the run should stop."""
+        key = (error_type, self.normalise(well, message))
+        self.count = self.count + 1 if key == self.key else 1
+        self.key = key
+        return self.count >= self.limit
+
+    def succeeded(self) -> None:
+        self.key, self.count = None, 0
 
 
 def _progress(enabled: bool, total: int):  # noqa: ANN202 - rich types only when enabled
@@ -65,6 +122,7 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                             key=f"fields-{g[0][0]}-{g[0][1]}-{len(g)}-{token}")
         futures[fut] = ("group", g)
     t0 = time.perf_counter()
+    streak = FailureStreak()
     with _progress(progress, len(todo)) as bar:
         task = bar.add_task("fields", total=len(todo), cells_per_s=0.0, failed=0)
         ac = as_completed(list(futures))
@@ -74,6 +132,8 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                 again: list[tuple[str, int]] = []
                 if fut.status == "finished":
                     res = fut.result()
+                    if res["fields"]:
+                        streak.succeeded()
                     summary.fields_done += len(res["fields"])
                     summary.cells += int(res["n_cells"])
                     summary.tasks.append(res)
@@ -85,10 +145,20 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                     if kind == "group":
                         again = list(items)
                     else:
-                        summary.failures.append(failure_record(*items[0], exc, attempts=2,
-                                                                            time=utc_timestamp()))
+                        failure = failure_record(*items[0], exc, attempts=2,
+                                                 time=utc_timestamp())
+                        summary.failures.append(failure)
                         summary.fields_failed += 1
                         advance = 1
+                        if streak.failed(failure["well"], failure["field"],
+                                         failure["error_type"], failure["error"]):
+                            raise RunStopped(
+                                f"stopped: {streak.count} fields failed with the same error and "
+                                f"none succeeded (last: well {failure['well']} field "
+                                f"{failure['field']}: {failure['error_type']}: "
+                                f"{' '.join(str(failure['error']).split())}); fix the "
+                                "cause and run again (hcs run: with --resume; failed fields "
+                                "are in failures.parquet)")
                 fut.release()
                 if kind == "group":
                     for well, fld in again:  # second attempt, alone

@@ -141,6 +141,10 @@ class Acquisition:
         Instrument name as the export states it (``Phenix``, ``Sonata`` ...), if known.
     attrs
         Further plate-level metadata (measurement id, start time, plate type ...).
+    sources
+        Where ``pixel_size_um``, ``z_step_um`` and the channel names came from, by those keys
+        (``metadata: <file>``, ``OME-TIFF PhysicalSizeX in <file>``, ``--pixel-size``,
+        ``default``, ``unknown: <why>`` ...; see :mod:`hcs.io.physical`).
     """
 
     plate_name: str
@@ -157,6 +161,7 @@ class Acquisition:
     vendor_files: list[Path] = field(default_factory=list)
     instrument: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing_cols = [c for c in PLANE_COLUMNS if c not in self.planes.columns]

@@ -363,5 +363,9 @@ def read_harmony(path: str | Path, *, allow_outside: bool = False) -> Acquisitio
         vendor_files=_vendor_files(index),
         instrument=idx.top.get("InstrumentType"),
         attrs=attrs,
+        sources={"pixel_size_um": f"metadata: {index}" if pixel else
+                 f"unknown: {index} has no ImageResolutionX/Y",
+                 "z_step_um": f"metadata: {index} (PositionZ)",
+                 "channel_names": f"metadata: {index}"},
     )
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hcs.errors import InputError
 from hcs.io.plate_meta import missing_records, to_json_safe
 from hcs.plate import well_name
+
+_USER_KEYS = ("pixel_size_um", "z_step_um", "channel_names", "override_metadata")
 
 #: Keys of :func:`plate_info`'s result, in order.
 INFO_KEYS = (
@@ -17,6 +20,8 @@ INFO_KEYS = (
     "fields",
     "channels",
     "pixel_size_um",
+    "z_step_um",
+    "sources",
     "dtype",
     "size_z",
     "size_t",
@@ -33,7 +38,9 @@ def plate_info(path_or_export: str | Path, **reader_kwargs: Any) -> dict[str, An
         A ``.ome.zarr`` plate folder, or an export folder (Harmony, ScanR, TIFF folder).
     **reader_kwargs
         Passed to :func:`hcs.io.open_export` for raw exports (``fmt``, ``pattern``,
-        ``plate_format``, ``allow_outside``).
+        ``plate_format``, ``allow_outside``, ``pixel_size_um``, ``z_step_um``,
+        ``channel_names``, ``override_metadata``); the last four are refused for a plate
+        (convert it again to change them).
 
     Returns
     -------
@@ -42,12 +49,19 @@ def plate_info(path_or_export: str | Path, **reader_kwargs: Any) -> dict[str, An
         ``wells`` (names of wells with images), ``fields`` (``{well: number of fields}`` for
         every well: always per well, so sparse or uneven plates read the same way),
         ``channels`` (``[{name, type, excitation_nm, emission_nm}]``), ``pixel_size_um``
-        (``[y, x]`` or ``None``), ``dtype``, ``size_z``, ``size_t``, ``missing_planes``
+        (``[y, x]`` or ``None``), ``z_step_um``, ``sources`` (where the pixel size, z step
+        and channel names came from, see :mod:`hcs.io.physical`; ``{}`` for a plate written
+        before hcs recorded them), ``dtype``, ``size_z``, ``size_t``, ``missing_planes``
         (``[{well, field, t, c, z, path, reason}]``).
     """
     from hcs.io.omezarr import is_plate, open_plate
 
     if is_plate(path_or_export):
+        given = [k for k in _USER_KEYS if reader_kwargs.get(k) not in (None, False)]
+        if given:
+            option = "--" + given[0].removesuffix("_um").replace("_", "-")
+            raise InputError(f"{path_or_export} is a converted plate: {option} applies to an "
+                             "export (convert it again to change it)")
         plate = open_plate(path_or_export)
         hcs = plate.attrs
         ch_meta = {c.get("name"): c for c in hcs.get("channels", [])}
@@ -68,6 +82,8 @@ def plate_info(path_or_export: str | Path, **reader_kwargs: Any) -> dict[str, An
                 for name in plate.channels
             ],
             "pixel_size_um": list(plate.pixel_size_um) if plate.pixel_size_um else None,
+            "z_step_um": plate.z_step_um if z > 1 else hcs.get("z_step_um"),
+            "sources": hcs.get("sources", {}),
             "dtype": str(plate.dtype),
             "size_z": z,
             "size_t": t,
@@ -103,6 +119,8 @@ def plate_info(path_or_export: str | Path, **reader_kwargs: Any) -> dict[str, An
             for ch in acq.channels
         ],
         "pixel_size_um": list(acq.pixel_size_um) if acq.pixel_size_um else None,
+        "z_step_um": acq.z_step_um,
+        "sources": dict(acq.sources),
         "dtype": str(dtype) if dtype is not None else None,
         "size_z": acq.size_z,
         "size_t": acq.size_t,
@@ -134,7 +152,23 @@ def render_info(info: dict[str, Any]) -> Any:
             f"{ch[k]:g}" if ch[k] is not None else "?" for k in ("excitation_nm", "emission_nm")
         )
         table.add_row("channel", f"{ch['name']} ({ch['type']}, ex/em {wl} nm)")
-    table.add_row("pixel size", f"{px[0]:g} x {px[1]:g} um" if px else "unknown")
+    src = info.get("sources") or {}
+
+    def origin(key: str) -> str:
+        return f" ({src[key]})" if src.get(key) else ""
+
+    if px:
+        table.add_row("pixel size", f"{px[0]:g} x {px[1]:g} um{origin('pixel_size_um')}")
+    else:
+        why = src.get("pixel_size_um", "").removeprefix("unknown").lstrip(": ")
+        table.add_row("pixel size", "unknown" + (f" ({why})" if why else "")
+                      + "; give it with --pixel-size UM")
+    if info.get("z_step_um") is not None or info["size_z"] > 1:
+        z = info.get("z_step_um")
+        table.add_row("z step", (f"{z:g} um" if z is not None else "unknown")
+                      + origin("z_step_um"))
+    if src.get("channel_names"):
+        table.add_row("channel names from", src["channel_names"])
     table.add_row("dtype", str(info["dtype"]))
     table.add_row("z, t", f"{info['size_z']}, {info['size_t']}")
     miss = info["missing_planes"]

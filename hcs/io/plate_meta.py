@@ -162,7 +162,9 @@ def omero_metadata(acq: Acquisition, windows: list[np.ndarray], dtype: np.dtype)
 
 def provenance(acq: Acquisition, missing: list[dict], vendor: list[str], fmt: str) -> dict:
     from hcs import __version__
+    from hcs.io.physical import fill_sources
 
+    fill_sources(acq)
     return to_json_safe(
         {
             "version": __version__,
@@ -178,6 +180,7 @@ def provenance(acq: Acquisition, missing: list[dict], vendor: list[str], fmt: st
             "attrs": acq.attrs,
             "pixel_size_um": list(acq.pixel_size_um) if acq.pixel_size_um else None,
             "z_step_um": acq.z_step_um,
+            "sources": dict(acq.sources),
             "channels": [
                 {
                     "name": ch.name,

@@ -168,11 +168,20 @@ def read_scanr(
         }
     pixel_size = attrs.pop("_pixel_size", None)
     z_step = attrs.pop("_z_step", None)
+    sources = {"pixel_size_um": f"metadata: {ome_path}", "z_step_um": f"metadata: {ome_path}",
+               "channel_names": f"metadata: {ome_path}" if ome_path else "scanR file names"}
     if desc is not None:
-        pixel_size = pixel_size or (
-            (desc.pixel_size_um, desc.pixel_size_um) if desc.pixel_size_um else None
-        )
-        z_step = z_step or desc.z_step_um
+        if not pixel_size and desc.pixel_size_um:
+            pixel_size = (desc.pixel_size_um, desc.pixel_size_um)
+            sources["pixel_size_um"] = f"metadata: {desc_path}"
+        if not z_step and desc.z_step_um:
+            z_step = desc.z_step_um
+            sources["z_step_um"] = f"metadata: {desc_path}"
+        if ome_path is None and desc.channels:
+            sources["channel_names"] = f"metadata: {desc_path}"
+    if not pixel_size:
+        sources["pixel_size_um"] = (f"unknown: {ome_path or desc_path or data_dir} does not "
+                                    "state it")
     vendor = [p for p in (ome_path, desc_path, log_path) if p is not None]
     if (exp_dir / "experiment_descriptor.dat").is_file():  # its binary twin
         vendor.append(exp_dir / "experiment_descriptor.dat")
@@ -191,6 +200,7 @@ def read_scanr(
         vendor_files=vendor,
         instrument=attrs.pop("_creator", None) or "scanR",
         attrs=attrs,
+        sources=sources,
     )
 
 

@@ -11,6 +11,11 @@ expression with named groups says what each file name means. Groups:
 The pattern is searched (``re.search``) in the file name, not the path. Non-TIFF files are
 ignored silently; TIFF files the pattern does not match are ignored too, with a warning, and
 their number is kept in ``Acquisition.attrs["ignored_files"]``.
+
+Pixel size, z step and channel names come from the files themselves when they state them
+(:func:`hcs.io.physical.tiff_physical`: OME-TIFF ``PhysicalSizeX`` and ``Channel Name``, ImageJ
+``unit`` + resolution, TIFF resolution in inch or centimetre, never the 72/96 dpi defaults).
+Only the first file of each channel is read for this, and the channels must agree.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hcs.errors import InputError
@@ -31,6 +38,7 @@ from hcs.io.acquisition import (
     probe_tiff,
     resolve_inside,
 )
+from hcs.io.physical import TiffPhysical, apply_user_metadata, guess_channel_type, tiff_physical
 from hcs.plate import PlateGeometry, parse_well, row_index
 
 __all__ = ["read_tiff_folder", "DEFAULT_PATTERN"]
@@ -60,6 +68,8 @@ def read_tiff_folder(
     plate_format: int | None = None,
     channel_names: list[str] | None = None,
     pixel_size_um: float | None = None,
+    z_step_um: float | None = None,
+    override_metadata: bool = False,
     allow_outside: bool = False,
 ) -> Acquisition:
     """Read a folder of single-plane TIFFs described by a file-name pattern.
@@ -76,9 +86,12 @@ def read_tiff_folder(
         Number of wells; default: the smallest standard plate holding every well found.
     channel_names
         Names of the channels in the sorted order of the captured ``channel`` values (or the
-        name of the single channel); default: the captured text.
-    pixel_size_um
-        Pixel size in um (the folder has no metadata to say it).
+        name of the single channel); default: OME-TIFF channel names, else the captured text.
+    pixel_size_um, z_step_um
+        Pixel size and z step in um, where the files do not state them.
+    override_metadata
+        Let ``pixel_size_um``, ``z_step_um`` and ``channel_names`` replace what the files state
+        (see :func:`hcs.io.physical.apply_user_metadata`).
     allow_outside
         Accept files (symlinks) that resolve outside the folder.
 
@@ -155,18 +168,25 @@ def read_tiff_folder(
         planes[axis] = dense_index(_sort_key(planes[axis]))
     chan_key = _sort_key(planes["channel_text"])
     planes["channel"] = dense_index(chan_key)
-    texts = planes.drop_duplicates("channel").sort_values("channel")["channel_text"]
-    if channel_names is not None:
-        if len(channel_names) != len(texts):
-            raise InputError(
-                f"{folder}: {len(channel_names)} channel name(s) given, but the file names hold "
-                f"{len(texts)} channel(s): {', '.join(repr(t) for t in texts)}"
-            )
-        names = list(channel_names)
+    firsts = planes.drop_duplicates("channel").sort_values("channel")
+    texts = firsts["channel_text"]
+    if channel_names is not None and len(channel_names) != len(texts):
+        raise InputError(
+            f"{folder}: {len(channel_names)} channel name(s) given, but the file names hold "
+            f"{len(texts)} channel(s): {', '.join(repr(t) for t in texts)}"
+        )
+    physical = [tiff_physical(p) for p in firsts["path"]]
+    pixel, z_step, sources = _agree(physical, list(firsts["path"]))
+    ome_names = [p.channel_names[0] if p.channel_names and len(p.channel_names) == 1 else None
+                 for p in physical]
+    if all(ome_names) and len(set(ome_names)) == len(ome_names):
+        names = [str(n) for n in ome_names]
+        sources["channel_names"] = physical[0].sources["channel_names"]
     else:
         names = [t if t else "channel" for t in texts]
-    channels = [Channel(n, "brightfield" if n.lower() in ("bf", "brightfield") else
-                        "fluorescence") for n in names]
+        sources["channel_names"] = ("file names (channel group of the pattern)" if any(texts)
+                                    else "default")
+    channels = [Channel(n, guess_channel_type(n)) for n in names]
     if len({c.name for c in channels}) != len(channels):
         raise InputError(f"{folder}: duplicate channel names {[c.name for c in channels]}")
     planes["page"] = 0
@@ -174,18 +194,49 @@ def read_tiff_folder(
         planes[col] = float("nan")
     check_unique_keys(planes, folder)
     shape, dtype = probe_tiff(planes["path"].iloc[0])
-    return Acquisition(
+    acq = Acquisition(
         plate_name=folder.resolve().name,
         geometry=geometry,
         channels=channels,
         planes=planes,
-        pixel_size_um=(float(pixel_size_um), float(pixel_size_um)) if pixel_size_um else None,
+        pixel_size_um=pixel,
+        z_step_um=z_step if planes["z"].max() > 0 else None,
         source=folder,
         vendor_format="tiff-folder",
         image_shape=shape,
         dtype=dtype,
         attrs={"pattern": pattern, "ignored_files": len(ignored)},
+        sources=sources,
     )
+    return apply_user_metadata(acq, pixel_size_um=pixel_size_um, z_step_um=z_step_um,
+                               channel_names=channel_names,
+                               override_metadata=override_metadata)
+
+
+def _agree(physical: list[TiffPhysical], paths: list[str]
+           ) -> tuple[tuple[float, float] | None, float | None, dict[str, str]]:
+    """Pixel size and z step the first file of every channel states; they must agree (1 %)."""
+    sources: dict[str, str] = {}
+    out: list[Any] = []
+    for key in ("pixel_size_um", "z_step_um"):
+        known = [(getattr(p, key), p.sources[key], path)
+                 for p, path in zip(physical, paths, strict=True) if getattr(p, key)]
+        if not known:
+            why = next((p.sources[key] for p in physical if key in p.sources), None)
+            out.append(None)
+            if why:
+                sources[key] = why
+            continue
+        first = known[0]
+        for other in known[1:]:
+            a, b = np.atleast_1d(first[0]), np.atleast_1d(other[0])
+            if np.any(np.abs(a - b) > 0.01 * np.maximum(np.abs(a), np.abs(b))):
+                raise InputError(
+                    f"{other[2]}: {key} {other[0]} ({other[1]}) differs from {first[0]} "
+                    f"({first[1]}) of another channel")
+        out.append(first[0])
+        sources[key] = first[1]
+    return out[0], out[1], sources
 
 
 def _row_col(m: re.Match[str], name: str, folder: Path) -> tuple[int, int]:
