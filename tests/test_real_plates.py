@@ -195,6 +195,47 @@ def test_ome_tiff_folder_pixel_size_and_channel_names(tmp_path: Path) -> None:
     assert open_export(nm, pattern=OME_PATTERN).pixel_size_um == (0.65, 0.65)
 
 
+_METASERIES = """<MetaData>
+<prop id="Description" type="string" value=""/>
+<prop id="MetaDataVersion" type="float" value="1"/>
+<PlaneInfo>
+<prop id="spatial-calibration-state" type="bool" value="on"/>
+<prop id="spatial-calibration-x" type="float" value="0.6485"/>
+<prop id="spatial-calibration-y" type="float" value="0.6485"/>
+<prop id="spatial-calibration-units" type="string" value="um"/>
+<prop id="_IllumSetting_" type="string" value="{illum}"/>
+</PlaneInfo>
+<SetInfo>
+</SetInfo>
+</MetaData>"""
+
+
+def test_imagexpress_folder_metaseries_metadata(tmp_path: Path) -> None:
+    """ImageXpress names (well, site, wavelength + a GUID; ``_thumb`` previews beside them) and
+    MetaSeries metadata in ImageDescription, as MetaXpress writes them: read with no option."""
+    guids = {1: "D15D7E4E-3DBD-4C45-8B68-D9D6F1C0A5E4", 2: "0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D"}
+    img = np.arange(16 * 20, dtype=np.uint16).reshape(16, 20)
+    for well in ("B03", "B04"):
+        for site in (1, 2):
+            for w, illum in ((1, "DAPI"), (2, "FITC")):
+                name = f"IXM_{well}_s{site}_w{w}{guids[w]}.tif"
+                tifffile.imwrite(tmp_path / name, img + w, software="MetaSeries",
+                                 description=_METASERIES.format(illum=illum), metadata=None)
+                tifffile.imwrite(tmp_path / f"IXM_{well}_s{site}_w{w}_thumb{guids[w]}.tif",
+                                 img[::4, ::4])
+    with pytest.warns(UserWarning, match="ignored 8 TIFF file"):  # the thumbnails
+        acq = open_export(tmp_path, fmt="tiff-folder")
+    assert acq.well_names() == ["B03", "B04"] and acq.n_fields == 2
+    assert [c.name for c in acq.channels] == ["DAPI", "FITC"]
+    assert acq.pixel_size_um == (0.6485, 0.6485)
+    first = tmp_path / f"IXM_B03_s1_w1{guids[1]}.tif"
+    assert acq.sources["pixel_size_um"] == f"MetaSeries spatial-calibration in {first.resolve()}"
+    assert acq.sources["channel_names"] == f"MetaSeries _IllumSetting_ in {first.resolve()}"
+    with pytest.raises(InputError, match="contradicts the channel names DAPI, FITC"), \
+            pytest.warns(UserWarning, match="ignored 8 TIFF file"):
+        open_export(tmp_path, fmt="tiff-folder", channel_names="Hoechst,GFP")
+
+
 def test_contradictions_refused_unless_override(tmp_path: Path, phenix_v5: Path) -> None:
     _ome_folder(tmp_path / "ome")
     base = ["convert", str(tmp_path / "ome"), str(tmp_path / "o.ome.zarr"), "--pattern",

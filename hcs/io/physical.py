@@ -78,7 +78,8 @@ def tiff_physical(path: str | Path) -> TiffPhysical:
     """Pixel size, z step and channel names one TIFF file states about itself.
 
     In order: OME-TIFF ``Pixels`` ``PhysicalSizeX/Y`` (+ unit, default um), ``PhysicalSizeZ``
-    and ``Channel Name``; ImageJ ``unit`` with ``XResolution``/``YResolution`` (pixels per
+    and ``Channel Name``; MetaSeries (MetaMorph, ImageXpress) ``spatial-calibration-x/y`` (+
+    units) and ``_IllumSetting_``; ImageJ ``unit`` with ``XResolution``/``YResolution`` (pixels per
     unit) and ``spacing``; plain TIFF ``XResolution``/``YResolution`` with ``ResolutionUnit``
     inch or centimetre. Resolution with unit NONE, the screen defaults 72/96 dpi and sizes
     outside :data:`PLAUSIBLE_UM` are not pixel sizes: the result is unknown, and
@@ -102,6 +103,8 @@ def tiff_physical(path: str | Path) -> TiffPhysical:
             page = tf.pages.first
             if tf.is_ome and tf.ome_metadata:
                 _from_ome(tifffile.xml2dict(tf.ome_metadata), path, out)
+            if out.pixel_size_um is None and tf.is_metaseries:
+                _from_metaseries(tf.metaseries_metadata or {}, path, out)
             if out.pixel_size_um is None and tf.is_imagej:
                 _from_imagej(tf.imagej_metadata or {}, page, path, out)
             if out.pixel_size_um is None and "pixel_size_um" not in out.sources:
@@ -141,6 +144,27 @@ def _from_ome(tree: dict[str, Any], path: Path, out: TiffPhysical) -> None:
     if names and all(names):
         out.channel_names = [str(n) for n in names]
         out.sources["channel_names"] = f"OME-TIFF Channel Name in {path}"
+
+
+def _from_metaseries(meta: dict[str, Any], path: Path, out: TiffPhysical) -> None:
+    """MetaMorph / ImageXpress ``PlaneInfo``: ``spatial-calibration-x/y`` in
+    ``spatial-calibration-units``, the channel as ``_IllumSetting_``."""
+    plane = meta.get("PlaneInfo") or {}
+    illum = plane.get("_IllumSetting_")
+    if illum and str(illum).strip():
+        out.channel_names = [str(illum).strip()]
+        out.sources["channel_names"] = f"MetaSeries _IllumSetting_ in {path}"
+    if plane.get("spatial-calibration-state") is False:
+        out.sources["pixel_size_um"] = f"unknown: MetaSeries spatial calibration off in {path}"
+        return
+    factor = unit_to_um(plane.get("spatial-calibration-units"))
+    x, y = plane.get("spatial-calibration-x"), plane.get("spatial-calibration-y", None)
+    if factor is None or not x:
+        return
+    y = y or x
+    if float(x) > 0 and float(y) > 0:
+        out.pixel_size_um = (round(float(y) * factor, 9), round(float(x) * factor, 9))
+        out.sources["pixel_size_um"] = f"MetaSeries spatial-calibration in {path}"
 
 
 def _from_imagej(meta: dict[str, Any], page: Any, path: Path, out: TiffPhysical) -> None:
@@ -219,7 +243,7 @@ def _from_metadata(source: str | None) -> bool:
     """Whether a value came from metadata the instrument or the files wrote (not a file-name
     key, a default or the user)."""
     s = source or ""
-    return s.startswith(("metadata", "OME-TIFF", "ImageJ", "TIFF resolution"))
+    return s.startswith(("metadata", "OME-TIFF", "MetaSeries", "ImageJ", "TIFF resolution"))
 
 
 def fill_sources(acq: Acquisition) -> None:

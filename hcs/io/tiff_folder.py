@@ -13,8 +13,9 @@ ignored silently; TIFF files the pattern does not match are ignored too, with a 
 their number is kept in ``Acquisition.attrs["ignored_files"]``.
 
 Pixel size, z step and channel names come from the files themselves when they state them
-(:func:`hcs.io.physical.tiff_physical`: OME-TIFF ``PhysicalSizeX`` and ``Channel Name``, ImageJ
-``unit`` + resolution, TIFF resolution in inch or centimetre, never the 72/96 dpi defaults).
+(:func:`hcs.io.physical.tiff_physical`: OME-TIFF ``PhysicalSizeX`` and ``Channel Name``,
+MetaSeries (ImageXpress) spatial calibration and illumination setting, ImageJ ``unit`` +
+resolution, TIFF resolution in inch or centimetre, never the 72/96 dpi defaults).
 Only the first file of each channel is read for this, and the channels must agree.
 """
 
@@ -45,12 +46,15 @@ __all__ = ["read_tiff_folder", "DEFAULT_PATTERN"]
 
 #: Default file-name pattern: a well name after ``_`` or at the start, then optional field
 #: (``s``/``f``), channel (``w``/``d``/``c``), ``z`` and ``t`` numbers, each optionally after
-#: ``_``. Matches ImageXpress-like ``Plate1_B03_s2_w1.tif``, Cellomics-like
-#: ``AS_09047_050428030001_O01f00d2.TIF`` and plain ``B03_f1_c2_z0_t0.tiff``.
+#: ``_``, and the GUID ImageXpress may append. Matches ImageXpress ``Plate1_B03_s2_w1.tif`` and
+#: ``Plate1_B03_s2_w1D15D7E4E-3DBD-4C45-8B68-D9D6F1C0A5E4.tif`` (not its ``_thumb`` files),
+#: Cellomics-like ``AS_09047_050428030001_O01f00d2.TIF`` and plain ``B03_f1_c2_z0_t0.tiff``.
 DEFAULT_PATTERN = (
     r"(?:^|_)(?P<well>[A-Z]{1,2}\d{1,3})"
     r"(?:_?[sf](?P<field>\d+))?(?:_?[wdc](?P<channel>\d+))?"
-    r"(?:_?z(?P<z>\d+))?(?:_?t(?P<t>\d+))?\.(?i:tiff?)$"
+    r"(?:_?z(?P<z>\d+))?(?:_?t(?P<t>\d+))?"
+    r"(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})?"
+    r"\.(?i:tiff?)$"
 )
 _TIFF_EXT = (".tif", ".tiff")
 
@@ -177,10 +181,10 @@ def read_tiff_folder(
         )
     physical = [tiff_physical(p) for p in firsts["path"]]
     pixel, z_step, sources = _agree(physical, list(firsts["path"]))
-    ome_names = [p.channel_names[0] if p.channel_names and len(p.channel_names) == 1 else None
-                 for p in physical]
-    if all(ome_names) and len(set(ome_names)) == len(ome_names):
-        names = [str(n) for n in ome_names]
+    file_names = [p.channel_names[0] if p.channel_names and len(p.channel_names) == 1 else None
+                  for p in physical]
+    if all(file_names) and len(set(file_names)) == len(file_names):
+        names = [str(n) for n in file_names]
         sources["channel_names"] = physical[0].sources["channel_names"]
     else:
         names = [t if t else "channel" for t in texts]
