@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,7 +24,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(func: F) -> F:
-    """Print :class:`HcsError` as one line on stderr and exit 2, instead of a traceback."""
+    """Print :class:`HcsError` (and a full disk or exceeded quota, ``OSError`` ENOSPC/EDQUOT)
+    as one line on stderr and exit 2, instead of a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -31,6 +33,13 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except HcsError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # disk full / quota: one line naming the file, not a traceback
+            typer.echo(f"error: {exc.filename or 'output'}: {exc.strerror} (disk full or quota "
+                       "exceeded)", err=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)

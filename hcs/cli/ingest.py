@@ -23,7 +23,9 @@ def convert(
     plate_format: int | None = typer.Option(
         None, "--plate-format", help="Plate format (96, 384, 1536) when the export omits it."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing OUT (only a plate hcs wrote)."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Fail when any plane is missing."),
     allow_outside: bool = typer.Option(
         False, "--allow-outside", help="Let the metadata reference files outside SRC."
@@ -32,22 +34,23 @@ def convert(
     workers: int | None = typer.Option(
         None, "--workers", help="Parallel fields (default: number of CPUs)."
     ),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="Plate dtype holding every plane exactly, e.g. float32 (default: "
+        "the dtype of the first image; a plane it cannot hold is an error)."
+    ),
 ) -> None:
     """Convert an instrument export into an OME-Zarr HCS plate."""
-    from pathlib import Path
-
-    from hcs.errors import OutputExistsError
+    from hcs.atomic import check_replaceable
     from hcs.io import open_export
     from hcs.io.omezarr import open_plate, write_plate
 
-    if Path(out).exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_replaceable(out, inputs=[src], overwrite=overwrite)
     acq = open_export(
         src, fmt=fmt, pattern=pattern, plate_format=plate_format, allow_outside=allow_outside
     )
     path = write_plate(
         acq, out, ngff=ngff, overwrite=overwrite, strict=strict, workers=workers,
-        progress=True,
+        progress=True, dtype=dtype, inputs=[src],
     )
     stats = open_plate(path).attrs.get("stats", {})
     typer.echo(
