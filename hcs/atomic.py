@@ -152,9 +152,10 @@ def check_replaceable(
     """Refuse to write ``out`` where that could touch an input or something hcs did not write.
 
     The one rule for every hcs command that writes or replaces a folder (``hcs convert``,
-    ``hcs simulate``): ``out`` must not be, contain or lie inside any of ``inputs``; an existing
-    ``out`` needs ``overwrite``, and even then is replaced only when it is an empty folder or
-    ``not_ours(out)`` is ``None``, i.e. hcs can prove it wrote it.
+    ``hcs simulate``): ``out`` must not be or contain any of ``inputs``, and an existing ``out``
+    must not lie inside one (a new folder may); an existing ``out`` needs ``overwrite``, and
+    even then is replaced only when it is an empty folder or ``not_ours(out)`` is ``None``,
+    i.e. hcs can prove it wrote it.
 
     Raises
     ------
@@ -166,18 +167,19 @@ def check_replaceable(
     """
     out = Path(out)
     out_r = out.resolve()
+    exists = out.exists() or out.is_symlink()
     for inp in inputs:
         inp_r = Path(inp).resolve()
         if _under(inp_r, out_r):
             raise InputError(
                 f"{out}: is or contains the input {inp}; hcs never replaces or deletes an input"
             )
-        if Path(inp).is_dir() and out_r.is_relative_to(inp_r):
+        if exists and Path(inp).is_dir() and out_r.is_relative_to(inp_r):
             raise InputError(
-                f"{out}: lies inside the input {inp}; hcs never writes into an input "
-                "(choose an output folder outside it)"
+                f"{out}: lies inside the input {inp}; hcs never replaces anything inside an "
+                "input (choose an output folder outside it)"
             )
-    if out.exists() or out.is_symlink():
+    if exists:
         if not overwrite:
             raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
         empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())
