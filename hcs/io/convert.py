@@ -95,8 +95,8 @@ def fit_plane(
     hint = f"; convert with --dtype {wide}" if str(wide) in PLATE_DTYPES else ""
     raise InputError(
         f"{path}: a{'n' if str(arr.dtype)[0] in 'aeiou' else ''} {arr.dtype} plane (values "
-        f"{lo} .. {hi}) cannot be stored in the plate's {dtype} without changing its values"
-        f"{hint}"
+        f"{float(lo):.6g} .. {float(hi):.6g}) cannot be stored in the plate's {dtype} "
+        f"without changing its values{hint}"
     )
 
 
