@@ -352,3 +352,34 @@ def test_user_errors_turns_enospc_into_one_line() -> None:
     with pytest.raises(typer.Exit) as exc:
         write()
     assert exc.value.exit_code == 2
+
+
+# --- the same rule for the other folders hcs replaces: model and Grad-CAM folders ---------------
+
+
+def test_model_overwrite_replaces_only_a_model_folder(tmp_path: Path) -> None:
+    from hcs.classify.explain import _grad_cam_folder_not_ours
+    from hcs.engine.model import save_random_model
+    from hcs.errors import InputError
+
+    chans = ["membrane", "nucleus", "brightfield"]
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("irreplaceable")
+    before = tree_sums(tmp_path)
+    with pytest.raises(InputError, match=r"m: not replaced: not an hcs model folder"):
+        save_random_model(folder, "cic", chans)  # always passes overwrite=True
+    assert tree_sums(tmp_path) == before
+    model = save_random_model(tmp_path / "ok", "cic", chans)
+    save_random_model(model, "cic", chans)  # an hcs model folder is replaced
+    (model / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="notes.txt"):
+        save_random_model(model, "cic", chans)
+    assert (model / "notes.txt").read_text() == "mine"
+    cams = tmp_path / "cams"
+    cams.mkdir()
+    (cams / "index.csv").write_text("file\n")
+    (cams / "000.png").write_bytes(b"")
+    assert _grad_cam_folder_not_ours(cams) is None
+    (cams / "notes.txt").write_text("mine")
+    assert "notes.txt" in _grad_cam_folder_not_ours(cams)
