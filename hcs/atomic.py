@@ -198,6 +198,10 @@ def _partial_owner(folder: Path) -> dict[str, Any] | None:
 def clean_stale_partials(out: str | Path, not_ours: Callable[[Path], str | None]) -> list[str]:
     """Remove ``OUT.partial-<pid>`` / ``OUT.old-<pid>`` folders left by killed hcs processes.
 
+    An ``OUT.old-<pid>`` (the previous output, swapped out) while ``OUT`` is absent means the
+    writer died between the two renames of the swap: it is renamed back to ``OUT``, so a killed
+    write leaves the previous state.
+
     A leftover is removed only when hcs can prove it wrote it and its writer is gone: its marker
     file (:data:`PARTIAL_MARKER`, written first) names this host and a process that is dead (or
     whose pid was reused; :func:`hcs.engine.lock._alive`), or, for ``OUT.old-<pid>`` (a
@@ -233,6 +237,12 @@ def clean_stale_partials(out: str | Path, not_ours: Callable[[Path], str | None]
             dead = not _pid_exists(int(pid_text))
             proven = entry.is_dir() and not_ours(entry) is None
         if proven and dead:
+            if name.startswith(prefix_o) and not (out.exists() or out.is_symlink()):
+                # killed between the two renames of a swap: put the previous output back
+                entry.rename(out)
+                warnings.warn(f"{out}: restored from {entry.name}, left by a killed process",
+                              stacklevel=2)
+                continue
             shutil.rmtree(entry, ignore_errors=True)
             continue
         why = "its process is still running" if proven else "hcs cannot prove it wrote it"
@@ -272,8 +282,8 @@ def atomic_dir(
     """
     out = Path(out)
     inputs = list(inputs)
+    clean_stale_partials(out, not_ours)  # first: it may restore a swapped-out OUT
     check_replaceable(out, inputs=inputs, overwrite=overwrite, not_ours=not_ours)
-    clean_stale_partials(out, not_ours)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.parent / f"{out.name}.partial-{os.getpid()}"
     if partial.exists() or partial.is_symlink():  # left by a dead process whose pid we reuse

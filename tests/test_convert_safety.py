@@ -194,6 +194,20 @@ def test_sigkilled_convert_partial_is_removed_by_the_next_convert(
     assert tree_sums(export) == before
 
 
+def test_swap_killed_between_renames_restores_the_previous_plate(
+    export: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "p.ome.zarr"
+    assert hcs("convert", export, out).returncode == 0
+    sums = tree_sums(out)
+    old = tmp_path / "p.ome.zarr.old-999999999"  # killed after OUT -> OUT.old-<pid>
+    out.rename(old)
+    res = hcs("convert", export, out)  # no --overwrite: the restored plate is not replaced
+    one_error(res, out, "exists; pass --overwrite")
+    assert "restored from p.ome.zarr.old-999999999" in res.stderr
+    assert tree_sums(out) == sums and not leftovers(tmp_path)
+
+
 # --- item 4: planes the plate dtype cannot hold --------------------------------------------------
 
 
