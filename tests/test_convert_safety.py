@@ -275,6 +275,20 @@ def test_scanr_descriptor_symlink_leading_outside_is_refused(tmp_path: Path) -> 
     assert not out.exists() and tree_sums(tmp_path) == before
 
 
+def test_scanr_data_folder_linked_from_outside_needs_allow_outside(tmp_path: Path) -> None:
+    export = simulate(tmp_path / "sr", fmt="scanr")
+    elsewhere = tmp_path / "elsewhere"
+    (export / "data").rename(elsewhere)
+    (export / "data").symlink_to(elsewhere)
+    before = tree_sums(tmp_path)
+    out = tmp_path / "p.ome.zarr"
+    one_error(hcs("convert", export, out, "--plate-format", "96"), "'data'", "--allow-outside")
+    assert not out.exists() and tree_sums(tmp_path) == before
+    # the explicit choice reads the images, but still no metadata file from outside the export
+    one_error(hcs("convert", export, out, "--plate-format", "96", "--allow-outside"),
+              export / "data" / "metadata.ome.xml", "outside the export")
+
+
 # --- item 10: scanR OME Image ID against the file name ------------------------------------------
 
 

@@ -116,6 +116,8 @@ def read_scanr(
          if (d / "AcquisitionLog.dat").is_file()),
         None,
     )
+    if data_dir != exp_dir:  # a data/ folder linked from elsewhere holds images from outside
+        resolve_inside(exp_dir, data_dir.name, allow_outside=allow_outside, where=str(exp_dir))
     dat_path = exp_dir / "experiment_descriptor.dat"  # the descriptor's binary twin
     for meta in (ome_path, desc_path, log_path, dat_path if dat_path.is_file() else None):
         if meta is not None:  # parsed and copied into vendor/: must lie inside the export
