@@ -234,8 +234,8 @@ def clean_stale_partials(out: str | Path, not_ours: Callable[[Path], str | None]
             dead = not _alive(owner)
             proven = True
         else:  # no marker: the name's pid on this host, and the folder must be hcs's output
-            dead = not _pid_exists(int(pid_text))
-            proven = entry.is_dir() and not_ours(entry) is None
+            dead = not _pid_exists(int(pid_text))  # (or empty: killed before its marker)
+            proven = entry.is_dir() and (not any(entry.iterdir()) or not_ours(entry) is None)
         if proven and dead:
             if name.startswith(prefix_o) and not (out.exists() or out.is_symlink()):
                 # killed between the two renames of a swap: put the previous output back
@@ -245,7 +245,8 @@ def clean_stale_partials(out: str | Path, not_ours: Callable[[Path], str | None]
                 continue
             shutil.rmtree(entry, ignore_errors=True)
             continue
-        why = "its process is still running" if proven else "hcs cannot prove it wrote it"
+        why = ("its process is still running, or runs on another host" if proven
+               else "hcs cannot prove it wrote it")
         kept.append(f"{entry}: left over from an earlier run, not removed ({why})")
     for line in kept:
         warnings.warn(line, stacklevel=2)
@@ -268,8 +269,9 @@ def atomic_dir(
 ) -> Iterator[Path]:
     """Build a folder in ``OUT.partial-<pid>`` and rename it to ``out`` when the block succeeds.
 
-    :func:`check_replaceable` decides first whether ``out`` may be written; leftovers of killed
-    hcs processes next to ``out`` are removed (:func:`clean_stale_partials`). The partial
+    Leftovers of killed hcs processes next to ``out`` are removed first
+    (:func:`clean_stale_partials`), then :func:`check_replaceable` decides whether ``out`` may
+    be written (again just before the final rename). The partial
     folder gets its marker file first; on any error (or Ctrl-C) it is removed again, so a
     failed write leaves nothing that looks like an output, and a replaced ``out`` is swapped
     out only once the new one is complete.
