@@ -368,7 +368,7 @@ def test_full_disk_during_convert_is_one_line_and_leaves_nothing(
     assert tree_sums(tmp_path) == before
 
 
-def test_user_errors_turns_enospc_into_one_line() -> None:
+def test_user_errors_turns_enospc_into_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     import typer
 
     from hcs.cli.app import user_errors
@@ -377,9 +377,22 @@ def test_user_errors_turns_enospc_into_one_line() -> None:
     def write() -> None:
         raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), "/data/out/wells.parquet")
 
-    with pytest.raises(typer.Exit) as exc:
-        write()
-    assert exc.value.exit_code == 2
+    @user_errors
+    def read_only() -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/ro/plate.ome.zarr")
+
+    @user_errors
+    def bug() -> None:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    for func, needle in ((write, "/data/out/wells.parquet: Disk quota exceeded (disk full or"),
+                         (read_only, "/mnt/ro/plate.ome.zarr: Read-only file system")):
+        with pytest.raises(typer.Exit) as exc:
+            func()
+        assert exc.value.exit_code == 2
+        assert needle in capsys.readouterr().err
+    with pytest.raises(OSError):  # anything else is a bug in hcs: the traceback stays
+        bug()
 
 
 # --- the same rule for the other folders hcs replaces: model and Grad-CAM folders ---------------

@@ -21,11 +21,14 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: OSErrors caused by the machine, not by hcs: reported as one line, not a traceback.
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def user_errors(func: F) -> F:
-    """Print :class:`HcsError` (and a full disk or exceeded quota, ``OSError`` ENOSPC/EDQUOT)
-    as one line on stderr and exit 2, instead of a traceback."""
+    """Print :class:`HcsError` (and an ``OSError`` of the machine: full disk, quota, permission,
+    read-only file system) as one line on stderr naming the file, and exit 2, instead of a
+    traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -35,11 +38,12 @@ def user_errors(func: F) -> F:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if exc.errno not in _ENVIRONMENT_ERRNOS:
                 raise
-            # disk full / quota: one line naming the file, not a traceback
-            typer.echo(f"error: {exc.filename or 'output'}: {exc.strerror} (disk full or quota "
-                       "exceeded)", err=True)
+            # disk full, quota, permissions, read-only file system: one line naming the file
+            cause = " (disk full or quota exceeded)" if exc.errno in (errno.ENOSPC,
+                                                                        errno.EDQUOT) else ""
+            typer.echo(f"error: {exc.filename or 'output'}: {exc.strerror}{cause}", err=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
