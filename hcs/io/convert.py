@@ -76,7 +76,7 @@ def fit_plane(
     >>> fit_plane(np.array([0.5]), np.dtype("uint16"), "a.tif")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    hcs.errors.InputError: a.tif: a float64 plane (values 0.5 .. 0.5) cannot be stored in ...
+    hcs.errors.InputError: a.tif: the float64 plane (values 0.5 .. 0.5) cannot be stored in ...
     """
     if reinterpret_signed and arr.dtype.kind == "i":
         arr = arr.view(f"uint{8 * arr.dtype.itemsize}")
@@ -94,7 +94,7 @@ def fit_plane(
     wide = np.promote_types(arr.dtype, dtype)
     hint = f"; convert with --dtype {wide}" if str(wide) in PLATE_DTYPES else ""
     raise InputError(
-        f"{path}: a{'n' if str(arr.dtype)[0] in 'aeiou' else ''} {arr.dtype} plane (values "
+        f"{path}: the {arr.dtype} plane (values "
         f"{float(lo):.6g} .. {float(hi):.6g}) cannot be stored in the plate's {dtype} "
         f"without changing its values{hint}"
     )
