@@ -194,6 +194,50 @@ def test_sigkilled_convert_partial_is_removed_by_the_next_convert(
     assert tree_sums(export) == before
 
 
+def _plate_sums(plate: Path) -> dict[str, str]:
+    """Checksums of a plate without its root metadata (which holds the conversion time)."""
+    return {k: v for k, v in tree_sums(plate).items() if k != "zarr.json"}
+
+
+@pytest.mark.slow  # about 40 s: three kills and six converts
+def test_sigkill_at_random_points_leaves_previous_or_complete_new_plate(
+    export: Path, tmp_path: Path
+) -> None:
+    """Property: ``convert --overwrite`` killed at a random moment, then run again, leaves the
+    previous plate or the complete new one (never a mix), and the rerun the complete new one."""
+    ref, out = tmp_path / "ref.ome.zarr", tmp_path / "p.ome.zarr"
+    inputs = tree_sums(export)
+    assert hcs("convert", export, ref).returncode == 0
+    new = _plate_sums(ref)
+    shutil.rmtree(ref)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    rng = np.random.default_rng(15)
+    seen = set()
+    for delay in rng.uniform(1.0, 4.0, size=3):
+        shutil.rmtree(out, ignore_errors=True)
+        assert hcs("convert", export, out, "--dtype", "float32").returncode == 0
+        previous = tree_sums(out)
+        proc = subprocess.Popen([sys.executable, "-m", "hcs", "convert", str(export), str(out),
+                                 "--overwrite", "--workers", "1"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if out.exists() and tree_sums(out) == previous:
+            seen.add("previous")
+        elif out.exists():
+            assert _plate_sums(out) == new  # complete, never a mix
+            seen.add("new")
+        else:  # killed between the two renames of the swap
+            assert list(tmp_path.glob("p.ome.zarr.old-*"))
+            seen.add("swap")
+        res = hcs("convert", export, out, "--overwrite")
+        assert res.returncode == 0, res.stderr
+        assert _plate_sums(out) == new and not leftovers(tmp_path)
+    assert seen  # which states were hit depends on the machine's speed
+    assert tree_sums(export) == inputs
+
+
 def test_swap_killed_between_renames_restores_the_previous_plate(
     export: Path, tmp_path: Path
 ) -> None:
