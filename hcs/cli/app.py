@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,13 +26,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 _ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, line: str | None = None) -> str:
+    return f"warning: {message}\n"
+
+
 def user_errors(func: F) -> F:
     """Print :class:`HcsError` (and an ``OSError`` of the machine: full disk, quota, permission,
     read-only file system) as one line on stderr naming the file, and exit 2, instead of a
-    traceback."""
+    traceback; warnings are printed as one ``warning: ...`` line each."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # "warning: ..." without source lines (formatwarning only shapes printed warnings;
+        # warnings recorded by callers, e.g. pytest, are untouched)
+        fmt, warnings.formatwarning = warnings.formatwarning, _one_line_warning
         try:
             return func(*args, **kwargs)
         except HcsError as exc:
@@ -48,6 +57,8 @@ def user_errors(func: F) -> F:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(code=130) from None
+        finally:
+            warnings.formatwarning = fmt
 
     return wrapper  # type: ignore[return-value]
 
