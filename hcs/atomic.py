@@ -1,17 +1,29 @@
-"""Atomic file writes: a temporary file in the target folder, then a rename.
+"""Atomic writes: a temporary file or folder next to the target, then a rename.
 
-A killed process never leaves a half-written table or report under the final name, and readers
-(``--resume``, a report being opened) only ever see complete files.
+A killed process never leaves a half-written table, report or plate under the final name, and
+readers (``--resume``, a report being opened) only ever see complete files.
+
+Folders (:func:`atomic_dir`) follow one rule (:func:`check_replaceable`): an output is never an
+input, never contains one and never lies inside one, and ``--overwrite`` replaces only what hcs
+can prove it wrote (an hcs plate, :func:`plate_not_ours`). Leftover ``OUT.partial-<pid>``
+folders of killed hcs processes are removed by the next write (:func:`clean_stale_partials`).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+
+from hcs.errors import InputError, OutputExistsError
 
 
 def _umask() -> int:
@@ -59,3 +71,244 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_parquet(df: pd.DataFrame, path: str | Path, *, fsync: bool = False) -> Path:
     """Write a DataFrame as Parquet atomically (no index)."""
     return atomic_write(path, lambda t: df.to_parquet(t, index=False), fsync=fsync)
+
+
+# --- folders: replace only what hcs provably wrote ------------------------------------------------
+
+#: The marker hcs writes into everything it creates: ``attrs["hcs"]["written_by"]`` of a plate,
+#: the ``written_by`` field of ``simulation.json`` and of a partial folder's marker file.
+WRITTEN_BY = "hcs"
+#: Written first into every ``OUT.partial-<pid>`` folder: host, pid, process start time, user.
+PARTIAL_MARKER = ".hcs-partial.json"
+#: Keys that only hcs writes into a plate's ``attrs["hcs"]`` (plates of hcs versions that did
+#: not yet write ``written_by`` are recognised by these).
+_LEGACY_PLATE_KEYS = {"version", "vendor_format", "converted_at", "missing_planes", "stats"}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def plate_not_ours(path: str | Path) -> str | None:
+    """Why ``path`` is not an OME-Zarr plate written by hcs, or ``None`` when it is one.
+
+    A plate written by hcs has plate metadata (``ome.plate`` in ``zarr.json``, or ``plate`` in
+    ``.zattrs``) and ``attrs["hcs"]["written_by"] == "hcs"`` (plates of earlier hcs versions:
+    the hcs-only provenance keys ``version``, ``vendor_format``, ``converted_at``,
+    ``missing_planes``, ``stats``). Its top level holds only zarr metadata, its row groups and
+    ``vendor/``: anything else was put there by someone else, and the folder is not replaced.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> plate_not_ours(tempfile.mkdtemp()).endswith("no zarr.json or .zattrs")
+    True
+    """
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return "not a folder" if not path.is_symlink() else "a symbolic link"
+    attrs = None
+    if (path / "zarr.json").is_file():
+        meta = _read_json(path / "zarr.json") or {}
+        attrs = meta.get("attributes") if isinstance(meta.get("attributes"), dict) else {}
+        ome = attrs.get("ome")
+        plate = ome.get("plate") if isinstance(ome, dict) else None
+    elif (path / ".zattrs").is_file():
+        attrs = _read_json(path / ".zattrs") or {}
+        plate = attrs.get("plate")
+    else:
+        return "not an OME-Zarr plate: no zarr.json or .zattrs"
+    if not isinstance(plate, dict):
+        return "not an OME-Zarr plate (no plate metadata)"
+    hcs = attrs.get("hcs")
+    if not isinstance(hcs, dict) or not (
+        hcs.get("written_by") == WRITTEN_BY or _LEGACY_PLATE_KEYS <= set(hcs)
+    ):
+        return "an OME-Zarr plate not written by hcs (no hcs provenance in its attributes)"
+    rows = {str(r.get("name")) for r in plate.get("rows", []) if isinstance(r, dict)}
+    allowed = rows | {"zarr.json", ".zattrs", ".zgroup", ".zmetadata", "vendor"}
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in allowed)
+    if foreign:
+        return f"holds {foreign[0]!r}, which hcs did not write"
+    return None
+
+
+def _under(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` or lies inside it (both resolved)."""
+    return a == b or a.is_relative_to(b)
+
+
+def check_replaceable(
+    out: str | Path,
+    *,
+    inputs: Iterable[str | Path] = (),
+    overwrite: bool = False,
+    not_ours: Callable[[Path], str | None] = plate_not_ours,
+) -> None:
+    """Refuse to write ``out`` where that could touch an input or something hcs did not write.
+
+    The one rule for every hcs command that writes or replaces a folder (``hcs convert``,
+    ``hcs simulate``): ``out`` must not be or contain any of ``inputs``, and an existing ``out``
+    must not lie inside one (a new folder may); an existing ``out`` needs ``overwrite``, and
+    even then is replaced only when it is an empty folder or ``not_ours(out)`` is ``None``,
+    i.e. hcs can prove it wrote it.
+
+    Raises
+    ------
+    InputError
+        ``out`` is, contains or lies inside an input, or exists and is not provably hcs's
+        (the message names the folder and why).
+    OutputExistsError
+        ``out`` exists and ``overwrite`` is false.
+    """
+    out = Path(out)
+    out_r = out.resolve()
+    exists = out.exists() or out.is_symlink()
+    for inp in inputs:
+        inp_r = Path(inp).resolve()
+        if _under(inp_r, out_r):
+            raise InputError(
+                f"{out}: is or contains the input {inp}; hcs never replaces or deletes an input"
+            )
+        if exists and Path(inp).is_dir() and out_r.is_relative_to(inp_r):
+            raise InputError(
+                f"{out}: lies inside the input {inp}; hcs never replaces anything inside an "
+                "input (choose an output folder outside it)"
+            )
+    if exists:
+        if not overwrite:
+            raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+        empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())
+        why = None if empty else not_ours(out)
+        if why is not None:
+            raise InputError(
+                f"{out}: not replaced: {why}; --overwrite only replaces what hcs wrote "
+                "(remove it yourself, or choose another output)"
+            )
+
+
+def _partial_owner(folder: Path) -> dict[str, Any] | None:
+    return _read_json(folder / PARTIAL_MARKER)
+
+
+def clean_stale_partials(out: str | Path, not_ours: Callable[[Path], str | None]) -> list[str]:
+    """Remove ``OUT.partial-<pid>`` / ``OUT.old-<pid>`` folders left by killed hcs processes.
+
+    An ``OUT.old-<pid>`` (the previous output, swapped out) while ``OUT`` is absent means the
+    writer died between the two renames of the swap: it is renamed back to ``OUT``, so a killed
+    write leaves the previous state.
+
+    A leftover is removed only when hcs can prove it wrote it and its writer is gone: its marker
+    file (:data:`PARTIAL_MARKER`, written first) names this host and a process that is dead (or
+    whose pid was reused; :func:`hcs.records.process_alive`), or, for ``OUT.old-<pid>`` (a
+    finished output being swapped out) and a partial past its marker, ``not_ours`` proves it
+    is hcs's and the pid is dead here. Any other leftover is left alone and named in a warning.
+
+    Returns
+    -------
+    list of str
+        One line per leftover that was kept (also issued as a :class:`UserWarning`).
+    """
+    out = Path(out)
+    parent = out.parent
+    if not parent.is_dir():
+        return []
+    kept: list[str] = []
+    prefix_p, prefix_o = f"{out.name}.partial-", f"{out.name}.old-"
+    for entry in sorted(parent.iterdir()):
+        name = entry.name
+        if not name.startswith((prefix_p, prefix_o)):
+            continue
+        pid_text = name.rsplit("-", 1)[1]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or entry.is_symlink():
+            continue
+        from hcs.records import process_alive  # the run lock's rule for "this process is gone"
+
+        owner = _partial_owner(entry) if entry.is_dir() else None
+        if owner is not None and owner.get("written_by") == WRITTEN_BY \
+                and str(owner.get("pid")) == pid_text:
+            dead = not process_alive(owner)
+            proven = True
+        else:  # no marker: the name's pid on this host, and the folder must be hcs's output
+            dead = not _pid_exists(int(pid_text))  # (or empty: killed before its marker)
+            proven = entry.is_dir() and (not any(entry.iterdir()) or not_ours(entry) is None)
+        if proven and dead:
+            if name.startswith(prefix_o) and not (out.exists() or out.is_symlink()):
+                # killed between the two renames of a swap: put the previous output back
+                entry.rename(out)
+                warnings.warn(f"{out}: restored from {entry.name}, left by a killed process",
+                              stacklevel=2)
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            continue
+        why = ("its process is still running, or runs on another host" if proven
+               else "hcs cannot prove it wrote it")
+        kept.append(f"{entry}: left over from an earlier run, not removed ({why})")
+    for line in kept:
+        warnings.warn(line, stacklevel=2)
+    return kept
+
+
+def _pid_exists(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid)
+
+
+@contextmanager
+def atomic_dir(
+    out: str | Path,
+    *,
+    inputs: Iterable[str | Path] = (),
+    overwrite: bool = False,
+    not_ours: Callable[[Path], str | None] = plate_not_ours,
+) -> Iterator[Path]:
+    """Build a folder in ``OUT.partial-<pid>`` and rename it to ``out`` when the block succeeds.
+
+    Leftovers of killed hcs processes next to ``out`` are removed first
+    (:func:`clean_stale_partials`), then :func:`check_replaceable` decides whether ``out`` may
+    be written (again just before the final rename). The partial
+    folder gets its marker file first; on any error (or Ctrl-C) it is removed again, so a
+    failed write leaves nothing that looks like an output, and a replaced ``out`` is swapped
+    out only once the new one is complete.
+
+    Yields
+    ------
+    Path
+        The partial folder to fill (it exists and holds only :data:`PARTIAL_MARKER`, which is
+        removed before the rename).
+    """
+    out = Path(out)
+    inputs = list(inputs)
+    clean_stale_partials(out, not_ours)  # first: it may restore a swapped-out OUT
+    check_replaceable(out, inputs=inputs, overwrite=overwrite, not_ours=not_ours)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f"{out.name}.partial-{os.getpid()}"
+    if partial.exists() or partial.is_symlink():  # left by a dead process whose pid we reuse
+        owner = _partial_owner(partial) if partial.is_dir() and not partial.is_symlink() else None
+        if (owner or {}).get("written_by") != WRITTEN_BY and not_ours(partial) is not None:
+            raise InputError(f"{partial}: exists and hcs cannot prove it wrote it; remove it")
+        shutil.rmtree(partial)
+    partial.mkdir()
+    try:
+        from hcs.records import process_record
+
+        marker = {**process_record(), "written_by": WRITTEN_BY, "target": str(out)}
+        (partial / PARTIAL_MARKER).write_text(json.dumps(marker), encoding="utf-8")
+        yield partial
+        (partial / PARTIAL_MARKER).unlink()
+        if out.exists() or out.is_symlink():
+            check_replaceable(out, inputs=inputs, overwrite=overwrite, not_ours=not_ours)
+            old = out.parent / f"{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            partial.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise

@@ -11,3 +11,8 @@ class InputError(HcsError, ValueError):
 
 class OutputExistsError(HcsError, FileExistsError):
     """The output exists and the user did not ask to overwrite it."""
+
+
+class OutputError(HcsError, OSError):
+    """Writing the output failed for a reason outside hcs (disk full, quota exceeded); the
+    message names the output and the cause, and nothing partial is left behind."""

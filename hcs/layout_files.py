@@ -236,9 +236,13 @@ def records_harmony(path: Path, errors: list[str] | None = None
     if not root.tag.endswith("AssayLayout"):
         raise InputError(f"{path}: not a Harmony assay layout (root <{root.tag}>)")
     try:
-        geom = PlateGeometry(int(root.findtext("{*}PlateRows")), int(root.findtext("{*}PlateCols")))
+        n_rows, n_cols = int(root.findtext("{*}PlateRows")), int(root.findtext("{*}PlateCols"))
     except (TypeError, ValueError):
         raise InputError(f"{path}: PlateRows/PlateCols missing or not integers") from None
+    try:
+        geom = PlateGeometry(n_rows, n_cols)
+    except InputError as exc:
+        raise InputError(f"{path}: PlateRows={n_rows}, PlateCols={n_cols}: {exc}") from None
     by_well: dict[str, dict] = {}
     for layer in root.iterfind("{*}Layer"):
         lname = (layer.findtext("{*}Name") or "").strip()

@@ -87,6 +87,10 @@ class _Params(BaseModel):
         return data
 
 
+#: Plate dtypes ``hcs convert --dtype`` offers (:data:`hcs.io.convert.PLATE_DTYPES`).
+PlateDtype = Literal["uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64"]
+
+
 class ConvertParams(_Params):
     """How an instrument export is read and written as a plate (``hcs convert``)."""
 
@@ -108,6 +112,9 @@ class ConvertParams(_Params):
     override_metadata: bool = Field(
         False, description="Let --pixel-size/--z-step/--channel-names replace values the "
         "metadata states.")
+    dtype: PlateDtype | None = Field(
+        None, description="Plate dtype holding every plane exactly (default: the dtype of the "
+        "first image; a plane it cannot hold is an error).")
     workers: int | None = Field(
         None, ge=1, description="Parallel processes (default: number of CPUs).")
 

@@ -23,6 +23,9 @@ PLATE_FORMATS: dict[int, tuple[int, int]] = {
     1536: (32, 48),
 }
 
+#: The largest plate made (3456 wells, 48 x 72): a geometry beyond it is a metadata error.
+MAX_ROWS, MAX_COLUMNS = 48, 72
+
 _WELL_RE = re.compile(r"^\s*([A-Za-z]{1,2})\s*0*(\d{1,3})\s*$")
 
 
@@ -103,6 +106,13 @@ class PlateGeometry:
     def __post_init__(self) -> None:
         if self.rows < 1 or self.columns < 1:
             raise InputError(f"plate must have at least one row and column, got {self}")
+        for what, n, most in (("rows", self.rows, MAX_ROWS), ("columns", self.columns,
+                                                               MAX_COLUMNS)):
+            if n > most:
+                raise InputError(
+                    f"a plate with {n} {what} is beyond the largest plate made ({MAX_ROWS} x "
+                    f"{MAX_COLUMNS} wells)"
+                )
 
     @classmethod
     def from_format(cls, n_wells: int | str) -> PlateGeometry:

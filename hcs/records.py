@@ -6,13 +6,17 @@ tables agree on format.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
+import os
+import socket
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["failure_record", "sha256_file", "utc_timestamp"]
+__all__ = ["failure_record", "process_alive", "process_record", "sha256_file",
+           "utc_timestamp"]
 
 
 def sha256_file(path: str | Path) -> str:
@@ -64,3 +68,41 @@ def failure_record(well: str, field: int, exc: BaseException, **extra: Any) -> d
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return {"well": well, "field": int(field), "error_type": type(exc).__name__,
             "error": str(exc) or text, **extra}
+
+
+def process_record() -> dict[str, Any]:
+    """Who this process is, to be written into a lock or a partial-output marker: ``host``,
+    ``pid``, ``started`` (the process's creation time, so a reused pid is told apart) and
+    ``user``."""
+    import psutil
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "started": psutil.Process().create_time(), "user": user}
+
+
+def process_alive(record: dict[str, Any]) -> bool:
+    """Whether the process of a :func:`process_record` may still be running.
+
+    A process on another host cannot be checked and counts as alive; on this host it is alive
+    when its pid exists with the recorded creation time (a reused pid is a different process).
+
+    Examples
+    --------
+    >>> process_alive(process_record())
+    True
+    >>> process_alive({**process_record(), "started": 0.0})
+    False
+    """
+    import psutil
+
+    if record.get("host") != socket.gethostname():
+        return True
+    try:
+        proc = psutil.Process(int(record["pid"]))
+        return abs(proc.create_time() - float(record.get("started", 0))) < 1.0
+    except (psutil.NoSuchProcess, KeyError, ValueError, TypeError):
+        return False

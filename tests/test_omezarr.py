@@ -242,8 +242,14 @@ def test_existing_output_refused_and_overwrite(tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError, match="--overwrite"):
         write_plate(acq, out, progress=False)
     assert (out / "keep.txt").read_text() == "user data"
+    # --overwrite replaces only what hcs wrote: a folder with user data is refused, untouched
+    with pytest.raises(InputError, match="p.ome.zarr: not replaced: not an OME-Zarr plate"):
+        write_plate(acq, out, progress=False, overwrite=True)
+    assert (out / "keep.txt").read_text() == "user data"
+    (out / "keep.txt").unlink()  # an empty folder may be replaced
     write_plate(acq, out, progress=False, overwrite=True)
-    assert not (out / "keep.txt").exists() and open_plate(out).wells == ["A01"]
+    write_plate(acq, out, progress=False, overwrite=True)  # and so may an hcs plate
+    assert open_plate(out).wells == ["A01"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "p.ome.zarr"]
 
 

@@ -162,7 +162,8 @@ def convert_stage(pipe: Pipeline, export: str | Path, plate: Path,
     def action() -> None:
         acq = acquisition or open_export(src, **params.open_export_kwargs())
         write_plate(acq, plate, ngff=params.ngff, overwrite=True, strict=params.strict,
-                    workers=params.workers, progress=progress)
+                    workers=params.workers, progress=progress, dtype=params.dtype,
+                    inputs=[src])
 
     return pipe.step("convert", {"export": f"{src.resolve()}@{fp}"}, params.result_params(),
                      lambda: plate_fingerprint(plate), action)

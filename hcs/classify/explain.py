@@ -152,6 +152,15 @@ def pick_examples(y_true: np.ndarray, proba: np.ndarray, n: int, seed: int = 0) 
     return np.asarray(out, dtype=np.int64)
 
 
+def _grad_cam_folder_not_ours(path: Path) -> str | None:
+    """A folder of :func:`write_grad_cams`: ``index.csv`` and PNGs only (``None``), else why not."""
+    if path.is_symlink() or not path.is_dir() or not (path / "index.csv").is_file():
+        return "not a Grad-CAM folder written by hcs (no index.csv)"
+    foreign = sorted(p.name for p in path.iterdir()
+                     if p.name != "index.csv" and not (p.suffix == ".png" and p.is_file()))
+    return f"holds {foreign[0]!r}, which hcs did not write" if foreign else None
+
+
 def write_grad_cams(
     model: Any,
     crops: np.ndarray,
@@ -174,11 +183,13 @@ def write_grad_cams(
     import pandas as pd
     from skimage.io import imsave
 
+    from hcs.atomic import check_replaceable
     from hcs.errors import OutputExistsError
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    check_replaceable(out, overwrite=True, not_ours=_grad_cam_folder_not_ours)
     if n < 1:
         raise InputError(f"--n must be >= 1, got {n}")
     if len(crops) == 0:

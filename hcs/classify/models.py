@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hcs.errors import InputError, OutputExistsError
+from hcs.errors import InputError
 from hcs.records import sha256_file
 
 WEIGHTS = "model.safetensors"
@@ -148,6 +148,31 @@ def create_classifier(
     return timm.create_model(architecture, **kw)
 
 
+#: Files a model folder holds (card, weights, split list, metrics, its README).
+MODEL_FOLDER_FILES = {CARD, WEIGHTS, "README.md", "split.json", "test_metrics.json"}
+
+
+def model_folder_not_ours(path: str | Path) -> str | None:
+    """Why ``path`` is not a model folder hcs wrote (``None`` when it is one): ``model.yaml``
+    with an ``architecture`` and the weights' ``sha256``, ``model.safetensors``, and nothing
+    else but :data:`MODEL_FOLDER_FILES`. ``--overwrite`` replaces nothing else
+    (:func:`hcs.atomic.check_replaceable`)."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return "not a folder"
+    try:
+        card = yaml.safe_load((path / CARD).read_text())
+    except (OSError, yaml.YAMLError):
+        card = None
+    if not isinstance(card, dict) or not {"architecture", "sha256"} <= set(card) \
+            or not (path / WEIGHTS).is_file():
+        return f"not an hcs model folder (no {CARD} card with weights)"
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in MODEL_FOLDER_FILES)
+    if foreign:
+        return f"holds {foreign[0]!r}, which hcs did not write"
+    return None
+
+
 def save_model(
     model: Any, card: ModelCard, folder: str | Path, overwrite: bool = False,
     extra_files: dict[str, str] | None = None,
@@ -159,9 +184,10 @@ def save_model(
     """
     from safetensors.torch import save_file
 
+    from hcs.atomic import check_replaceable
+
     folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise OutputExistsError(f"{folder} exists (use --overwrite to replace it)")
+    check_replaceable(folder, overwrite=overwrite, not_ours=model_folder_not_ours)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:

@@ -17,23 +17,22 @@ from hcs.params import ConvertParams
 def convert(
     src: str = typer.Argument(..., help="Instrument export folder (or its index file)."),
     out: str = typer.Argument(..., help="Output plate, e.g. plate.ome.zarr."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing OUT (only a plate hcs wrote)."
+    ),
     params: ConvertParams = ConvertParams(),
 ) -> None:
     """Convert an instrument export into an OME-Zarr HCS plate."""
-    from pathlib import Path
-
-    from hcs.errors import OutputExistsError
+    from hcs.atomic import check_replaceable
     from hcs.io import open_export
     from hcs.io.convert import write_plate
     from hcs.io.omezarr import open_plate
 
-    if Path(out).exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_replaceable(out, inputs=[src], overwrite=overwrite)
     acq = open_export(src, **params.open_export_kwargs())
     path = write_plate(
         acq, out, ngff=params.ngff, overwrite=overwrite, strict=params.strict,
-        workers=params.workers, progress=True,
+        workers=params.workers, progress=True, dtype=params.dtype, inputs=[src],
     )
     stats = open_plate(path).attrs.get("stats", {})
     typer.echo(

@@ -8,7 +8,6 @@ naming the owner.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import socket
@@ -16,32 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from hcs.errors import InputError
-from hcs.records import utc_timestamp
+from hcs.records import process_alive, process_record, utc_timestamp
 
 __all__ = ["RunLock"]
-
-
-def _me() -> dict[str, Any]:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return {"host": socket.gethostname(), "pid": os.getpid(),
-            "started": psutil.Process().create_time(), "user": user,
-            "locked_at": utc_timestamp()}
-
-
-def _alive(owner: dict[str, Any]) -> bool:
-    if owner.get("host") != socket.gethostname():
-        return True  # cannot check another machine: assume it is running
-    try:
-        proc = psutil.Process(int(owner["pid"]))
-        return abs(proc.create_time() - float(owner.get("started", 0))) < 1.0
-    except (psutil.NoSuchProcess, KeyError, ValueError, TypeError):
-        return False
 
 
 class RunLock:
@@ -69,7 +46,7 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                if owner is not None and _alive(owner):
+                if owner is not None and process_alive(owner):
                     raise InputError(
                         f"{self.path.parent} is in use by another run (pid {owner.get('pid')} "
                         f"on {owner.get('host')}, user {owner.get('user')}, since "
@@ -78,7 +55,7 @@ class RunLock:
                 self.path.unlink(missing_ok=True)  # stale: its owner is gone
                 continue
             with os.fdopen(fd, "w") as f:
-                json.dump(_me(), f)
+                json.dump({**process_record(), "locked_at": utc_timestamp()}, f)
             return
         raise InputError(f"{self.path}: could not take the run lock")
 

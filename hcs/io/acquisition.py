@@ -304,6 +304,30 @@ def resolve_inside(base: Path, ref: str, *, allow_outside: bool = False, where: 
     return target
 
 
+def inside_export(base: Path, path: str | Path, what: str = "metadata file") -> Path:
+    """``path``, a file hcs takes from the export ``base`` by itself (index, vendor metadata),
+    unless it resolves (symlinks followed) outside ``base``.
+
+    Unlike image paths (:func:`resolve_inside`), ``--allow-outside`` does not apply: these files
+    are parsed and copied byte for byte into the plate's ``vendor/`` folder, so a symlink
+    leading out of the export would copy an unrelated (possibly private) file into a plate
+    that is shared.
+
+    Raises
+    ------
+    InputError
+        Naming the file, where it leads and the export.
+    """
+    path = Path(path)
+    target = path.resolve()
+    if not target.is_relative_to(Path(base).resolve()):
+        raise InputError(
+            f"{path}: {what} resolves to {target}, outside the export {base}; refused (hcs "
+            "takes no file from outside an export; replace the link by a copy of the file)"
+        )
+    return path
+
+
 def read_plane(
     path: str | Path, page: int = 0, *, expect_shape: tuple[int, int] | None = None
 ) -> np.ndarray:

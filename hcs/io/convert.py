@@ -15,14 +15,15 @@ tree on zarr v2 (no shards) for older viewers.
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,8 @@ import zarr
 from ome_zarr.format import FormatV04, FormatV05
 from ome_zarr.writer import write_multiscales_metadata, write_plate_metadata, write_well_metadata
 
-from hcs.errors import InputError, OutputExistsError
+from hcs.atomic import WRITTEN_BY, atomic_dir, check_replaceable
+from hcs.errors import InputError, OutputError
 from hcs.io.acquisition import KEY_COLUMNS, Acquisition, probe_tiff, read_plane
 from hcs.io.plate_meta import (
     copy_vendor,
@@ -41,9 +43,13 @@ from hcs.io.plate_meta import (
     pyramid_shapes,
     to_json_safe,
 )
+from hcs.params import PlateDtype
 from hcs.plate import row_name, well_name
 
-__all__ = ["write_plate"]
+__all__ = ["PLATE_DTYPES", "fit_plane", "write_plate"]
+
+#: Plate dtypes ``write_plate(dtype=...)`` / ``hcs convert --dtype`` accept.
+PLATE_DTYPES: tuple[str, ...] = get_args(PlateDtype)
 AXES_05 = [
     {"name": "t", "type": "time", "unit": "second"},
     {"name": "c", "type": "channel"},
@@ -51,6 +57,48 @@ AXES_05 = [
     {"name": "y", "type": "space", "unit": "micrometer"},
     {"name": "x", "type": "space", "unit": "micrometer"},
 ]
+
+
+def fit_plane(
+    arr: np.ndarray, dtype: np.dtype, path: str | Path, *, reinterpret_signed: bool = False
+) -> np.ndarray:
+    """``arr`` as ``dtype`` when every value survives unchanged, else an error naming ``path``.
+
+    A plane whose dtype or range the plate dtype cannot hold (a float plane with fractions in a
+    uint16 plate, negative values in an unsigned plate, values above 65535 in uint16 ...) is
+    an :class:`~hcs.errors.InputError`: casting would silently change the pixels.
+    ``reinterpret_signed`` views a signed plane as unsigned of the same width first (scanR
+    records the signedness wrongly, :mod:`hcs.io.scanr`).
+
+    Examples
+    --------
+    >>> fit_plane(np.array([1.0, 2.0], dtype=np.float32), np.dtype("uint16"), "a.tif")
+    array([1, 2], dtype=uint16)
+    >>> fit_plane(np.array([0.5]), np.dtype("uint16"), "a.tif")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hcs.errors.InputError: a.tif: the float64 plane (values 0.5 .. 0.5) cannot be stored in ...
+    """
+    if reinterpret_signed and arr.dtype.kind == "i":
+        arr = arr.view(f"uint{8 * arr.dtype.itemsize}")
+    if arr.dtype == dtype:
+        return arr
+    if np.can_cast(arr.dtype, dtype, "safe"):
+        return arr.astype(dtype)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = arr.astype(dtype)
+        same = np.array_equal(out.astype(arr.dtype), arr, equal_nan=dtype.kind == "f")
+    if same:
+        return out
+    lo, hi = (np.nanmin(arr), np.nanmax(arr)) if np.isfinite(arr).any() else (arr.min(), arr.max())
+    wide = np.promote_types(arr.dtype, dtype)
+    hint = f"; convert with --dtype {wide}" if str(wide) in PLATE_DTYPES else ""
+    raise InputError(
+        f"{path}: the {arr.dtype} plane (values "
+        f"{float(lo):.6g} .. {float(hi):.6g}) cannot be stored in the plate's {dtype} "
+        f"without changing its values{hint}"
+    )
 
 
 def _image_shape_dtype(acq: Acquisition, missing: set[tuple]) -> tuple[tuple[int, int], np.dtype]:
@@ -110,6 +158,7 @@ def _write_field(
     levels: list[tuple[int, int]],
     zarr_format: int,
     rate: _Rate,
+    reinterpret_signed: bool = False,
 ) -> np.ndarray:
     """Read one field's planes, write its pyramid; return per-channel (p0.1, p99.9) of the
     lowest level for the display window."""
@@ -118,8 +167,9 @@ def _write_field(
     for rec in planes.itertuples(index=False):
         key = (int(rec.row), int(rec.col), int(rec.field), int(rec.z), int(rec.channel), int(rec.t))
         if key not in missing:
-            data[int(rec.t), int(rec.channel), int(rec.z)] = read_plane(
-                rec.path, int(rec.page), expect_shape=size[3:]
+            plane = read_plane(rec.path, int(rec.page), expect_shape=size[3:])
+            data[int(rec.t), int(rec.channel), int(rec.z)] = fit_plane(
+                plane, dtype, rec.path, reinterpret_signed=reinterpret_signed
             )
     image = well_group.create_group(str(field))
     level = data
@@ -187,6 +237,8 @@ def write_plate(
     strict: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    dtype: str | None = None,
+    inputs: Iterable[str | Path] = (),
 ) -> Path:
     """Write an acquisition as an OME-NGFF HCS plate, atomically.
 
@@ -210,18 +262,35 @@ def write_plate(
         many fields are held in memory at once.
     progress
         Show a progress bar (planes done / total and MB/s) on stderr.
+    dtype
+        Plate dtype (one of :data:`PLATE_DTYPES`); default the dtype of the first image. Every
+        plane must fit it exactly (:func:`fit_plane`), else an error names the file.
+    inputs
+        Further inputs ``out`` must stay clear of (the export folder the user named); the
+        acquisition's own folder, vendor files and image folders are always included.
 
     Returns
     -------
     Path
         ``out``. The plate is built in ``OUT.partial-<pid>`` and renamed at the end, so a failed
-        conversion leaves nothing that looks like a plate.
+        conversion leaves nothing that looks like a plate (:func:`hcs.atomic.atomic_dir`).
+
+    Raises
+    ------
+    InputError
+        Bad export, a plane the plate dtype cannot hold, or ``out`` that is, contains or lies
+        inside an input, or exists and is not an hcs plate (with ``overwrite``).
+    OutputError
+        The disk is full (or a quota is exceeded) while writing; the partial plate is removed.
     """
     out = Path(out)
     if ngff not in ("0.5", "0.4"):
         raise InputError(f"unsupported NGFF version {ngff!r}; choose 0.5 or 0.4")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    if dtype is not None and str(dtype) not in PLATE_DTYPES:
+        raise InputError(f"unsupported plate dtype {dtype!r}; choose {', '.join(PLATE_DTYPES)}")
+    image_dirs = {os.path.dirname(p) for p in acq.planes["path"].dropna()}
+    inputs = [acq.source, *acq.vendor_files, *sorted(image_dirs), *inputs]
+    check_replaceable(out, inputs=inputs, overwrite=overwrite)
     if not len(acq.planes):
         raise InputError(f"{acq.source}: the export lists no planes")
     missing_df = acq.missing_planes()
@@ -237,24 +306,22 @@ def write_plate(
     for f in acq.vendor_files:
         if not Path(f).is_file():
             raise InputError(f"{f}: vendor metadata file listed by the reader does not exist")
-    shape, dtype = _image_shape_dtype(acq, missing)
+    shape, plate_dtype = _image_shape_dtype(acq, missing)
+    if dtype is not None:
+        plate_dtype = np.dtype(dtype)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / f"{out.name}.partial-{os.getpid()}"
-    if partial.exists():
-        shutil.rmtree(partial)
     try:
-        _write_tree(acq, partial, ngff, shape, dtype, missing, missing_list, workers, progress)
-        if out.exists():
-            old = out.parent / f"{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            partial.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        with atomic_dir(out, inputs=inputs, overwrite=overwrite) as partial:
+            _write_tree(acq, partial, ngff, shape, plate_dtype, missing, missing_list, workers,
+                        progress)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or isinstance(exc, OutputError):
+            raise
+        where = exc.filename or out.parent / f"{out.name}.partial-{os.getpid()}"
+        raise OutputError(
+            exc.errno, f"{out}: {exc.strerror or os.strerror(exc.errno)} while writing {where} "
+            "(disk full or quota exceeded); the partial plate was removed"
+        ) from None
     return out
 
 
@@ -271,7 +338,7 @@ def _write_tree(
 ) -> None:
     fmt = FormatV05() if ngff == "0.5" else FormatV04()
     zarr_format = fmt.zarr_format
-    root = zarr.open_group(str(root_path), mode="w", zarr_format=zarr_format)
+    root = zarr.open_group(str(root_path), mode="a", zarr_format=zarr_format)  # holds the marker
     size_tcz = (acq.size_t, acq.size_c, acq.size_z)
     levels = pyramid_shapes(shape)
     pixel = acq.pixel_size_um or (1.0, 1.0)
@@ -299,6 +366,7 @@ def _write_tree(
                 pool.submit(
                     _write_field, well_groups[(r, c)], int(f), sub, missing,
                     (*size_tcz, *shape), dtype, levels, zarr_format, rate,
+                    acq.vendor_format == "scanr",
                 )
                 for (r, c, f), sub in groups.items()
             ]
@@ -360,7 +428,8 @@ def _write_tree(
         name=str(acq.plate_name),
     )
     vendor = copy_vendor(acq.vendor_files, acq.source, root_path / "vendor")
-    hcs_attrs = provenance(acq, missing_list, vendor, ngff)
+    hcs_attrs = {"written_by": WRITTEN_BY, **provenance(acq, missing_list, vendor, ngff)}
+    hcs_attrs["dtype"] = str(dtype)
     hcs_attrs["stats"] = {
         "wells": len(fields_per_well),
         "fields": len(groups),

@@ -37,12 +37,13 @@ from hcs.io.acquisition import (
     Channel,
     check_unique_keys,
     dense_index,
+    inside_export,
     probe_tiff,
     resolve_inside,
 )
 from hcs.io.flatfield import flatfield_surface, parse_flatfield_profile
 from hcs.io.harmony_index import INDEX_NAMES, find_index, parse_index, schema_name
-from hcs.plate import PlateGeometry
+from hcs.plate import MAX_ROWS, PlateGeometry
 
 __all__ = ["INDEX_NAMES", "find_index", "flatfield_surface", "read_harmony"]
 
@@ -217,6 +218,8 @@ def _z_step(planes: pd.DataFrame) -> float | None:
 
 
 def _vendor_files(index: Path) -> list[Path]:
+    """The index and the measurement's Assaylayout/FFC_Profile XML files, each checked to
+    resolve inside the measurement folder (:func:`inside_export`)."""
     folder = index.parent
     measurement = folder.parent if folder.name.lower() == "images" else folder
     files = [index]
@@ -225,7 +228,7 @@ def _vendor_files(index: Path) -> list[Path]:
             files += sorted(
                 f for f in sub.iterdir() if f.is_file() and f.name.lower().endswith(".xml")
             )
-    return files
+    return [inside_export(measurement, f, "vendor metadata file") for f in files]
 
 
 def read_harmony(path: str | Path, *, allow_outside: bool = False) -> Acquisition:
@@ -256,6 +259,7 @@ def read_harmony(path: str | Path, *, allow_outside: bool = False) -> Acquisitio
     """
     index = find_index(path)
     base = index.parent
+    vendor = _vendor_files(index)  # before parsing: the index too must lie inside the export
     idx = parse_index(index)
     cols = idx.cols
     n = len(cols["id"])
@@ -307,9 +311,20 @@ def read_harmony(path: str | Path, *, allow_outside: bool = False) -> Acquisitio
     # Plate geometry.
     plate = idx.plate
     try:
-        geometry = PlateGeometry(int(plate["PlateRows"]), int(plate["PlateColumns"]))
+        n_rows, n_cols = int(plate["PlateRows"]), int(plate["PlateColumns"])
     except (KeyError, TypeError, ValueError):
-        geometry = PlateGeometry.smallest_fitting(int(row.max()), int(col.max()))
+        n_rows = n_cols = 0
+    if n_rows < 1 or n_cols < 1:  # not stated (or 0, as for slides): the smallest plate fitting
+        try:
+            geometry = PlateGeometry.smallest_fitting(int(row.max()), int(col.max()))
+        except InputError as exc:
+            raise InputError(f"{index}: {exc}") from None
+    else:
+        try:
+            geometry = PlateGeometry(n_rows, n_cols)
+        except InputError as exc:
+            bad = "PlateRows" if not 1 <= n_rows <= MAX_ROWS else "PlateColumns"
+            raise InputError(f"{index}: Plate {bad}={plate[bad]!r}: {exc}") from None
     off = ~((row >= 0) & (row < geometry.rows) & (col >= 0) & (col < geometry.columns))
     if off.any():
         i = int(np.flatnonzero(off.to_numpy())[0])
@@ -360,7 +375,7 @@ def read_harmony(path: str | Path, *, allow_outside: bool = False) -> Acquisitio
         dtype=dtype,
         z_step_um=_z_step(planes),
         index_file=index,
-        vendor_files=_vendor_files(index),
+        vendor_files=vendor,
         instrument=idx.top.get("InstrumentType"),
         attrs=attrs,
         sources={"pixel_size_um": f"metadata: {index}" if pixel else

@@ -39,6 +39,7 @@ from hcs.io.acquisition import (
     Channel,
     check_unique_keys,
     dense_index,
+    inside_export,
     probe_tiff,
     resolve_inside,
 )
@@ -115,6 +116,12 @@ def read_scanr(
          if (d / "AcquisitionLog.dat").is_file()),
         None,
     )
+    if data_dir != exp_dir:  # a data/ folder linked from elsewhere holds images from outside
+        resolve_inside(exp_dir, data_dir.name, allow_outside=allow_outside, where=str(exp_dir))
+    dat_path = exp_dir / "experiment_descriptor.dat"  # the descriptor's binary twin
+    for meta in (ome_path, desc_path, log_path, dat_path if dat_path.is_file() else None):
+        if meta is not None:  # parsed and copied into vendor/: must lie inside the export
+            inside_export(exp_dir, meta, "scanR metadata file")
     files, ignored = _list_images(data_dir, allow_outside)
     desc = parse_experiment_descriptor(desc_path) if desc_path else None
     attrs: dict[str, Any] = {"ignored_files": ignored}
@@ -183,8 +190,8 @@ def read_scanr(
         sources["pixel_size_um"] = (f"unknown: {ome_path or desc_path or data_dir} does not "
                                     "state it")
     vendor = [p for p in (ome_path, desc_path, log_path) if p is not None]
-    if (exp_dir / "experiment_descriptor.dat").is_file():  # its binary twin
-        vendor.append(exp_dir / "experiment_descriptor.dat")
+    if dat_path.is_file():
+        vendor.append(dat_path)
     return Acquisition(
         plate_name=(desc.plate_name if desc and desc.plate_name else exp_dir.resolve().name),
         geometry=geometry,
@@ -273,9 +280,18 @@ def _records_from_ome(
         where = f"{ome.path}: Image {img.image_id!r}"
         for pl in img.planes:
             well, pos = img.well, img.pos
+            parsed = parse_scanr_name(Path(pl["file"]).name)
             if well is None or pos is None:  # no W/P in the Image ID: take the file name's
-                parsed = parse_scanr_name(Path(pl["file"]).name)
                 well, pos = (parsed.well, parsed.pos) if parsed else (None, None)
+            elif parsed is not None and (parsed.well, parsed.pos) != (well, pos):
+                # both written by scanR at acquisition: a contradiction means an edited or
+                # foreign OME-XML or renamed files; either choice could put images in the wrong
+                # well, so refuse rather than pick one
+                raise InputError(
+                    f"{base / pl['file']}: the file name says well W{parsed.well} position "
+                    f"P{parsed.pos}, but {ome.path} lists it under Image {img.image_id!r} "
+                    f"(well {well}, position {pos}); metadata and files disagree"
+                )
             if well is None or pos is None:
                 raise InputError(f"{where}: cannot tell the well/position (ID nor file name)")
             if pl["c"] >= len(img.channels):

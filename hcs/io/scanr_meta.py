@@ -174,6 +174,9 @@ def _parse_image(elem: ET.Element, path: Path) -> OmeImage:
         well, pos = int(m[1]), int(m[2])
     label = None
     if m := _IMAGE_NAME_RE.search(name):
+        if well is not None and (int(m[1]), int(m[2])) != (well, pos):
+            raise InputError(f"{where}: the ID says well {well} position {pos}, the name "
+                             f"{name!r} says well {m[1]} position {m[2]}")
         well = well if well is not None else int(m[1])
         pos = pos if pos is not None else int(m[2])
         label = m[3].strip() or None

@@ -12,7 +12,7 @@ from typing import Any
 
 from hcs.errors import InputError
 from hcs.io.scanr_descriptor import Descriptor
-from hcs.plate import PLATE_FORMATS, PlateGeometry, parse_well, well_name
+from hcs.plate import MAX_ROWS, PLATE_FORMATS, PlateGeometry, parse_well, well_name
 
 
 def add_prefix_labels(labels: dict[int, str], names: list[Any]) -> None:
@@ -84,7 +84,12 @@ def plate_geometry(
         Rows x columns.
     """
     if desc is not None and desc.rows and desc.columns:
-        g = PlateGeometry(desc.rows, desc.columns)
+        try:
+            g = PlateGeometry(desc.rows, desc.columns)
+        except InputError as exc:
+            bad = "Rows" if not 1 <= desc.rows <= MAX_ROWS else "Columns"
+            raise InputError(f"{desc.path}: format {bad}={getattr(desc, bad.lower())}: "
+                             f"{exc}") from None
         if plate_format is not None and PlateGeometry.from_format(plate_format) != g:
             raise InputError(
                 f"{desc.path}: the descriptor says {g.rows} x {g.columns} wells, but "

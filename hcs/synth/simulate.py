@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 import hcs.synth.artefacts as artefacts
+from hcs.atomic import WRITTEN_BY, check_replaceable
 from hcs.errors import InputError, OutputExistsError
 from hcs.plate import PlateGeometry, well_name
 from hcs.synth.assays import AssaySim, get_assay
@@ -140,8 +141,11 @@ def simulate_plate(
     _check_args(fmt, fields, size, pixel_size_um, schema, z_planes, z_step_um)
     sim = get_assay(assay)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise OutputExistsError(f"{out} exists and is not empty (pass overwrite to replace it)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise OutputExistsError(
+                f"{out} exists and is not empty (pass overwrite to replace it)")
+        check_replaceable(out, inputs=[layout], overwrite=True, not_ours=simulation_not_ours)
     lay = load_layout(layout, plate_format)
     geometry = PlateGeometry(*lay.attrs["geometry"])
     plan = plan_wells(lay, sim, seed, wells_per_condition)
@@ -261,7 +265,8 @@ def _params(sim: AssaySim, layout: str | Path, fmt: str, fields: int, size: int,
     from hcs import __version__
 
     return {
-        "hcs_version": __version__, "assay": sim.name, "classes": sim.classes,
+        "written_by": WRITTEN_BY, "hcs_version": __version__, "assay": sim.name,
+        "classes": sim.classes,
         "excluded_classes": sim.excluded, "layout": Path(layout).name, "format": fmt,
         "harmony_schema": schema if fmt == "harmony" else None, "fields": fields,
         "size_px": size, "pixel_size_um": px, "z_planes": nz, "z_step_um": dz, "seed": seed,
@@ -272,6 +277,31 @@ def _params(sim: AssaySim, layout: str | Path, fmt: str, fields: int, size: int,
                       "offset": c.offset, "flatfield_coefficients": coeffs[i]}
                      for i, c in enumerate(sim.channels)],
     }
+
+
+def simulation_not_ours(path: Path) -> str | None:
+    """Why ``path`` is not a simulation written by :func:`simulate_plate` (``None`` when it is).
+
+    A simulation holds ``simulation.json`` (with ``written_by: hcs``, or the ``hcs_version``,
+    ``assay`` and ``seed`` of earlier versions) and nothing besides ``export/`` and ``truth/``;
+    ``overwrite`` replaces nothing else (:func:`hcs.atomic.check_replaceable`).
+    """
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return "not a folder"
+    try:
+        meta = json.loads((path / "simulation.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "not an hcs simulation (no readable simulation.json)"
+    if not isinstance(meta, dict) or not (
+        meta.get("written_by") == WRITTEN_BY or {"hcs_version", "assay", "seed"} <= set(meta)
+    ):
+        return "not an hcs simulation (simulation.json was not written by hcs)"
+    foreign = sorted(p.name for p in path.iterdir()
+                     if p.name not in ("export", "truth", "simulation.json"))
+    if foreign:
+        return f"holds {foreign[0]!r}, which hcs did not write"
+    return None
 
 
 @dataclass

@@ -214,6 +214,10 @@ def train_detector(
     ckdir = Path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + ".ckpt")
     if out.exists() and not (overwrite or resume):
         raise OutputExistsError(f"{out} exists (use --overwrite to replace it, or --resume)")
+    from hcs.atomic import check_replaceable
+    from hcs.classify.models import model_folder_not_ours
+
+    check_replaceable(out, overwrite=True, not_ours=model_folder_not_ours)  # before training
     n = len(config.channels)
     full = read_detection_set(annotations, fmt, n, config.class_agnostic)
     parts = resolve_split(full.sources, split, val_fraction, test_fraction, config.seed)

@@ -94,6 +94,10 @@ def train_model(
     out = Path(out)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    from hcs.atomic import check_replaceable
+    from hcs.classify.models import model_folder_not_ours
+
+    check_replaceable(out, overwrite=overwrite, not_ours=model_folder_not_ours)  # before training
     config = config or TrainConfig()
     spec = get_input_spec(assay)
     classes = list(get_assay(assay).classes)

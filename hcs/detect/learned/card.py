@@ -24,7 +24,7 @@ from hcs.classify.models import (  # one model-folder layout for all models
     read_yaml,
     validate_card,
 )
-from hcs.errors import InputError, OutputExistsError
+from hcs.errors import InputError
 
 __all__ = ["DetectorCard", "TileCard", "is_detector_folder", "read_detector_card",
            "write_detector_folder", "WEIGHTS", "CARD"]
@@ -126,11 +126,12 @@ def write_detector_folder(
     """Write weights + card (with the weights' sha256) atomically: temp folder, then rename."""
     from safetensors.torch import save_file
 
+    from hcs.atomic import check_replaceable
+    from hcs.classify.models import model_folder_not_ours
     from hcs.records import sha256_file
 
     folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise OutputExistsError(f"{folder} exists (use --overwrite to replace it)")
+    check_replaceable(folder, overwrite=overwrite, not_ours=model_folder_not_ours)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
