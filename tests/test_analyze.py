@@ -184,8 +184,14 @@ def test_changed_parameter_reruns_that_stage_and_later(sim, model, scheduler, ba
     from hcs.analyze.pipeline import resolve_model
 
     before = resolve_model("cic", other)[1]
+    from hcs.classify.models import seal_card
+    from hcs.errors import InputError
+
     card["crop"]["margin"] = 0.5
     (other / "model.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(InputError, match="card_sha256"):  # unsealed: refused, names the card
+        resolve_model("cic", other)
+    seal_card(other)  # a deliberate edit: a new fingerprint, so the run re-runs
     assert resolve_model("cic", other)[1] != before
 
 

@@ -94,13 +94,11 @@ def analysis_paths(folder: str | Path) -> dict[str, Path]:
 def resolve_model(assay: str, model: str | Path | None) -> tuple[Path, str]:
     """``(model folder, fingerprint)``: ``model`` or the assay's shipped default.
 
-    The fingerprint covers what changes the cells: the weights (their sha256, which loading
-    verifies) and the card's classes, inputs, crop, normalisation and decision rule, not its
-    documentation (training history, metrics), so adding metrics to a card re-runs nothing.
+    The fingerprint is the card's verified ``card_sha256``
+    (:func:`hcs.classify.models.card_checksum`): the weights' sha256 and the card's classes in
+    order, inputs, crop, normalisation and decision rule, not its documentation (training
+    history, metrics), so adding metrics to a card re-runs nothing.
     """
-    import hashlib
-    import json
-
     from hcs.engine.model import model_card
 
     if model is None:
@@ -110,10 +108,7 @@ def resolve_model(assay: str, model: str | Path | None) -> tuple[Path, str]:
     folder, card = model_card(model)
     if card.assay != assay:
         raise InputError(f"model {folder} is a model of assay {card.assay!r}, not {assay!r}")
-    used = card.model_dump(mode="json", exclude={"name", "training", "metrics", "hcs_version"})
-    for ch in used.get("channels", []):
-        ch.pop("meaning", None)
-    return folder, hashlib.sha256(json.dumps(used, sort_keys=True).encode()).hexdigest()
+    return folder, card.card_sha256
 
 
 def _detector_fingerprint(detector: str) -> str:
