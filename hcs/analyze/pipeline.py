@@ -144,6 +144,15 @@ def _check_layout(layout: str | Path, reference: str | None) -> bool:
     return len(controls) == 1
 
 
+def _check_layout_on_plate(layout: str | Path, plate: Path) -> None:
+    """The layout's wells lie on the converted plate and share wells with it."""
+    from hcs.io.omezarr import open_plate
+    from hcs.layouts import check_layout_on_plate, read_layout
+
+    pl = open_plate(plate)
+    check_layout_on_plate(read_layout(layout), pl.wells, pl.geometry, plate)
+
+
 def convert_stage(pipe: Pipeline, export: str | Path, plate: Path, fmt: str = "auto",
                   pattern: str | None = None, plate_format: int | None = None,
                   workers: int | None = None, progress: bool = True) -> StageOutcome:
@@ -315,6 +324,7 @@ def analyze(
             before_convert(pipe, paths)
         convert_stage(pipe, export, paths["plate"], fmt, pattern, plate_format,
                       workers=opts.workers, progress=progress)
+        _check_layout_on_plate(layout, paths["plate"])  # before the run starts a cluster
         _, failed = run_stage(pipe, paths["plate"], paths["run"], assay, model_dir, model_fp,
                               opts, progress)
         aggregate_stage(pipe, paths["run"], paths["wells"], assay, layout)
