@@ -303,3 +303,27 @@ def test_sigkill_analyze(sim, tmp_path):
                "--no-gallery")
     _check("analyze", cmd, lambda: cmd, state, reset, n=3, salt=6, partial_ok=partial,
            outputs=(out,))
+
+
+def test_sigkill_mid_write_leaves_no_temp_after_next_write(tmp_path):
+    """A writer SIGKILLed inside :func:`hcs.atomic.atomic_write` (deterministically: while its
+    temporary file is half written) leaves the previous file intact, and the next write of the
+    same file removes the dead writer's temporary file."""
+    from hcs.atomic import atomic_write_text
+
+    target = tmp_path / "stats.parquet"
+    target.write_text("previous")
+    code = ("import sys, time; from hcs.atomic import atomic_write\n"
+            "def slow(t):\n"
+            "    t.write_text('half'); print('writing', flush=True); time.sleep(60)\n"
+            f"atomic_write({str(target)!r}, slow)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stale = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(stale) == 1 and f"-{proc.pid}." in stale[0]
+    assert target.read_text() == "previous"  # the previous state, not a mix
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new" and not _leftovers(tmp_path)
