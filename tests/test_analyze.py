@@ -278,6 +278,12 @@ def test_bad_input_is_one_clear_error(sim, model, tmp_path):
     with pytest.raises(InputError, match="layout not found"):
         analyze(sim / "export", "cic", tmp_path / "l.csv", tmp_path / "x", model=model)
     assert not (tmp_path / "x" / "plate.ome.zarr").exists()
+    # a layout well outside the plate: refused after converting, before the run starts
+    p24 = tmp_path / "p24.csv"
+    p24.write_text("well,condition,role\nA01,DMSO,negative_control\nP24,x,sample\n")
+    with pytest.raises(InputError, match=rf"{p24}:3: well P24 is outside the 8 x 12 plate"):
+        analyze(sim / "export", "cic", p24, tmp_path / "y", model=model, log=lambda _: 0)
+    assert not (tmp_path / "y" / "run").exists()
 
 
 def test_cli_analyze(sim, model, scheduler, tmp_path):
