@@ -37,8 +37,9 @@ def is_detector_spec(spec: str) -> bool:
 
 
 def detector_info(spec: str) -> dict[str, Any]:
-    """Provenance of a detector for ``run.json``: ``name, kind, path, sha256, card_sha256,
-    channels`` (``detector`` is a resume key, so a changed detector card is never mixed in).
+    """Provenance of a detector for ``run.json``: ``name, kind, path, sha256, channels`` and,
+    for a learned detector, ``card_sha256`` (``detector`` is a resume key, so a changed detector
+    card is never mixed in).
 
     ``spec`` is a method name, a detector folder, or the name of one under ``models/``.
 
@@ -49,8 +50,7 @@ def detector_info(spec: str) -> dict[str, Any]:
     """
     methods = [m for m in _methods() if m != "learned"]  # "learned" needs a folder: pass it
     if spec in methods:
-        return {"name": spec, "kind": "method", "path": None, "sha256": None,
-                "card_sha256": None, "channels": []}
+        return {"name": spec, "kind": "method", "path": None, "sha256": None, "channels": []}
     shipped = Path(__file__).resolve().parents[2] / "models" / spec
     if not Path(spec).exists() and not Path(spec).is_absolute() and is_detector_spec(shipped):
         spec = str(shipped)  # a name under the repository's models/, like --model
