@@ -55,7 +55,13 @@ def test_swapped_card_refused_and_resume_never_mixes(tmp_path, scheduler):
     assert "class order" in line and not (tmp_path / "fresh").exists()
 
     # the lab seals the swap on purpose: a new checksum, so the old run cannot be resumed with it
-    seal_card(model)
+    res = _hcs("seal", str(model))
+    new = yaml.safe_load((model / "model.yaml").read_text())["card_sha256"]
+    assert res.returncode == 0
+    assert res.stdout.strip() == f"{model / 'model.yaml'}: card_sha256 {new}"
+    assert new != record["model_card_sha256"]
+    res = _hcs("seal", str(tmp_path / "p"))  # not a model folder: one line, exit 2
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     res = _hcs(*args, "--out", str(out), "--resume", "--wells", "A01,A02")
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
