@@ -138,6 +138,9 @@ def test_nonfinite_readout_visible_in_cli_and_report(tmp_path):
     block = stats_table(stats)
     text = " ".join(b.get("text", "") for b in block["blocks"])
     assert "1 usable well(s) have a NaN or infinite readout" in text and "B03" in text
+    # a stats table of an earlier hcs (no n_nonfinite column) still makes a report, no warning
+    old = stats_table(stats.drop(columns=["n_nonfinite", "nonfinite_wells"]))
+    assert not any("NaN" in b.get("text", "") for b in old["blocks"])
 
 
 def test_stats_for_run_without_run_json_still_checks_shared_wells(tmp_path):

@@ -211,8 +211,8 @@ def stats_table(stats: pd.DataFrame) -> dict[str, Any] | None:
             f" unit), {first['correction']} correction over the run; transform"
             f" {first['transform']}. Click a column header to sort.")
     blocks: list[dict[str, Any]] = [{"type": "text", "text": text}]
-    bad = stats[pd.to_numeric(stats.get("n_nonfinite", pd.Series(dtype=float)),
-                              errors="coerce").fillna(0) > 0]
+    bad = stats.iloc[:0] if "n_nonfinite" not in stats else stats[
+        pd.to_numeric(stats["n_nonfinite"], errors="coerce").fillna(0) > 0]  # older tables: none
     if len(bad):  # NaN/inf readouts are never silently dropped (issue 15 item 10)
         wells = sorted({w for ws in bad["nonfinite_wells"].dropna() for w in str(ws).split(";")
                         if w})
