@@ -32,11 +32,48 @@ def _umask() -> int:
     return mask
 
 
+def _temp_prefix(path: Path) -> str:
+    """``.NAME.HOST-PID.``: whose temporary file it is, so a later write can prove it stale."""
+    import socket
+
+    return f".{path.name}.{socket.gethostname()}-{os.getpid()}."
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove temporary files of ``path`` left by SIGKILLed writers on this host.
+
+    Only files named by :func:`_temp_prefix` of this host whose process no longer exists are
+    removed; anything else (another host's writer, a live process, a name hcs did not make) is
+    left alone.
+    """
+    import re
+    import socket
+
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{re.escape(socket.gethostname())}"
+                         rf"-(\d+)\.[A-Za-z0-9_]+\.tmp$")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None or int(m.group(1)) == os.getpid() or not entry.is_file():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            entry.unlink(missing_ok=True)
+        except (PermissionError, OSError):
+            pass  # alive (another user's) or unknown: not provably stale
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None], *, fsync: bool = False) -> Path:
     """Call ``write(tmp)`` for a temporary path next to ``path``, then rename it into place.
 
     The file gets the usual permissions (0666 minus the umask), not the private 0600 of
-    :func:`tempfile.mkstemp`, so tables and reports can be shared.
+    :func:`tempfile.mkstemp`, so tables and reports can be shared. The temporary file is named
+    ``.NAME.HOST-PID.XXXX.tmp``; one left by a SIGKILLed writer of ``path`` on this host is
+    removed by the next write of ``path``.
 
     Examples
     --------
@@ -48,7 +85,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, fsync: bool
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temps(path)
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:

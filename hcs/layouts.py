@@ -248,6 +248,84 @@ def read_layout(path: str | Path, geometry: PlateGeometry | None = None) -> pd.D
     return df
 
 
+def check_layout_on_plate(
+    layout: pd.DataFrame,
+    plate_wells: Iterable[str],
+    geometry: PlateGeometry | None = None,
+    plate: str | Path = "the plate",
+) -> None:
+    """Check that a layout fits the plate it is joined to (before anything is written).
+
+    Parameters
+    ----------
+    layout
+        Tidy layout from :func:`read_layout` (its ``attrs`` name the file and lines).
+    plate_wells
+        Wells of the plate or run (``A01`` style or any form :func:`hcs.plate.parse_well`
+        reads).
+    geometry
+        Rows x columns of the plate, when known.
+    plate
+        How to name the plate in messages.
+
+    Raises
+    ------
+    InputError
+        A layout well lies outside ``geometry`` (naming the file, line and well: ``P24`` on a
+        96-well plate), or the layout shares no well with ``plate_wells`` (nothing could be
+        compared: probably the layout of another plate).
+
+    Examples
+    --------
+    >>> lay = pd.DataFrame({"well": ["A01", "P24"], "row": [0, 15], "col": [0, 23]})
+    >>> lay.attrs.update(source="layout.csv", lines={"A01": 2, "P24": 3})
+    >>> check_layout_on_plate(lay, ["A01"], PlateGeometry(8, 12), "plate.ome.zarr")
+    Traceback (most recent call last):
+    ...
+    hcs.errors.InputError: layout.csv:3: well P24 is outside the 8 x 12 plate plate.ome.zarr
+    >>> check_layout_on_plate(lay.iloc[:1], ["B02"])
+    Traceback (most recent call last):
+    ...
+    hcs.errors.InputError: layout.csv: the layout shares no well with the plate (layout: 1 ...
+    """
+    src = layout.attrs.get("source", "layout")
+    lines = layout.attrs.get("lines", {})
+    if geometry is not None:
+        for rec in layout.itertuples(index=False):
+            r, c = int(rec.row), int(rec.col)
+            if not geometry.contains(r, c):
+                key = f"{rec.plate}:{rec.well}" if "plate" in layout else rec.well
+                line = lines.get(key)
+                where = _where(Path(src), line) if line is not None else src
+                raise InputError(f"{where}: well {rec.well} is outside the {geometry.rows} x "
+                                 f"{geometry.columns} plate {plate}")
+    have = sorted({well_name(*parse_well(str(w))) for w in plate_wells}, key=parse_well)
+    listed = sorted(set(layout["well"].astype(str)), key=parse_well)
+    if have and not set(have) & set(listed):
+        def span(ws: list[str]) -> str:
+            return f"{len(ws)} wells, " + (ws[0] if len(ws) == 1 else f"{ws[0]}..{ws[-1]}")
+
+        raise InputError(f"{src}: the layout shares no well with {plate} (layout: "
+                         f"{span(listed)}; plate: {span(have)}); nothing could be compared: is "
+                         f"it the layout of another plate?")
+
+
+def plate_geometry(plate: str | Path | None) -> PlateGeometry | None:
+    """Rows x columns of an OME-Zarr plate, or None when it is not there (moved, deleted).
+
+    A run or wells table records its plate's path; the layout checks use its geometry when the
+    plate can still be read.
+    """
+    if not plate:
+        return None
+    from hcs.io.omezarr import is_plate, open_plate
+
+    try:
+        return open_plate(plate).geometry if is_plate(plate) else None
+    except (InputError, OSError, ValueError, KeyError):
+        return None
+
+
 def require_roles(layout: pd.DataFrame, roles: Iterable[str], purpose: str) -> None:
     """Raise if the layout has no well with one of ``roles``, which ``purpose`` needs.
 

@@ -206,7 +206,8 @@ def engine_route(r: Recipe, work: Path) -> dict:
 
 
 def update_card(name: str, **metrics: object) -> None:
-    """Add metrics to ``models/<name>/model.yaml`` (weights and sha256 unchanged)."""
+    """Add metrics to ``models/<name>/model.yaml`` (documentation: weights, sha256 and
+    card_sha256 unchanged)."""
     import yaml
 
     path = MODELS / name / "model.yaml"

@@ -184,8 +184,14 @@ def test_changed_parameter_reruns_that_stage_and_later(sim, model, scheduler, ba
     from hcs.analyze.pipeline import resolve_model
 
     before = resolve_model("cic", other)[1]
+    from hcs.classify.seal import seal_card
+    from hcs.errors import InputError
+
     card["crop"]["margin"] = 0.5
     (other / "model.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(InputError, match="card_sha256"):  # unsealed: refused, names the card
+        resolve_model("cic", other)
+    seal_card(other)  # a deliberate edit: a new fingerprint, so the run re-runs
     assert resolve_model("cic", other)[1] != before
 
 
@@ -279,6 +285,13 @@ def test_bad_input_is_one_clear_error(sim, model, tmp_path):
         analyze(sim / "export", tmp_path / "x", assay="cic", layout=str(LAYOUT),
                 model=str(model), test="welsh")
     assert not (tmp_path / "x" / "plate.ome.zarr").exists()
+    # a layout well outside the plate: refused after converting, before the run starts
+    p24 = tmp_path / "p24.csv"
+    p24.write_text("well,condition,role\nA01,DMSO,negative_control\nP24,x,sample\n")
+    with pytest.raises(InputError, match=rf"{p24}:3: well P24 is outside the 8 x 12 plate"):
+        analyze(sim / "export", tmp_path / "y", assay="cic", layout=str(p24), model=str(model),
+                log=lambda _: 0)
+    assert not (tmp_path / "y" / "run").exists()
 
 
 def test_cli_analyze(sim, model, scheduler, tmp_path):

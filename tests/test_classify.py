@@ -17,10 +17,13 @@ from hcs.classify.infer import predict_proba, select_device  # noqa: E402
 from hcs.classify.models import (  # noqa: E402
     LoadedModel,
     ModelCard,
+    card_checksum,
     create_classifier,
     load_model,
+    read_card,
     save_model,
 )
+from hcs.classify.seal import seal_card
 
 CIC = get_assay("cic").classes
 
@@ -135,12 +138,63 @@ def test_card_not_matching_weights_is_clear(saved) -> None:
     card = yaml.safe_load((folder / "model.yaml").read_text())
     card["classes"] = ["a", "b", "c"]
     (folder / "model.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(InputError, match="card_sha256 .* does not match the card's content"):
+        load_model(folder)
+    seal_card(folder)  # a deliberate edit, recorded: now the weights say it cannot be
     with pytest.raises(InputError, match="does not match model.safetensors .*3 classes"):
         load_model(folder)
     card["in_chans"] = 2
     (folder / "model.yaml").write_text(yaml.safe_dump(card))
     with pytest.raises(InputError, match="field .*channels are described"):
         load_model(folder)
+
+
+def test_card_checksum_covers_class_order_not_documentation(saved) -> None:
+    """Issue 15 item 9: two classes swapped in model.yaml (weights untouched) are refused on
+    load, naming the card; documentation edits are not; sealing records a deliberate edit."""
+    folder, _ = saved
+    path = folder / "model.yaml"
+    original = path.read_text()
+    card = yaml.safe_load(original)
+    assert card["card_sha256"] == card_checksum(read_card(folder))
+    card["metrics"] = {"auc": 0.5}
+    card["channels"][0]["meaning"] = "nuclear stain"
+    card["name"] = "renamed"
+    path.write_text(yaml.safe_dump(card))
+    assert load_model(folder).card.name == "renamed"  # documentation: free to edit
+    for key, value in (("classes", ["dead", "live"]), ("crop", {"size": 16, "margin": 1.0}),
+                       ("normalisation", {"mean": [0.5] * 3, "std": [0.5] * 3}),
+                       ("thresholds", {"rule": "max"}), ("card_sha256", None)):
+        edited = dict(card)
+        if value is None:
+            edited.pop(key)
+        else:
+            edited[key] = value
+        path.write_text(yaml.safe_dump(edited))
+        with pytest.raises(InputError) as err:
+            load_model(folder)
+        msg = str(err.value)
+        assert msg.startswith(f"{path}: ") and "\n" not in msg and f"hcs seal {folder}" in msg
+    # the swapped card, sealed on purpose: loads, and its outputs are the swapped columns
+    path.write_text(original)
+    crops = np.random.default_rng(2).integers(0, 255, (4, 16, 16, 3)).astype(np.uint8)
+    before = predict_proba(load_model(folder), crops, device="cpu")
+    card = yaml.safe_load(original)
+    card["classes"] = ["dead", "live"]
+    path.write_text(yaml.safe_dump(card))
+    new = seal_card(folder)
+    assert new != card_checksum(read_card(folder, verify=False).model_copy(
+        update={"classes": ["live", "dead"]}))
+    m = load_model(folder)
+    assert m.card.classes == ["dead", "live"] and m.card.card_sha256 == new
+    assert np.array_equal(predict_proba(m, crops, device="cpu"), before)
+    # sealing never blesses other weights
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (folder / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="sha256 .* does not match model.yaml"):
+        seal_card(folder)
+    assert yaml.safe_load(path.read_text())["card_sha256"] == new
 
 
 def test_wrong_channel_count_is_clear(saved) -> None:

@@ -83,13 +83,11 @@ def analysis_paths(folder: str | Path) -> dict[str, Path]:
 def resolve_model(assay: str, model: str | Path | None) -> tuple[Path, str]:
     """``(model folder, fingerprint)``: ``model`` or the assay's shipped default.
 
-    The fingerprint covers what changes the cells: the weights (their sha256, which loading
-    verifies) and the card's classes, inputs, crop, normalisation and decision rule, not its
-    documentation (training history, metrics), so adding metrics to a card re-runs nothing.
+    The fingerprint is the card's verified ``card_sha256``
+    (:func:`hcs.classify.models.card_checksum`): the weights' sha256 and the card's classes in
+    order, inputs, crop, normalisation and decision rule, not its documentation (training
+    history, metrics), so adding metrics to a card re-runs nothing.
     """
-    import hashlib
-    import json
-
     from hcs.engine.model import model_card
 
     if model is None:
@@ -99,10 +97,7 @@ def resolve_model(assay: str, model: str | Path | None) -> tuple[Path, str]:
     folder, card = model_card(model)
     if card.assay != assay:
         raise InputError(f"model {folder} is a model of assay {card.assay!r}, not {assay!r}")
-    used = card.model_dump(mode="json", exclude={"name", "training", "metrics", "hcs_version"})
-    for ch in used.get("channels", []):
-        ch.pop("meaning", None)
-    return folder, hashlib.sha256(json.dumps(used, sort_keys=True).encode()).hexdigest()
+    return folder, card.card_sha256
 
 
 def _detector_fingerprint(detector: str) -> str:
@@ -142,6 +137,15 @@ def plate_fingerprint(plate: Path) -> str | None:
     """sha256 of a plate's group metadata (``zarr.json``, or ``.zattrs`` of an NGFF 0.4 plate),
     which holds the conversion's provenance and time."""
     return file_sha256(plate / "zarr.json") or file_sha256(plate / ".zattrs")
+
+
+def _check_layout_on_plate(layout: str | Path, plate: Path) -> None:
+    """The layout's wells lie on the converted plate and share wells with it."""
+    from hcs.io.omezarr import open_plate
+    from hcs.layouts import check_layout_on_plate, read_layout
+
+    pl = open_plate(plate)
+    check_layout_on_plate(read_layout(layout), pl.wells, pl.geometry, plate)
 
 
 def convert_stage(pipe: Pipeline, export: str | Path, plate: Path,
@@ -344,6 +348,7 @@ def analyze(
         else:
             convert_stage(pipe, export, paths["plate"], p.convert, progress=progress,
                           acquisition=acq)
+        _check_layout_on_plate(p.layout, paths["plate"])  # before the run starts a cluster
         _, failed = run_stage(pipe, paths["plate"], paths["run"], assay, model_dir, model_fp,
                               p.run, progress)
         aggregate_stage(pipe, paths["run"], paths["wells"], assay, p.layout)

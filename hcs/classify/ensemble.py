@@ -67,8 +67,9 @@ class Ensemble:
 
     Behaves like a :class:`~hcs.classify.models.ModelCard` where the engine needs one: ``name``,
     ``assay``, ``classes`` (the assay's), ``channels``, ``in_chans``, ``crop`` (the members'
-    shared crop), ``architecture`` and ``sha256`` (a digest of ``ensemble.yaml`` and every
-    member's weight digest).
+    shared crop), ``architecture`` and ``sha256`` = ``card_sha256`` (a digest of
+    ``ensemble.yaml`` and every member's ``card_sha256``, which covers its class order and its
+    weights).
     """
 
     def __init__(self, folder: Path, spec: EnsembleSpec, members: dict[str, dict[str, Any]]
@@ -91,21 +92,8 @@ class Ensemble:
         digest = hashlib.sha256((folder / ENSEMBLE).read_bytes())
         for level in sorted(members):
             for view in sorted(members[level]):
-                digest.update(members[level][view].sha256.encode())
-        self.sha256 = digest.hexdigest()
-
-    def model_dump(self, mode: str = "python", exclude: set[str] | None = None
-                   ) -> dict[str, Any]:
-        """What decides the ensemble's outputs, as a plain dict (for fingerprints): the levels
-        and each member's card (without ``exclude`` fields and channel descriptions)."""
-        members = {}
-        for level, views in self.members.items():
-            for view, card in views.items():
-                d = card.model_dump(mode=mode, exclude=exclude)
-                for ch in d.get("channels", []):
-                    ch.pop("meaning", None)
-                members[f"{level}/{view}"] = d
-        return {"assay": self.assay, "levels": self.spec.levels, "members": members}
+                digest.update(members[level][view].card_sha256.encode())
+        self.sha256 = self.card_sha256 = digest.hexdigest()
 
     @property
     def levels(self) -> list[str]:

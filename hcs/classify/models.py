@@ -2,13 +2,21 @@
 
 A model folder holds ``model.safetensors`` (the weights) and ``model.yaml`` (the card of
 DESIGN.md, "Models": assay, classes, architecture, input channels and their meaning, crop, input
-normalisation, decision thresholds, training data with licence, held-out metrics and the sha256
-of the weights). Loading checks the checksum and that the card describes the weights, and never
-touches the network.
+normalisation, decision thresholds, training data with licence, held-out metrics, the sha256
+of the weights and ``card_sha256``, a checksum over the card's decisive content and the weights'
+sha256, :func:`card_checksum`). Reading a card verifies ``card_sha256``, so a card whose class
+order, channels, crop, normalisation or decision rule changed after it was written is refused;
+its documentation (name, training, metrics, channel meanings) may be edited freely. A deliberate
+change of decisive content is recorded with :func:`hcs.classify.seal.seal_card`
+(``hcs seal FOLDER``). Loading
+checks the weights' checksum and that the card describes the weights, and never touches the
+network.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -76,6 +84,7 @@ class ModelCard(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     sha256: str = ""
+    card_sha256: str = ""
     hcs_version: str = ""
 
     def model_post_init(self, __context: Any) -> None:
@@ -86,6 +95,63 @@ class ModelCard(BaseModel):
             raise ValueError(f"normalisation mean/std must have {n} values (in_chans)")
         if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
             raise ValueError(f"classes must be >= 2 distinct names, got {self.classes}")
+
+
+#: card fields that document a model without changing what it outputs (free to edit)
+DOC_FIELDS = frozenset({"name", "description", "training", "metrics", "hcs_version",
+                        "card_sha256", "channel_meaning"})
+
+
+def card_checksum(card: BaseModel) -> str:
+    """sha256 over what decides a model's outputs: every card field except documentation.
+
+    Covered: the weights' ``sha256``, the classes **in order** (output index -> name), the
+    input channels (roles, in order), crop, normalisation, decision thresholds, architecture
+    (and for detectors tiling, scale and score cut-offs). Not covered: :data:`DOC_FIELDS` and
+    each channel's ``meaning``. Fields left at their default count as absent, so a card that
+    writes a default out has the checksum of one that omits it.
+
+    Examples
+    --------
+    >>> c = ModelCard(name="m", assay="livedead", classes=["live", "dead"], architecture="a",
+    ...               in_chans=1, channels=[{"name": "brightfield"}], crop={"size": 8},
+    ...               normalisation={"mean": [0.5], "std": [0.25]}, sha256="ab")
+    >>> swapped = c.model_copy(update={"classes": ["dead", "live"]})
+    >>> card_checksum(c) == card_checksum(swapped)
+    False
+    >>> card_checksum(c) == card_checksum(c.model_copy(update={"metrics": {"auc": 0.9}}))
+    True
+    """
+    data = card.model_dump(mode="json", exclude_defaults=True, exclude=set(DOC_FIELDS))
+    for ch in data.get("channels", []):
+        if isinstance(ch, dict):
+            ch.pop("meaning", None)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def verify_card(path: Path, card: Any) -> Any:
+    """``card`` after checking its ``card_sha256`` (:func:`card_checksum`); ``path`` names it.
+
+    Raises
+    ------
+    InputError
+        One line naming the card: the checksum is missing, or the decisive content (classes and
+        their order, channels, crop, normalisation, thresholds, weights' sha256) changed.
+    """
+    folder = path.parent
+    if not card.card_sha256:
+        raise InputError(f"{path}: no card_sha256 (the checksum of its classes, channels, crop, "
+                         f"normalisation and weights); check the card, then record it with "
+                         f"`hcs seal {folder}`")
+    digest = card_checksum(card)
+    if digest != card.card_sha256:
+        raise InputError(f"{path}: card_sha256 {card.card_sha256[:12]}... does not match the "
+                         f"card's content ({digest[:12]}...): its classes, class order, "
+                         f"channels, crop, normalisation, thresholds or weights' sha256 were "
+                         f"changed after it was written; if that was deliberate, record it "
+                         f"with `hcs seal {folder}`")
+    return card
 
 
 def _pretrained_file(architecture: str, pretrained: str | Path | bool) -> str:
@@ -194,6 +260,7 @@ def save_model(
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"architecture": card.architecture})
         card = card.model_copy(update={"sha256": sha256_file(tmp / WEIGHTS)})
+        card = card.model_copy(update={"card_sha256": card_checksum(card)})
         (tmp / CARD).write_text(yaml.safe_dump(card.model_dump(), sort_keys=False))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
@@ -229,12 +296,14 @@ def validate_card(path: Path, schema: type[BaseModel], data: Any) -> Any:
         raise InputError(f"{path}: field {loc}: {err['msg']}") from None
 
 
-def read_card(folder: str | Path) -> ModelCard:
-    """Parse and validate ``folder/model.yaml``."""
+def read_card(folder: str | Path, verify: bool = True) -> ModelCard:
+    """Parse and validate ``folder/model.yaml`` and verify its ``card_sha256``
+    (:func:`verify_card`; ``verify=False`` only for :func:`hcs.classify.seal.seal_card`)."""
     path = Path(folder) / CARD
     if not path.is_file():
         raise InputError(f"{path}: model card not found ({Path(folder)} is not a model folder)")
-    return validate_card(path, ModelCard, read_yaml(path))
+    card = validate_card(path, ModelCard, read_yaml(path))
+    return verify_card(path, card) if verify else card
 
 
 class LoadedModel:

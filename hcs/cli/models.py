@@ -375,3 +375,16 @@ def evaluate_detector_cmd(
     typer.echo(f"IoU 0.5: precision {f['precision_iou50']} recall {f['recall_iou50']} "
                f"F1 {f['f1_iou50']}   IoU 0.1: precision {f['precision_iou10']} recall "
                f"{f['recall_iou10']}   AP50 {f['ap50']}  best F1 {f['best_f1']}")
+
+
+@app.command("seal")
+@user_errors
+def seal_cmd(
+    model: Path = typer.Argument(..., help="Model folder whose model.yaml you edited on purpose."),
+) -> None:
+    """Record a deliberate edit of a model card (classes, their order, channels, crop,
+    normalisation, thresholds) as its new card_sha256; the weights must still match."""
+    from hcs.classify.seal import seal_card
+
+    digest = seal_card(model)
+    typer.echo(f"{model / 'model.yaml'}: card_sha256 {digest}")

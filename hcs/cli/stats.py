@@ -30,6 +30,10 @@ def stats_cmd(
     stats, path = stats_for_run(source, out, params.layout, params.plate_format, overwrite,
                                 **params.run_stats_kwargs())
     print_stats(stats, max_rows=max_rows)
+    for readout, bad in stats.attrs.get("nonfinite", {}).items():
+        typer.echo(f"warning: {len(bad)} usable well(s) have a NaN or infinite {readout}, left "
+                   f"out of the tests (n_nonfinite, nonfinite_wells): {', '.join(bad[:20])}",
+                   err=True)
     comp = stats[stats["kind"] == "comparison"]
     if len(comp) and (comp["status"] == "reference_missing").all():
         typer.echo(f"warning: reference {comp['reference'].iloc[0]!r} has no well", err=True)

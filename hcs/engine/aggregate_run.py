@@ -126,9 +126,12 @@ def aggregate_run(
             fails.groupby("well").size()).fillna(0).astype("int64")
     if layout is not None:
         from hcs.aggregate import join_layout
-        from hcs.layouts import read_layout
+        from hcs.layouts import check_layout_on_plate, plate_geometry, read_layout
 
-        wells = join_layout(wells, read_layout(layout))
+        lay = read_layout(layout)
+        check_layout_on_plate(lay, wells["well"], plate_geometry(meta.get("plate")),
+                              meta.get("plate") or run_dir)
+        wells = join_layout(wells, lay)
         if "n_fields_failed" in wells:
             wells["n_fields_failed"] = wells["n_fields_failed"].fillna(0).astype("int64")
         wells["n_fields"] = wells["n_fields"].fillna(0).astype("int64")

@@ -37,7 +37,9 @@ def is_detector_spec(spec: str) -> bool:
 
 
 def detector_info(spec: str) -> dict[str, Any]:
-    """Provenance of a detector for ``run.json``: ``name, kind, path, sha256, channels``.
+    """Provenance of a detector for ``run.json``: ``name, kind, path, sha256, channels`` and,
+    for a learned detector, ``card_sha256`` (``detector`` is a resume key, so a changed detector
+    card is never mixed in).
 
     ``spec`` is a method name, a detector folder, or the name of one under ``models/``.
 
@@ -58,7 +60,8 @@ def detector_info(spec: str) -> dict[str, Any]:
         folder = Path(spec).resolve()
         card = read_detector_card(folder)
         return {"name": card.name, "kind": "learned", "path": str(folder),
-                "sha256": card.sha256, "channels": _roles(card),
+                "sha256": card.sha256, "card_sha256": card.card_sha256,
+                "channels": _roles(card),
                 "architecture": getattr(card, "architecture", None)}
     raise InputError(f"detector {spec!r} is not available here: neither a method "
                      f"({', '.join(methods)}) nor a detector folder (model.yaml with "
@@ -117,7 +120,7 @@ def load_engine_detector(spec: str, device: str) -> EngineDetector:
         return EngineDetector("method", spec, None, [])
     from hcs.detect.learned import load_detector
 
-    key = (info["path"], info["sha256"] or "")
+    key = (info["path"], info["card_sha256"] or "")
     with _LOCK:
         if key not in _CACHE:
             _CACHE[key] = load_detector(info["path"], device)

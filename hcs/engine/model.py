@@ -3,7 +3,7 @@ channels matched to the plate's channels.
 
 Model folders (``model.safetensors`` + ``model.yaml``) are read and verified by
 :func:`hcs.classify.models.load_model`; :func:`load_classifier` keeps one per (folder, weights
-sha256) in each worker process, so a worker loads a model once however many fields it runs.
+card_sha256) in each worker process, so a worker loads a model once however many fields it runs.
 A card names its input channels by role (``brightfield``, ``nucleus``, ``membrane`` ...);
 :func:`plate_channel_for` finds the plate channel playing each role.
 """
@@ -65,7 +65,9 @@ def model_card(model: str | Path) -> tuple[Path, Any]:
 
 def load_classifier(folder: str | Path, sha256: str) -> Any:
     """The :class:`hcs.classify.models.LoadedModel` (or
-    :class:`~hcs.classify.ensemble.LoadedEnsemble`) of ``folder``, loaded once per process."""
+    :class:`~hcs.classify.ensemble.LoadedEnsemble`) of ``folder``, loaded once per process and
+    ``sha256`` (pass the card's ``card_sha256``, so an edited card is never served from the
+    cache)."""
     from hcs.classify.ensemble import is_ensemble, load_ensemble
     from hcs.classify.models import load_model
 

@@ -225,7 +225,7 @@ class PipelineProcessor:
         torch.set_num_threads(params.torch_threads)
         self.device = _resolve_device(params.device)
         self.detector = load_engine_detector(params.detector, self.device)
-        self.model = load_classifier(folder, card.sha256)
+        self.model = load_classifier(folder, card.card_sha256)
         self.card = self.model.card
         from hcs.classify.ensemble import LoadedEnsemble
 

@@ -30,8 +30,10 @@ from hcs.records import sha256_file, utc_timestamp
 __all__ = ["RunSummary", "list_fields", "run_plate"]
 
 #: run.json keys that must match for ``--resume`` to continue a run.
-RESUME_KEYS = ("plate_metadata_sha256", "assay", "model_sha256", "detector", "nucleus_channel",
-               "channel_map", "timepoint")
+#: ``model_card_sha256`` covers the card's class order (:func:`hcs.classify.models.card_checksum`),
+#: so cells labelled with two class mappings never mix in one run.
+RESUME_KEYS = ("plate_metadata_sha256", "assay", "model_sha256", "model_card_sha256", "detector",
+               "nucleus_channel", "channel_map", "timepoint")
 
 
 @dataclass
@@ -214,6 +216,7 @@ def run_plate(
         "hcs_version": __version__, "status": "running", "plate": str(plate_path),
         "plate_metadata_sha256": _plate_checksum(plate_path), "assay": assay,
         "model": card.name, "model_path": str(folder), "model_sha256": card.sha256,
+        "model_card_sha256": card.card_sha256,
         "model_architecture": card.architecture, "detector": det,
         "nucleus_channel": nucleus_channel, "channel_map": dict(params.channel_map),
         "timepoint": tp, "timepoints_in_plate": int(pl.shape[0]),

@@ -210,8 +210,19 @@ def stats_table(stats: pd.DataFrame) -> dict[str, Any] | None:
     text = (f"{first['test']} t-test per readout and condition against the reference (well ="
             f" unit), {first['correction']} correction over the run; transform"
             f" {first['transform']}. Click a column header to sort.")
-    return {"id": "statistics", "title": "Statistics", "blocks": [
-        {"type": "text", "text": text}, _table(comp, cols)]}
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    bad = stats.iloc[:0] if "n_nonfinite" not in stats else stats[
+        pd.to_numeric(stats["n_nonfinite"], errors="coerce").fillna(0) > 0]  # older tables: none
+    if len(bad):  # NaN/inf readouts are never silently dropped (issue 15 item 10)
+        wells = sorted({w for ws in bad["nonfinite_wells"].dropna() for w in str(ws).split(";")
+                        if w})
+        readouts = ", ".join(sorted({readout_label(r) for r in bad["readout"]}))
+        blocks.append({"type": "text", "text": (
+            f"Warning: {len(wells)} usable well(s) have a NaN or infinite readout ({readouts})"
+            f" and were left out of the tests: {', '.join(wells[:50])}. See the column "
+            f"'NaN/inf wells'.")})
+        cols["n_nonfinite"] = "NaN/inf wells"
+    return {"id": "statistics", "title": "Statistics", "blocks": [*blocks, _table(comp, cols)]}
 
 
 def dose(wells: pd.DataFrame, stats: pd.DataFrame) -> dict[str, Any] | None:

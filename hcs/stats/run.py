@@ -28,11 +28,13 @@ STATS_COLUMNS: list[str] = [
     "dose_unit", "n_doses",
     *[f"{p}{s}" for p in PARAMS for s in ("", "_se", "_ci_low", "_ci_high")], "rss", "r2",
     "z_prime", "ssmd", "row_effect_range", "col_effect_range", "edge_effect",
-    "n_bscore_outliers", "n_outliers", "outlier_wells",
+    "n_bscore_outliers", "n_outliers", "outlier_wells", "n_nonfinite", "nonfinite_wells",
 ]
-_INT_COLUMNS = ("n", "n_ref", "n_excluded", "n_doses", "n_bscore_outliers", "n_outliers")
+_INT_COLUMNS = ("n", "n_ref", "n_excluded", "n_doses", "n_bscore_outliers", "n_outliers",
+                "n_nonfinite")
 _TEXT_COLUMNS = ("kind", "readout", "plate", "condition", "reference", "test", "correction",
-                 "stars", "transform", "status", "message", "dose_unit", "outlier_wells")
+                 "stars", "transform", "status", "message", "dose_unit", "outlier_wells",
+                 "nonfinite_wells")
 
 _MESSAGES = {
     "ok": "",
@@ -55,6 +57,75 @@ def default_reference(wells: pd.DataFrame) -> str:
     known = sorted(set(wells["condition"].dropna().astype(str)))
     raise InputError("give the reference condition (--reference); the layout does not name"
                      f" exactly one negative_control condition. Conditions: {known[:20]}")
+
+
+def nonfinite_readouts(wells: pd.DataFrame, values: pd.DataFrame
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Readout values that are NaN or infinite in wells the tests would use.
+
+    A usable well (no flag) with a condition has a finite readout unless its table was made
+    wrongly (a division by zero, a hand-edited ``wells.parquet``). Such values are never used:
+    infinities would make a group's variance undefined and read as ``zero_variance``, NaNs would
+    silently shrink ``n``. They are set to NaN (left out of every test) and reported.
+
+    Returns
+    -------
+    (values, bad)
+        ``values`` with every infinity replaced by NaN, and a boolean frame (same shape) that is
+        True where a usable well with a condition had a non-finite value.
+
+    Examples
+    --------
+    >>> w = pd.DataFrame({"well": ["A01", "A02", "A03"], "condition": ["a", "a", None],
+    ...                   "usable": [True, True, True]})
+    >>> v, bad = nonfinite_readouts(w, pd.DataFrame({"freq_x": [np.inf, 0.2, np.nan]}))
+    >>> v["freq_x"].tolist(), bad["freq_x"].tolist()
+    ([nan, 0.2, nan], [True, False, False])
+    """
+    usable = wells["usable"].astype(bool) if "usable" in wells else pd.Series(True, wells.index)
+    counted = usable & wells["condition"].notna()
+    finite = np.isfinite(values.to_numpy(dtype="float64"))
+    bad = pd.DataFrame(~finite, index=values.index, columns=values.columns).mul(counted, axis=0)
+    return values.where(finite), bad.astype(bool)
+
+
+def _nonfinite_columns(out: pd.DataFrame, wells: pd.DataFrame, bad: pd.DataFrame,
+                       reference: str) -> pd.DataFrame:
+    """``n_nonfinite`` / ``nonfinite_wells`` of every stats row, and a line in ``message``.
+
+    A comparison row counts the condition's and the reference's wells (on its plate, or every
+    plate for ``plate == "all"``); a dose-response row the wells of its construct; a QC row the
+    wells of its plate.
+    """
+    multi = wells["plate"].nunique() > 1
+    names = (wells["plate"] + ":" + wells["well"].astype(str)) if multi \
+        else wells["well"].astype(str)
+    n_col, w_col = [], []
+    for row in out.itertuples(index=False):
+        if row.readout not in bad:
+            n_col.append(0)
+            w_col.append("")
+            continue
+        sel = bad[row.readout].copy()
+        if row.plate not in ("all", None) and not pd.isna(row.plate):
+            sel &= wells["plate"] == row.plate
+        if row.kind == "comparison":
+            sel &= wells["condition"].isin([row.condition, reference])
+        elif row.kind == "dose_response" and "construct" in wells:
+            sel &= wells["construct"] == row.condition
+        hit = sorted(names[sel])
+        n_col.append(len(hit))
+        w_col.append(";".join(hit))
+    out = out.copy()
+    out["n_nonfinite"] = n_col
+    out["nonfinite_wells"] = w_col
+    has = out["n_nonfinite"] > 0
+    note = [f"{n} well(s) with a NaN or infinite value left out: {w.replace(';', ', ')}"
+            for n, w in zip(out.loc[has, "n_nonfinite"], out.loc[has, "nonfinite_wells"],
+                            strict=True)]
+    old = out.loc[has, "message"].fillna("").astype(str)
+    out.loc[has, "message"] = [f"{m}; {n}" if m else n for m, n in zip(old, note, strict=True)]
+    return out
 
 
 def _readouts(wells: pd.DataFrame, readouts: list[str] | None) -> list[str]:
@@ -134,7 +205,7 @@ def run_stats(
         wells.loc[wells["role"] == "empty", "condition"] = None
     reference = default_reference(wells) if reference is None else reference
     cols = _readouts(wells, readouts)
-    values = readout_values(wells, cols, transform)
+    values, bad = nonfinite_readouts(wells, readout_values(wells, cols, transform))
     plates = sorted(wells["plate"].unique())
 
     parts = []
@@ -172,6 +243,9 @@ def run_stats(
         geom = (layout.attrs if layout is not None else wells.attrs).get("geometry")
         frames.append(plate_qc(wells, values, geom).assign(transform=transform))
     out = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    out = _nonfinite_columns(out, wells, bad, reference)
+    out.attrs["nonfinite"] = {r: sorted(wells.loc[bad[r], "well"].astype(str))
+                              for r in bad if bad[r].any()}
     return _typed(out)
 
 
@@ -218,8 +292,10 @@ def stats_for_run(
     defaults to ``stats.parquet`` next to the wells table. ``options`` go to :func:`run_stats`.
     Returns the table and the path written.
     """
+    import json
+
     from hcs.aggregate import write_table
-    from hcs.layouts import read_layout
+    from hcs.layouts import check_layout_on_plate, plate_geometry, read_layout
     from hcs.plate import PlateGeometry
 
     source = Path(source)
@@ -232,6 +308,11 @@ def stats_for_run(
         raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
     geometry = PlateGeometry.from_format(plate_format) if plate_format else None
     lay = read_layout(layout, geometry) if layout is not None else None
+    if lay is not None:  # the plate of the run the wells come from, when it is known
+        run_json = folder / "run.json"
+        plate = json.loads(run_json.read_text()).get("plate") if run_json.is_file() else None
+        check_layout_on_plate(lay, wells["well"] if "well" in wells else [],
+                              geometry or plate_geometry(plate), plate or source)
     stats = run_stats(wells, layout=lay, **options)  # type: ignore[arg-type]
     write_table(stats, out, overwrite=overwrite)
     return stats, out

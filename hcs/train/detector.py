@@ -258,6 +258,7 @@ def train_detector(
                       extra_files={"split.json": split_text},
                       **{k: v for k, v in card.model_dump().items()
                          if k not in ("name", "architecture", "channels", "in_chans", "sha256",
+                                      "card_sha256",
                                       "hcs_version", "training", "metrics", "score_threshold")},
                       score_threshold=thr,
                       training=rec, metrics={"validation": {k: _r(m[k]) for k in (

@@ -3,8 +3,9 @@
 The card says everything needed to rebuild and use the detector without the network:
 architecture and its options, input channels (role names, in order) and their normalisation,
 the resize factor applied before the network, the tile size and overlap for large fields, the
-classes, training data (with licence), held-out metrics, and the sha256 of the weights (checked
-on load).
+classes, training data (with licence), held-out metrics, the sha256 of the weights (checked
+on load) and ``card_sha256`` over the decisive content (verified whenever the card is read, see
+:func:`hcs.classify.models.card_checksum`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hcs.classify.models import (  # one model-folder layout for all models
     CARD,
     WEIGHTS,
+    card_checksum,
     read_yaml,
     validate_card,
+    verify_card,
 )
 from hcs.errors import InputError
 
@@ -65,6 +68,7 @@ class DetectorCard(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     sha256: str = ""
+    card_sha256: str = ""
     hcs_version: str = ""
 
     @field_validator("kind")
@@ -116,7 +120,7 @@ def read_detector_card(folder: str | Path) -> DetectorCard:
     if not isinstance(data, dict) or data.get("kind") != "detector":
         raise InputError(f"{path}: not a detector card (needs 'kind: detector'); a classifier "
                          "folder cannot be used as a detector")
-    return validate_card(path, DetectorCard, data)
+    return verify_card(path, validate_card(path, DetectorCard, data))
 
 
 def write_detector_folder(
@@ -139,6 +143,7 @@ def write_detector_folder(
         save_file(tensors, str(tmp / WEIGHTS), metadata={"architecture": card.architecture,
                                                          "kind": "detector"})
         card = card.model_copy(update={"sha256": sha256_file(tmp / WEIGHTS)})
+        card = card.model_copy(update={"card_sha256": card_checksum(card)})
         (tmp / CARD).write_text(yaml.safe_dump(card.model_dump(), sort_keys=False))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)

@@ -198,6 +198,7 @@ def save_detector(
     base.update(card_fields)
     base["hcs_version"] = __version__
     base["sha256"] = ""
+    base["card_sha256"] = ""
     if isinstance(base.get("tile"), dict):
         base["tile"] = TileCard(**base["tile"])
     try:
