@@ -23,7 +23,7 @@ from hcs.classify.models import (  # noqa: E402
     read_card,
     save_model,
 )
-from hcs.classify.seal import seal_card
+from hcs.classify.seal import seal_card  # noqa: E402
 
 CIC = get_assay("cic").classes
 
