@@ -14,7 +14,7 @@ import yaml
 
 pytest.importorskip("torch")
 
-from hcs.classify.models import seal_card  # noqa: E402
+from hcs.classify.seal import seal_card  # noqa: E402
 from hcs.engine.run import run_plate  # noqa: E402
 from hcs.synth.fixtures import (  # noqa: E402
     save_random_ensemble,
