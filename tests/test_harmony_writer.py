@@ -133,7 +133,7 @@ def test_planes_are_consumed_and_written_lazily(tmp_path: Path) -> None:
         img = np.ones((4, 4), np.uint16)
         for f in range(3):
             # Before yielding plane f, the TIFFs of planes < f are already on disk.
-            written = [p.name for p in tmp_path.glob(".lazy.tmp-*/Images/*.tiff")]
+            written = [p.name for p in tmp_path.glob("lazy.partial-*/Images/*.tiff")]
             seen_on_disk.append(len(written))
             yield (0, 0, f, 0, 0, 0), img
 

@@ -177,27 +177,20 @@ def write_grad_cams(
     name says the true and predicted class. The folder is written next to its place and renamed,
     so a failure leaves nothing.
     """
-    import shutil
-    import tempfile
 
     import pandas as pd
     from skimage.io import imsave
 
-    from hcs.atomic import check_replaceable
-    from hcs.errors import OutputExistsError
+    from hcs.atomic import atomic_dir, check_replaceable
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
-    check_replaceable(out, overwrite=True, not_ours=_grad_cam_folder_not_ours)
+    check_replaceable(out, overwrite=overwrite, not_ours=_grad_cam_folder_not_ours)
     if n < 1:
         raise InputError(f"--n must be >= 1, got {n}")
     if len(crops) == 0:
         raise InputError("no crop to explain")
     classes = list(model.card.classes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out, overwrite=overwrite, not_ours=_grad_cam_folder_not_ours) as tmp:
         rows = []
         for k, i in enumerate(pick_examples(y_true, proba, n, seed)):
             pred = int(np.argmax(proba[i]))
@@ -207,11 +200,4 @@ def write_grad_cams(
             rows.append({"file": name, "crop": int(i), "true": classes[int(y_true[i])],
                          "predicted": classes[pred], "p_predicted": float(proba[i, pred])})
         pd.DataFrame(rows).to_csv(tmp / "index.csv", index=False)
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

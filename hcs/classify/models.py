@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -239,6 +236,32 @@ def model_folder_not_ours(path: str | Path) -> str | None:
     return None
 
 
+def write_model_folder(
+    folder: str | Path, tensors: dict[str, Any], card: Any, overwrite: bool = False,
+    extra_files: dict[str, str] | None = None, metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write ``model.safetensors`` + ``model.yaml`` (the card with the weights' sha256 and its
+    ``card_sha256``) and ``extra_files`` (name -> text) into ``folder``, atomically
+    (:func:`hcs.atomic.atomic_dir`: built next to its final place and renamed, so a failure
+    leaves nothing half-written). ``overwrite`` replaces only a model folder hcs wrote
+    (:func:`model_folder_not_ours`). Used for classifier and detector folders alike."""
+    from safetensors.torch import save_file
+
+    from hcs.atomic import atomic_dir
+
+    folder = Path(folder)
+    with atomic_dir(folder, overwrite=overwrite, not_ours=model_folder_not_ours) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        save_file(state, str(tmp / WEIGHTS),
+                  metadata={"architecture": card.architecture, **(metadata or {})})
+        card = card.model_copy(update={"sha256": sha256_file(tmp / WEIGHTS)})
+        card = card.model_copy(update={"card_sha256": card_checksum(card)})
+        (tmp / CARD).write_text(yaml.safe_dump(card.model_dump(), sort_keys=False))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+    return folder
+
+
 def save_model(
     model: Any, card: ModelCard, folder: str | Path, overwrite: bool = False,
     extra_files: dict[str, str] | None = None,
@@ -246,36 +269,10 @@ def save_model(
     """Write ``model.safetensors`` + ``model.yaml`` (with the weights' sha256) into ``folder``.
 
     The folder is written next to its final place and renamed, so a failure leaves nothing
-    half-written. ``extra_files`` (name -> text) are written alongside (split list, README).
+    half-written (:func:`write_model_folder`). ``extra_files`` (name -> text) are written
+    alongside (split list, README).
     """
-    from safetensors.torch import save_file
-
-    from hcs.atomic import check_replaceable
-
-    folder = Path(folder)
-    check_replaceable(folder, overwrite=overwrite, not_ours=model_folder_not_ours)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"architecture": card.architecture})
-        card = card.model_copy(update={"sha256": sha256_file(tmp / WEIGHTS)})
-        card = card.model_copy(update={"card_sha256": card_checksum(card)})
-        (tmp / CARD).write_text(yaml.safe_dump(card.model_dump(), sort_keys=False))
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        tmp.chmod(0o777 & ~mask)  # mkdtemp makes 0o700; a model folder is shared data
-        for f in tmp.iterdir():
-            f.chmod(0o666 & ~mask)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return write_model_folder(folder, model.state_dict(), card, overwrite, extra_files)
 
 
 def read_yaml(path: Path) -> Any:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 import hcs.synth.artefacts as artefacts
-from hcs.atomic import WRITTEN_BY, check_replaceable
+from hcs.atomic import WRITTEN_BY, atomic_dir, check_replaceable
 from hcs.errors import InputError, OutputExistsError
 from hcs.plate import PlateGeometry, well_name
 from hcs.synth.assays import AssaySim, get_assay
@@ -146,6 +145,7 @@ def simulate_plate(
             raise OutputExistsError(
                 f"{out} exists and is not empty (pass overwrite to replace it)")
         check_replaceable(out, inputs=[layout], overwrite=True, not_ours=simulation_not_ours)
+    replace = overwrite or out.is_dir()  # an empty folder may be filled without overwrite
     lay = load_layout(layout, plate_format)
     geometry = PlateGeometry(*lay.attrs["geometry"])
     plan = plan_wells(lay, sim, seed, wells_per_condition)
@@ -193,11 +193,8 @@ def simulate_plate(
             bar.step(len(res.objects))
         bar.close()
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out, inputs=[layout], overwrite=replace,
+                    not_ours=simulation_not_ours) as tmp:
         channels = [spec.channel() for spec in sim.channels]
         if fmt == "harmony":
             from hcs.synth.exports.harmony import write_harmony_export
@@ -234,16 +231,6 @@ def simulate_plate(
                          pixel_size_um, schema, z_planes, z_step_um, plate_name, geometry, coeffs)
         (tmp / "simulation.json").write_text(json.dumps(params, indent=2) + "\n")
         index_rel = Path(index).resolve().relative_to(tmp.resolve())
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(trash)
-            tmp.rename(out)
-            shutil.rmtree(trash)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return SimulationResult(
         out=out, export=out / "export", index_file=out / index_rel,
         cells=out / "truth" / "cells.parquet", wells=out / "truth" / "wells.parquet",

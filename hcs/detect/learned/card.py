@@ -10,9 +10,6 @@ on load) and ``card_sha256`` over the decisive content (verified whenever the ca
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hcs.classify.models import (  # one model-folder layout for all models
     CARD,
     WEIGHTS,
-    card_checksum,
     read_yaml,
     validate_card,
     verify_card,
+    write_model_folder,
 )
 from hcs.errors import InputError
 
@@ -127,41 +124,7 @@ def write_detector_folder(
     state: dict[str, Any], card: DetectorCard, folder: str | Path, overwrite: bool = False,
     extra_files: dict[str, str] | None = None,
 ) -> Path:
-    """Write weights + card (with the weights' sha256) atomically: temp folder, then rename."""
-    from safetensors.torch import save_file
-
-    from hcs.atomic import check_replaceable
-    from hcs.classify.models import model_folder_not_ours
-    from hcs.records import sha256_file
-
-    folder = Path(folder)
-    check_replaceable(folder, overwrite=overwrite, not_ours=model_folder_not_ours)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"architecture": card.architecture,
-                                                         "kind": "detector"})
-        card = card.model_copy(update={"sha256": sha256_file(tmp / WEIGHTS)})
-        card = card.model_copy(update={"card_sha256": card_checksum(card)})
-        (tmp / CARD).write_text(yaml.safe_dump(card.model_dump(), sort_keys=False))
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        tmp.chmod(0o777 & ~mask)
-        for f in tmp.iterdir():
-            f.chmod(0o666 & ~mask)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    """Write weights + card (with the weights' sha256) atomically
+    (:func:`hcs.classify.models.write_model_folder`)."""
+    return write_model_folder(folder, state, card, overwrite, extra_files,
+                              metadata={"kind": "detector"})

@@ -21,8 +21,6 @@ leaves nothing behind. Output bytes depend only on the arguments (no clock, fixe
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -32,9 +30,11 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
+from hcs.atomic import atomic_dir
 from hcs.errors import InputError, OutputExistsError
 from hcs.io.acquisition import Channel, default_field_positions
 from hcs.plate import PlateGeometry
+from hcs.synth.exports import export_not_ours
 
 __all__ = ["write_harmony_export", "harmony_file_name", "default_field_positions"]
 
@@ -320,12 +320,9 @@ def write_harmony_export(
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise OutputExistsError(f"{out} exists and is not empty (pass overwrite=True)")
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    images = tmp / "Images"
-    images.mkdir(parents=True)
-    try:
+    with atomic_dir(out, overwrite=overwrite or out.is_dir(), not_ours=export_not_ours) as tmp:
+        images = tmp / "Images"
+        images.mkdir()
         records: list[tuple[Key, str]] = []
         seen: set[Key] = set()
         shape: tuple[int, int] | None = None
@@ -377,10 +374,4 @@ def write_harmony_export(
                 instrument=instrument, positions=positions, z_step_um=z_step_um,
                 time_step_s=time_step_s, flatfield=flatfield,
             )  # fmt: skip
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out / "Images" / _INDEX_NAME[schema]

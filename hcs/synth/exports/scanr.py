@@ -20,8 +20,6 @@ temporary sibling folder that is renamed into place at the end, so a failure lea
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,9 +28,11 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from hcs.atomic import atomic_dir
 from hcs.errors import InputError, OutputExistsError
 from hcs.io.acquisition import Channel, default_field_positions
 from hcs.plate import PlateGeometry, row_name
+from hcs.synth.exports import export_not_ours
 
 __all__ = ["write_scanr_export", "well_center_um", "default_field_positions"]
 
@@ -152,11 +152,8 @@ def write_scanr_export(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise OutputExistsError(f"{out} exists and is not empty (pass overwrite to replace it)")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "data").mkdir(parents=True)
-    try:
+    with atomic_dir(out, overwrite=overwrite or out.is_dir(), not_ours=export_not_ours) as tmp:
+        (tmp / "data").mkdir()
         files: dict[tuple[int, ...], str] = {}
         shape: tuple[int, int] | None = None
         dtype: np.dtype | None = None
@@ -210,16 +207,6 @@ def write_scanr_export(
             meta.write_bytes(descriptor_xml(ctx, prefix).encode("latin-1", "xmlcharrefreplace"))
             (tmp / "AcquisitionLog.dat").write_bytes(acquisition_log(ctx).encode("ascii"))
         rel = meta.relative_to(tmp)
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(trash)
-            tmp.rename(out)
-            shutil.rmtree(trash) if trash.is_dir() else trash.unlink()
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out / rel
 
 
