@@ -138,7 +138,12 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                     summary.cells += int(res["n_cells"])
                     summary.tasks.append(res)
                     advance = len(res["fields"])
-                    again = [(f["well"], f["field"]) for f in res["failed"]]
+                    if kind == "group":
+                        again = [(f["well"], f["field"]) for f in res["failed"]]
+                    for f in res["failed"] if kind == "single" else []:
+                        summary.failures.append({**f, "attempts": 2, "time": _now()})
+                        summary.fields_failed += 1
+                        advance += 1
                 else:
                     exc = fut.exception()
                     advance = 0
@@ -162,7 +167,9 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                 fut.release()
                 if kind == "group":
                     for well, fld in again:  # second attempt, alone
-                        retry = client.submit(process_fields, p, out, [(well, fld)], True,
+                        # errors come back as records, not raised: a worker logs a raised
+                        # error with its whole traceback
+                        retry = client.submit(process_fields, p, out, [(well, fld)], False,
                                               pure=False, resources=handle.resources,
                                               key=f"field-{well}-{fld}-{token}")
                         futures[retry] = ("single", [(well, fld)])
