@@ -289,20 +289,33 @@ def test_wells_without_cells_or_with_failed_fields_stay_on_the_real_plate(
 # --- item 12: unreadable lock, report without wells ----------------------------------------------
 
 
-def test_a_garbage_run_lock_is_refused_naming_it_and_left_alone(analysis: tuple,
+def test_a_garbage_run_lock_is_refused_naming_it_and_left_alone(sim: Path,
                                                                  tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "run.lock").write_bytes(b"\x00garbage{")
-    plate = analysis[0] / "plate.ome.zarr"
-    before = tree_sha(plate)
-    res = hcs("run", plate, "--assay", "cic", "--model", REPO / "models" / "cic-sim", "--out",
-              run, "-q")
-    line = one_line_error(res, str(run / "run.lock"), "unreadable run lock")
-    assert f"delete {run / 'run.lock'}" in line
-    assert (run / "run.lock").read_bytes() == b"\x00garbage{"
-    assert sorted(p.name for p in run.iterdir()) == ["run.lock"]
-    assert tree_sha(plate) == before
+    """The lock of `hcs run` and of `hcs analyze` (one class, :class:`RunLock`); shown with
+    `hcs analyze`, which takes it before loading the model."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "run.lock").write_bytes(b"\x00garbage{")
+    before = tree_sha(sim / "export")
+    res = hcs("analyze", sim / "export", "--assay", "cic", "--layout", LAYOUT, "--out", d)
+    line = one_line_error(res, str(d / "run.lock"), "unreadable run lock")
+    assert f"delete {d / 'run.lock'}" in line
+    assert tree_sha(d) == {"run.lock": hashlib.sha256(b"\x00garbage{").hexdigest()}
+    assert tree_sha(sim / "export") == before
+
+
+def test_a_stale_lock_of_a_dead_hcs_process_is_taken_over(tmp_path: Path) -> None:
+    import socket
+
+    from hcs.engine.lock import RunLock
+
+    owner = {"host": socket.gethostname(), "pid": 2**22 + 12345, "started": 0.0,
+             "user": "someone", "locked_at": "2026-01-01T00:00:00Z"}  # no such process
+    (tmp_path / "run.lock").write_text(json.dumps(owner))
+    with RunLock(tmp_path) as lock:
+        assert lock.took_over["pid"] == owner["pid"]
+        assert json.loads((tmp_path / "run.lock").read_text())["pid"] != owner["pid"]
+    assert not (tmp_path / "run.lock").exists()
 
 
 def test_report_without_wells_says_to_aggregate_first(analysis: tuple, tmp_path: Path) -> None:
@@ -353,3 +366,14 @@ def test_model_overwrite_refuses_a_file_it_did_not_write(tmp_path: Path) -> None
     with pytest.raises(InputError, match=r"exists and is not a model folder hcs wrote \(no "
                                          r"model\.yaml\)"):
         save_model(None, None, tmp_path, overwrite=True)
+
+
+def test_a_truncated_cell_table_is_one_line_naming_it(analysis: tuple, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(analysis[0] / "run", run)
+    table = run / "cells" / "A02" / "0.parquet"
+    table.write_bytes(table.read_bytes()[:300])
+    before = tree_sha(run)
+    res = hcs("aggregate", run, "--overwrite")
+    one_line_error(res, str(table), "cannot read the cell table")
+    assert tree_sha(run) == before  # wells.parquet not replaced
