@@ -128,6 +128,16 @@ def test_analyze_refuses_a_run_folder_holding_a_file_it_did_not_write(sim: Path,
     assert tree_sha(sim / "export") == before  # refused before any work
 
 
+def test_analyze_never_writes_into_the_export(sim: Path, tmp_path: Path) -> None:
+    export = tmp_path / "e"
+    shutil.copytree(sim / "export", export)
+    before = tree_sha(export)
+    for out in (export, export / "Images", export / "analysis"):
+        res = hcs("analyze", export, "--assay", "cic", "--layout", LAYOUT, "--out", out)
+        one_line_error(res, f"--out {out} is inside the export")
+    assert tree_sha(export) == before
+
+
 def test_analyze_refuses_foreign_plate_and_report(sim: Path, tmp_path: Path) -> None:
     d = tmp_path / "d"
     (d / "plate.ome.zarr").mkdir(parents=True)

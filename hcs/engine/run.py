@@ -116,7 +116,13 @@ def _prepare(run_dir: Path, params: EngineParams, resume: bool, record: dict) ->
         raise OutputExistsError(f"{run_dir} already holds a run; pass --resume to continue it "
                                 f"or choose another --out")
     if resume and previous.exists():
-        old = json.loads(previous.read_text())
+        try:
+            old = json.loads(previous.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{previous}: not a readable run.json ({exc}); cannot resume") \
+                from None
+        if not isinstance(old, dict):
+            raise InputError(f"{previous}: not a run.json written by hcs; cannot resume")
         diff = [k for k in RESUME_KEYS if old.get(k) != record.get(k)]
         if diff:
             raise InputError(f"{previous}: cannot resume, the run used different "
