@@ -374,9 +374,9 @@ def analyze(
     acq = None if before_convert else _read_and_check(export, given_plate, p.convert, model_dir,
                                                       p.run)
     folder = Path(out)
-    src = Path(export)
+    src = Path(export)  # may not exist yet: before_convert may write it (hcs demo)
     src_dir = (src if src.is_dir() else src.parent).resolve()
-    if folder.resolve() == src_dir or src_dir in folder.resolve().parents:
+    if src.exists() and (folder.resolve() == src_dir or src_dir in folder.resolve().parents):
         raise InputError(f"--out {folder} is inside the export {src_dir}: hcs never writes into "
                          "an input; choose an analysis folder outside it")
     folder.mkdir(parents=True, exist_ok=True)
