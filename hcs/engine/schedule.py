@@ -141,7 +141,7 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                     if kind == "group":
                         again = [(f["well"], f["field"]) for f in res["failed"]]
                     for f in res["failed"] if kind == "single" else []:
-                        summary.failures.append({**f, "attempts": 2, "time": _now()})
+                        summary.failures.append({**f, "attempts": 2, "time": utc_timestamp()})
                         summary.fields_failed += 1
                         advance += 1
                 else:
