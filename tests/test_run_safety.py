@@ -339,45 +339,6 @@ def test_report_without_wells_says_to_aggregate_first(analysis: tuple, tmp_path:
     assert not (tmp_path / "r.html").exists() and tree_sha(run) == before
 
 
-# --- item 2, elsewhere: --overwrite replaces only an output hcs wrote ---------------------------
-
-
-def test_simulate_overwrite_replaces_only_a_simulation_folder(sim: Path, tmp_path: Path) -> None:
-    args = ("--layout", LAYOUT, "--assay", "cic", "--fields", "1", "--size", "128",
-            "--wells-per-condition", "1", "--overwrite")
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "notes.txt").write_text("notes")
-    one_line_error(hcs("simulate", mine, *args), str(mine), "no simulation.json")
-    assert tree_sha(mine) == {"notes.txt": hashlib.sha256(b"notes").hexdigest()}
-    s = tmp_path / "s"
-    shutil.copytree(sim, s)
-    (s / "truth" / "notes.txt").write_text("notes")
-    before = tree_sha(s)
-    one_line_error(hcs("simulate", s, *args), str(s / "truth" / "notes.txt"))
-    assert tree_sha(s) == before
-    (s / "truth" / "notes.txt").unlink()
-    hcs("simulate", s, *args, check=0)
-    assert json.loads((s / "simulation.json").read_text())["size_px"] == 128
-
-
-def test_model_overwrite_refuses_a_file_it_did_not_write(tmp_path: Path) -> None:
-    from hcs.classify.models import save_model
-    from hcs.errors import InputError
-
-    folder = tmp_path / "model"
-    shutil.copytree(REPO / "models" / "cic-sim", folder)
-    (folder / "notes.txt").write_text("notes")
-    before = tree_sha(folder)
-    with pytest.raises(InputError, match=r"model/notes\.txt: not a file hcs writes in a model"):
-        save_model(None, None, folder, overwrite=True,  # refused before the model is touched
-                   extra_files={"split.json": "{}", "README.md": ""})
-    assert tree_sha(folder) == before
-    with pytest.raises(InputError, match=r"exists and is not a model folder hcs wrote \(no "
-                                         r"model\.yaml\)"):
-        save_model(None, None, tmp_path, overwrite=True)
-
-
 def test_a_truncated_cell_table_is_one_line_naming_it(analysis: tuple, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(analysis[0] / "run", run)
