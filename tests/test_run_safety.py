@@ -136,6 +136,11 @@ def test_analyze_never_writes_into_the_export(sim: Path, tmp_path: Path) -> None
         res = hcs("analyze", export, "--assay", "cic", "--layout", LAYOUT, "--out", out)
         one_line_error(res, f"--out {out} is inside the export")
     assert tree_sha(export) == before
+    afile = tmp_path / "notes.txt"
+    afile.write_text("notes")
+    res = hcs("analyze", export, "--assay", "cic", "--layout", LAYOUT, "--out", afile)
+    one_line_error(res, f"--out {afile}: exists and is not a folder")
+    assert afile.read_text() == "notes"
 
 
 def test_analyze_refuses_foreign_plate_and_report(sim: Path, tmp_path: Path) -> None:

@@ -374,6 +374,8 @@ def analyze(
     acq = None if before_convert else _read_and_check(export, given_plate, p.convert, model_dir,
                                                       p.run)
     folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out {folder}: exists and is not a folder; choose an analysis folder")
     src = Path(export)  # may not exist yet: before_convert may write it (hcs demo)
     src_dir = (src if src.is_dir() else src.parent).resolve()
     if src.exists() and (folder.resolve() == src_dir or src_dir in folder.resolve().parents):

@@ -202,6 +202,8 @@ def run_plate(
 
     plate_path = Path(plate).resolve()
     run_dir = Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {run_dir}: exists and is not a folder; choose a run folder")
     pl = open_plate(plate_path)
     folder, card = model_card(model)
     tp = choose_timepoint(int(pl.shape[0]), timepoint, plate_path)
