@@ -121,7 +121,9 @@ def aggregate_run(
     if not cells.is_dir():
         raise InputError(f"{run_dir}: no cells/ folder (is it a run folder of `hcs run`?)")
     meta = _run_json(run_dir)
-    assay_def = get_assay(assay or meta.get("assay") or "")
+    if not (assay or meta.get("assay")):
+        raise InputError(f"{run_dir}: no run.json naming the assay; give --assay")
+    assay_def = get_assay(assay or meta.get("assay"))
     out = Path(out) if out else run_dir / "wells.parquet"
     if out.exists() and not overwrite:
         from hcs.errors import OutputExistsError
