@@ -156,8 +156,8 @@ def check_outputs_ours(paths: dict[str, Path], plate_is_input: bool = False) -> 
     """Refuse, before any work, an analysis folder whose outputs hcs could not prove it wrote.
 
     ``hcs analyze`` replaces its plate, run folder and report; each that exists must be hcs's
-    own: the plate an OME-NGFF plate with hcs's provenance (unless ``plate_is_input``: a plate
-    given as the input is only read), the run folder only files of a run
+    own: the plate one hcs wrote (:func:`hcs.atomic.plate_not_ours`; unless ``plate_is_input``:
+    a plate given as the input is only read), the run folder only files of a run
     (:func:`hcs.engine.run_files.check_run_removable`), the report an HTML file hcs generated.
 
     Raises
@@ -165,13 +165,14 @@ def check_outputs_ours(paths: dict[str, Path], plate_is_input: bool = False) -> 
     InputError
         One line naming the file or folder that is not hcs's.
     """
-    from hcs.io.omezarr import is_plate, open_plate
+    from hcs.atomic import plate_not_ours
 
     plate, report = paths["plate"], paths["report"]
     if not plate_is_input and (plate.exists() or plate.is_symlink()):
-        if plate.is_symlink() or not is_plate(plate) or "version" not in open_plate(plate).attrs:
-            raise InputError(f"{plate}: exists and is not a plate hcs wrote; move it away (or "
-                             "choose another --out) and run again")
+        why = "a symlink" if plate.is_symlink() else plate_not_ours(plate)
+        if why is not None:
+            raise InputError(f"{plate}: exists and is not a plate hcs wrote ({why}); move it "
+                             "away (or choose another --out) and run again")
     check_run_removable(paths["run"])
     if report.exists() or report.is_symlink():
         head = b""
