@@ -16,3 +16,8 @@ class OutputExistsError(HcsError, FileExistsError):
 class OutputError(HcsError, OSError):
     """Writing the output failed for a reason outside hcs (disk full, quota exceeded); the
     message names the output and the cause, and nothing partial is left behind."""
+
+
+class PlateDataError(InputError):
+    """A plate hcs wrote is damaged: a chunk file is missing or unreadable (the message names
+    the well, the field and the file)."""

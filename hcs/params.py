@@ -252,6 +252,9 @@ class StatsParams(_Params):
     readout: tuple[str, ...] | None = Field(
         None, description="Readouts to test, comma-separated (default: all freq_ columns).")
     plate_format: int | None = Field(None, gt=0, description="Wells of the plate.")
+    include_missing_planes: bool = Field(
+        False, description="Use wells with planes missing at convert (flag qc_missing_planes; "
+        "left out by default).")
 
     @field_validator("readout", mode="before")
     @classmethod
@@ -262,7 +265,8 @@ class StatsParams(_Params):
         """Keyword arguments of :func:`hcs.stats.run.run_stats`."""
         return {"reference": self.reference, "test": self.test, "correction": self.correction,
                 "transform": self.transform, "blocks": self.blocks,
-                "readouts": list(self.readout) if self.readout else None}
+                "readouts": list(self.readout) if self.readout else None,
+                "include_missing_planes": self.include_missing_planes}
 
 
 class ReportParams(_Params):

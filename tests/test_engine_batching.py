@@ -19,7 +19,7 @@ import pytest
 from hcs.engine import process_field, process_fields, run_plate
 from hcs.engine.processor import EngineParams, get_processor
 from hcs.engine.tasks import read_field
-from hcs.errors import InputError
+from hcs.errors import InputError, PlateDataError
 from hcs.synth.fixtures import save_random_model, write_disc_plate
 
 WELLS = ["A01", "A02", "B01"]
@@ -122,7 +122,8 @@ def test_only_the_channels_in_use_are_read(plate, model, per_field, tmp_path):
     shutil.copytree(plate[0], bad)
     _corrupt_chunk(bad / "B" / "1" / "1" / "0" / "c" / "0" / "0" / "0" / "0" / "0", 2, 3)
     params = _params(bad, model)
-    with pytest.raises(RuntimeError, match="blosc"):
+    with pytest.raises(PlateDataError, match=r"well B01 field 1: cannot read the plate chunk "
+                       r".*/B/1/1/0/c/0/0/0/0/0 \(RuntimeError: .*blosc"):
         read_field(params, "B01", 1)  # all channels: the PI chunk is broken
     image, meta = read_field(params, "B01", 1, (0, 1))
     assert image.shape == (2, 1, 256, 256) and meta.image_channels == (0, 1)

@@ -373,7 +373,14 @@ def test_identical_failures_stop_the_run(gfp_plate: Path, scheduler: str, tmp_pa
     assert len(errors) == 1 and "stopped: 3 fields failed with the same error" in errors[0]
     assert "checksum" in errors[0]
     failures = pd.read_parquet(out / "failures.parquet")
-    assert 3 <= len(failures) < 72 and failures["error"].nunique() == 1
+    # one error, each naming its field and shard (hcs.errors.PlateDataError)
+    from hcs.engine.schedule import FailureStreak
+
+    same = {FailureStreak.normalise(w, e) for w, e in zip(failures["well"], failures["error"],
+                                                           strict=True)}
+    assert 3 <= len(failures) < 72 and len(same) == 1
+    for w, f, e in zip(failures["well"], failures["field"], failures["error"], strict=True):
+        assert str(plate / w[0] / str(int(w[1:])) / str(f) / "0" / "c/0/0/0/0/0") in e
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "stopped" and record["stopped"] in errors[0]
 

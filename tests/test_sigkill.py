@@ -162,7 +162,7 @@ def sim(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def plate(sim) -> Path:
     from hcs.io import open_export
-    from hcs.io.omezarr import write_plate
+    from hcs.io.convert import write_plate
 
     out = sim / "plate.ome.zarr"
     write_plate(open_export(sim / "s" / "export"), out, progress=False)

@@ -17,14 +17,15 @@ commands); the parameters that change a stage's output are its manifest paramete
 one re-runs that stage and the ones after it. The run stage resumes: when it did not finish (a
 crash, a killed job, failed fields) with the same plate, model and detection parameters, only
 the fields without a cell table are redone; when any of those changed, the old run is removed
-and the plate is run afresh.
+and the plate is run afresh. hcs removes only what it wrote: an existing plate, run folder or
+report that is not provably hcs's (a file of one's own in ``DIR/run/``, say) is refused before
+any work (:func:`check_outputs_ours`).
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from hcs.analyze.manifest import (
     tree_fingerprint,
 )
 from hcs.assays import ASSAYS
+from hcs.engine.run_files import check_run_removable, remove_run
 from hcs.errors import InputError
 from hcs.params import AnalyzeParams, ConvertParams, RunParams, StatsParams, from_options
 
@@ -58,6 +60,8 @@ class AnalyzeResult:
     report: Path
     outcomes: list[StageOutcome]
     failed_fields: int = 0
+    #: fields with planes missing at convert (``run.json`` ``fields_missing_planes``)
+    missing_planes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ran(self) -> list[str]:
@@ -148,6 +152,47 @@ def _check_layout_on_plate(layout: str | Path, plate: Path) -> None:
     check_layout_on_plate(read_layout(layout), pl.wells, pl.geometry, plate)
 
 
+def check_outputs_ours(paths: dict[str, Path], plate_is_input: bool = False) -> None:
+    """Refuse, before any work, an analysis folder whose outputs hcs could not prove it wrote.
+
+    ``hcs analyze`` replaces its plate, run folder and report; each that exists must be hcs's
+    own: the plate one hcs wrote (:func:`hcs.atomic.plate_not_ours`; unless ``plate_is_input``:
+    a plate given as the input is only read), the run folder only files of a run
+    (:func:`hcs.engine.run_files.check_run_removable`), the report an HTML file hcs generated.
+
+    Raises
+    ------
+    InputError
+        One line naming the file or folder that is not hcs's.
+    """
+    from hcs.atomic import plate_not_ours
+
+    plate, report = paths["plate"], paths["report"]
+    if not plate_is_input and (plate.exists() or plate.is_symlink()):
+        why = "a symlink" if plate.is_symlink() else plate_not_ours(plate)
+        if why is not None:
+            raise InputError(f"{plate}: exists and is not a plate hcs wrote ({why}); move it "
+                             "away (or choose another --out) and run again")
+    check_run_removable(paths["run"])
+    if report.exists() or report.is_symlink():
+        head = b""
+        if report.is_file() and not report.is_symlink():
+            with open(report, "rb") as fh:
+                head = fh.read(2048)
+        if b'<meta name="generator" content="hcs ' not in head:
+            raise InputError(f"{report}: exists and is not a report hcs wrote; move it away (or "
+                             "choose another --out) and run again")
+
+
+def _remove_recorded(pipe: Pipeline, stage: str, path: Path) -> None:
+    """Delete a stage's output only when the manifest recorded exactly these bytes."""
+    rec = pipe.record(stage) or {}
+    if path.is_file() and rec.get("output") is not None and rec["output"] == file_sha256(path):
+        path.unlink()
+    elif path.exists():
+        pipe.log(f"    left {path} in place (not recorded as written by this analysis)")
+
+
 def convert_stage(pipe: Pipeline, export: str | Path, plate: Path,
                   params: ConvertParams | None = None, progress: bool = True,
                   acquisition: Any = None) -> StageOutcome:
@@ -211,7 +256,7 @@ def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str, model: Pat
                 and (run_dir / "run.json").is_file())
         if not same and run_dir.exists():
             pipe.log(f"    removing the previous run in {run_dir} (other plate or parameters)")
-            shutil.rmtree(run_dir)
+            remove_run(run_dir)
         summary = run_plate(plate, assay, model, run_dir, resume=same, progress=progress,
                             **opts.run_plate_kwargs())
         pipe.log("    " + summary_text(summary).replace("\n", "\n    "))
@@ -330,14 +375,22 @@ def analyze(
     acq = None if before_convert else _read_and_check(export, given_plate, p.convert, model_dir,
                                                       p.run)
     folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out {folder}: exists and is not a folder; choose an analysis folder")
+    src = Path(export)  # may not exist yet: before_convert may write it (hcs demo)
+    src_dir = (src if src.is_dir() else src.parent).resolve()
+    if src.exists() and (folder.resolve() == src_dir or src_dir in folder.resolve().parents):
+        raise InputError(f"--out {folder} is inside the export {src_dir}: hcs never writes into "
+                         "an input; choose an analysis folder outside it")
     folder.mkdir(parents=True, exist_ok=True)
     paths = analysis_paths(folder)
     if given_plate:
         paths["plate"] = Path(export)
     with RunLock(folder):
+        check_outputs_ours(paths, plate_is_input=given_plate)
         pipe = Pipeline(folder, log=log, force=p.force)
         if p.force and paths["run"].exists():
-            shutil.rmtree(paths["run"])
+            remove_run(paths["run"])
         if before_convert is not None:
             before_convert(pipe, paths)
             acq = _read_and_check(export, given_plate, p.convert, model_dir, p.run)
@@ -355,7 +408,7 @@ def analyze(
         if has_reference:
             stats_stage(pipe, paths["wells"], paths["stats"], p.stats)
         else:
-            paths["stats"].unlink(missing_ok=True)
+            _remove_recorded(pipe, "stats", paths["stats"])
             pipe.log("    no statistics: the layout has no single negative-control condition "
                      "and no --reference was given")
         if before_report is not None:
@@ -363,4 +416,14 @@ def analyze(
         report_stage(pipe, paths["run"], paths["plate"], paths["report"], p.report.gallery)
     return AnalyzeResult(folder, paths["plate"], paths["run"], paths["wells"],
                          paths["stats"] if has_reference else None, paths["report"],
-                         pipe.outcomes, failed)
+                         pipe.outcomes, failed, _missing_planes(paths["run"]))
+
+
+def _missing_planes(run_dir: Path) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        return list(json.loads((run_dir / "run.json").read_text()).get(
+            "fields_missing_planes") or [])
+    except (OSError, ValueError, AttributeError):
+        return []

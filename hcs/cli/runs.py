@@ -106,6 +106,10 @@ def analyze_cmd(
     stats = res.stats or "none (no reference condition: give --reference)"
     typer.echo(f"stages run: {ran}\nwells: {res.wells}\nstatistics: {stats}\n"
                f"report: {res.report}")
+    if res.missing_planes:
+        from hcs.engine.run import missing_planes_text
+
+        typer.echo(missing_planes_text(res.missing_planes), err=True)
     if res.failed_fields:
         typer.echo(f"warning: {res.failed_fields} fields failed (see {res.run_dir}/"
                    "failures.parquet); run the same command again to retry them", err=True)

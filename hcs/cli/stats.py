@@ -38,6 +38,23 @@ def stats_cmd(
     if len(comp) and (comp["status"] == "reference_missing").all():
         typer.echo(f"warning: reference {comp['reference'].iloc[0]!r} has no well", err=True)
     typer.echo(f"wrote {path} ({len(stats)} rows)")
+    flagged = stats_wells_missing_planes(source)
+    if flagged:
+        how = ("included (--include-missing-planes)" if params.include_missing_planes
+               else "left out")
+        typer.echo(f"warning: wells with planes missing at convert, {how}: "
+                   f"{', '.join(flagged)}", err=True)
+
+
+def stats_wells_missing_planes(source: str) -> list[str]:
+    """Wells of the wells table flagged ``qc_missing_planes`` (``plate/well`` names)."""
+    from hcs.stats.run import load_wells
+
+    wells = load_wells(source)
+    if "qc_missing_planes" not in wells:
+        return []
+    sel = wells[wells["qc_missing_planes"].astype(bool)]
+    return [f"{p}/{w}" for p, w in zip(sel["plate"], sel["well"], strict=True)]
 
 
 layout_app = typer.Typer(help="Plate layouts: check a layout file.", no_args_is_help=True)

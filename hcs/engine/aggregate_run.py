@@ -32,6 +32,51 @@ def _well_dirs(cells: Path) -> list[Path]:
     return [d for _, d in sorted(dirs)]
 
 
+def _read(path: Path, what: str) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise InputError(f"{path}: cannot read {what} ({exc})") from None
+
+
+def _run_json(run_dir: Path) -> dict:
+    path = run_dir / "run.json"
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable run.json ({exc})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return meta
+
+
+def _plate_name(meta: dict, cells: Path) -> str:
+    """The run's plate name: ``run.json`` ``plate_name``; for runs written before hcs recorded
+    it, the plate's (as the engine names it), else the ``plate`` column of any cell table."""
+    import pyarrow.parquet as pq
+
+    if meta.get("plate_name"):
+        return str(meta["plate_name"])
+    plate = meta.get("plate")
+    plate = plate.get("path") if isinstance(plate, dict) else plate
+    if plate and Path(str(plate)).is_dir():
+        from hcs.io.omezarr import is_plate, open_plate
+
+        if is_plate(plate):
+            return str(open_plate(plate).name or Path(str(plate)).name)
+    for f in sorted(cells.glob("*/*.parquet")):
+        try:
+            col = pq.read_table(f, columns=["plate"]).column("plate").to_pylist()
+        except Exception as exc:
+            raise InputError(f"{f}: cannot read the cell table ({exc})") from None
+        if col:
+            return str(col[0])
+    raise InputError(f"{cells.parent / 'run.json'}: no plate_name, and neither the plate nor a "
+                     "cell table names the plate")
+
+
 def aggregate_run(
     run_dir: str | Path,
     out: str | Path | None = None,
@@ -59,8 +104,12 @@ def aggregate_run(
     Returns
     -------
     (pandas.DataFrame, Path)
-        The well table and where it was written, with ``n_fields`` (cell tables read) and,
-        when the run recorded failures, ``n_fields_failed`` per well.
+        The well table and where it was written, with ``n_fields`` (cell tables read),
+        ``n_fields_missing_planes`` (fields with planes convert recorded missing, from
+        ``run.json``) and, when the run recorded failures, ``n_fields_failed`` per well. Wells
+        with either get the flag ``qc_missing_planes`` / ``qc_fields_failed`` (not ``usable``:
+        statistics leave them out unless asked). Every row is of the run's plate
+        (``run.json`` ``plate_name``), wells without cells included.
     """
     import pyarrow.parquet as pq
 
@@ -71,16 +120,18 @@ def aggregate_run(
     cells = run_dir / "cells"
     if not cells.is_dir():
         raise InputError(f"{run_dir}: no cells/ folder (is it a run folder of `hcs run`?)")
-    meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() \
-        else {}
-    assay_def = get_assay(assay or meta.get("assay") or "")
+    meta = _run_json(run_dir)
+    if not (assay or meta.get("assay")):
+        raise InputError(f"{run_dir}: no run.json naming the assay; give --assay")
+    assay_def = get_assay(assay or meta.get("assay"))
     out = Path(out) if out else run_dir / "wells.parquet"
     if out.exists() and not overwrite:
         from hcs.errors import OutputExistsError
 
         raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
     failed = run_dir / "failures.parquet"
-    fails = pd.read_parquet(failed) if failed.exists() else pd.DataFrame({"well": []})
+    fails = _read(failed, "the failure table") if failed.exists() else pd.DataFrame({"well": []})
+    plate_name = _plate_name(meta, cells)
     rows = []
     for wdir in _well_dirs(cells):
         files = sorted(wdir.glob("*.parquet"), key=lambda p: int(p.stem) if p.stem.isdigit()
@@ -99,8 +150,7 @@ def aggregate_run(
         if len(well_cells):
             counts = counts_from_cells(well_cells, assay_def)
         else:
-            counts = pd.DataFrame({"plate": [meta.get("plate_name", "plate")],
-                                   "well": [wdir.name]})
+            counts = pd.DataFrame({"plate": [plate_name], "well": [wdir.name]})
             for c in assay_def.classes:
                 counts[f"n_{c}"] = 0
             counts["n_detected"] = 0
@@ -109,7 +159,7 @@ def aggregate_run(
     # a well whose every field failed has no cells/ folder: keep it, with zero counts
     seen = {str(r["well"].iloc[0]) for r in rows}
     for well in sorted(set(fails["well"].astype(str)) - seen):
-        empty = pd.DataFrame({"plate": [meta.get("plate_name", "plate")], "well": [well]})
+        empty = pd.DataFrame({"plate": [plate_name], "well": [well]})
         for c in assay_def.classes:
             empty[f"n_{c}"] = 0
         empty["n_detected"] = 0
@@ -118,12 +168,24 @@ def aggregate_run(
     if not rows:
         raise InputError(f"{cells}: no cell tables")
     counts = pd.concat(rows, ignore_index=True)
-    wells = well_table(counts.drop(columns="n_fields"), assay_def)
+    names = sorted(set(counts["plate"].astype(str)))
+    if len(names) > 1:
+        raise InputError(f"{cells}: cell tables of several plates ({', '.join(names[:5])}) in "
+                         "one run folder")
+    n_failed = fails.groupby(fails["well"].astype(str)).size() if len(fails) else pd.Series(
+        dtype="int64")
+    n_missing = pd.Series([str(m["well"]) for m in meta.get("fields_missing_planes") or []],
+                          dtype="object").value_counts()
+    qc = pd.DataFrame({"plate": counts["plate"], "well": counts["well"]})
+    qc["fields_failed"] = qc["well"].map(n_failed).fillna(0).gt(0)
+    qc["missing_planes"] = qc["well"].map(n_missing).fillna(0).gt(0)
+    wells = well_table(counts.drop(columns="n_fields"), assay_def, qc=qc)
     wells.insert(wells.columns.get_loc("n_detected"), "n_fields",
                  counts.set_index("well").loc[wells["well"], "n_fields"].to_numpy())
+    wells.insert(wells.columns.get_loc("n_detected"), "n_fields_missing_planes",
+                 wells["well"].map(n_missing).fillna(0).astype("int64").to_numpy())
     if failed.exists():
-        wells["n_fields_failed"] = wells["well"].map(
-            fails.groupby("well").size()).fillna(0).astype("int64")
+        wells["n_fields_failed"] = wells["well"].map(n_failed).fillna(0).astype("int64")
     if layout is not None:
         from hcs.aggregate import join_layout
         from hcs.layouts import check_layout_on_plate, plate_geometry, read_layout
@@ -135,5 +197,7 @@ def aggregate_run(
         if "n_fields_failed" in wells:
             wells["n_fields_failed"] = wells["n_fields_failed"].fillna(0).astype("int64")
         wells["n_fields"] = wells["n_fields"].fillna(0).astype("int64")
+        wells["n_fields_missing_planes"] = wells["n_fields_missing_planes"].fillna(0).astype(
+            "int64")
     write_table(wells, out, overwrite=overwrite)
     return wells, out

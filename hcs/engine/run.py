@@ -49,6 +49,7 @@ class RunSummary:
     seconds: float
     warmup_seconds: float = 0.0
     failures: list[dict[str, Any]] = field(default_factory=list)
+    missing_planes: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
@@ -115,7 +116,13 @@ def _prepare(run_dir: Path, params: EngineParams, resume: bool, record: dict) ->
         raise OutputExistsError(f"{run_dir} already holds a run; pass --resume to continue it "
                                 f"or choose another --out")
     if resume and previous.exists():
-        old = json.loads(previous.read_text())
+        try:
+            old = json.loads(previous.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{previous}: not a readable run.json ({exc}); cannot resume") \
+                from None
+        if not isinstance(old, dict):
+            raise InputError(f"{previous}: not a run.json written by hcs; cannot resume")
         diff = [k for k in RESUME_KEYS if old.get(k) != record.get(k)]
         if diff:
             raise InputError(f"{previous}: cannot resume, the run used different "
@@ -195,6 +202,8 @@ def run_plate(
 
     plate_path = Path(plate).resolve()
     run_dir = Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {run_dir}: exists and is not a folder; choose a run folder")
     pl = open_plate(plate_path)
     folder, card = model_card(model)
     tp = choose_timepoint(int(pl.shape[0]), timepoint, plate_path)
@@ -212,16 +221,18 @@ def run_plate(
         detector=det["path"] if det["kind"] == "learned" else detector)
     get_processor(params)  # validate assay/model/detector here, before any cluster starts
     fields = list_fields(pl, wells)
+    read = get_processor(params).read_channels(tuple(pl.channels)) if pl.channels else None
     record: dict[str, Any] = {
         "hcs_version": __version__, "status": "running", "plate": str(plate_path),
+        "plate_name": str(pl.name or plate_path.name),
         "plate_metadata_sha256": _plate_checksum(plate_path), "assay": assay,
         "model": card.name, "model_path": str(folder), "model_sha256": card.sha256,
         "model_card_sha256": card.card_sha256,
         "model_architecture": card.architecture, "detector": det,
         "nucleus_channel": nucleus_channel, "channel_map": dict(params.channel_map),
         "timepoint": tp, "timepoints_in_plate": int(pl.shape[0]),
-        "channels_read": [pl.channels[i] for i in get_processor(params).read_channels(
-            tuple(pl.channels))] if pl.channels else None,
+        "channels_read": [pl.channels[i] for i in read] if read is not None else None,
+        "fields_missing_planes": fields_missing_planes(pl, fields, tp, read),
         "parameters": {"batch_size": batch_size, "fields_per_task": fields_per_task,
                        "seed": seed, "wells": wells, "threads_per_worker": threads_per_worker,
                        "gpus": str(gpus), "resume": resume},
@@ -230,14 +241,15 @@ def run_plate(
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         _prepare(run_dir, params, resume, record)
-        for tmp in (run_dir / "cells").glob("*/.*.tmp"):  # half-written by a killed run
+        for tmp in (run_dir / "cells").glob("*/.*.parquet.*.tmp"):  # left by a killed run
             tmp.unlink(missing_ok=True)
         todo = [(w, f) for w, f in fields if not cells_path(run_dir, w, f).exists()]
         skipped = len(fields) - len(todo)
         handle = start_cluster(workers, threads_per_worker, scheduler, gpus) if todo else None
         record["cluster"] = handle.description if handle else None
         _write_json(run_dir / "run.json", record)
-        summary = RunSummary(str(run_dir), len(fields), 0, skipped, 0, 0, 0.0)
+        summary = RunSummary(str(run_dir), len(fields), 0, skipped, 0, 0, 0.0,
+                             missing_planes=record["fields_missing_planes"])
         t0 = time.perf_counter()
         try:
             if handle is not None:
@@ -269,6 +281,47 @@ def run_plate(
     return summary
 
 
+def fields_missing_planes(plate: Any, fields: list[tuple[str, int]], timepoint: int,
+                          channels: tuple[int, ...] | None) -> list[dict[str, Any]]:
+    """The fields of the run with planes convert recorded missing (written as zeros), among the
+    planes the run reads (``timepoint``, ``channels``; all channels when None): ``well, field,
+    planes`` (count) and ``channels`` (names)."""
+    wanted = set(fields)
+    per: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for m in plate.missing_planes():
+        key = (str(m["well"]), int(m["field"]))
+        if key in wanted and int(m["t"]) == timepoint and (
+                channels is None or int(m["c"]) in channels):
+            per.setdefault(key, []).append(m)
+    names = list(plate.channels)
+    out = []
+    for (well, fld), recs in sorted(per.items()):
+        chans = sorted({int(m["c"]) for m in recs})
+        out.append({"well": well, "field": fld, "planes": len(recs),
+                    "channels": [names[c] if c < len(names) else str(c) for c in chans]})
+    return out
+
+
+def missing_planes_text(missing: list[dict[str, Any]], limit: int = 10) -> str:
+    """One line naming the fields with missing planes ('' when there is none).
+
+    Examples
+    --------
+    >>> missing_planes_text([{"well": "A03", "field": 0, "planes": 1, "channels": ["DAPI"]}])
+    'warning: 1 field has planes missing in the plate (recorded at convert, read as zeros; \
+flagged in the cell tables and wells.parquet, excluded from statistics): A03 field 0 (DAPI)'
+    """
+    if not missing:
+        return ""
+    named = "; ".join(f"{m['well']} field {m['field']} ({', '.join(m['channels'])})"
+                      for m in missing[:limit])
+    more = f"; ... {len(missing) - limit} more" if len(missing) > limit else ""
+    n = len(missing)
+    return (f"warning: {n} field{'s have' if n > 1 else ' has'} planes missing in the plate "
+            "(recorded at convert, read as zeros; flagged in the cell tables and "
+            f"wells.parquet, excluded from statistics): {named}{more}")
+
+
 def _build_processor(params: dict) -> str:
     from hcs.engine.processor import get_processor
 
@@ -297,6 +350,8 @@ def summary_text(s: RunSummary) -> str:
                      f"{f['error']}")
     if len(s.failures) > 10:
         lines.append(f"  ... {len(s.failures) - 10} more in failures.parquet")
+    if s.missing_planes:
+        lines.append(missing_planes_text(s.missing_planes))
     return "\n".join(lines)
 
 

@@ -123,6 +123,20 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
         futures[fut] = ("group", g)
     t0 = time.perf_counter()
     streak = FailureStreak()
+
+    def record(failure: dict[str, Any]) -> None:
+        """A field failed its second attempt: record it; stop the run after a streak."""
+        summary.failures.append(failure)
+        summary.fields_failed += 1
+        if streak.failed(failure["well"], failure["field"], failure["error_type"],
+                         failure["error"]):
+            raise RunStopped(
+                f"stopped: {streak.count} fields failed with the same error and none "
+                f"succeeded (last: well {failure['well']} field {failure['field']}: "
+                f"{failure['error_type']}: {' '.join(str(failure['error']).split())}); fix the "
+                "cause and run again (hcs run: with --resume; failed fields are in "
+                "failures.parquet)")
+
     with _progress(progress, len(todo)) as bar:
         task = bar.add_task("fields", total=len(todo), cells_per_s=0.0, failed=0)
         ac = as_completed(list(futures))
@@ -138,31 +152,26 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                     summary.cells += int(res["n_cells"])
                     summary.tasks.append(res)
                     advance = len(res["fields"])
-                    again = [(f["well"], f["field"]) for f in res["failed"]]
+                    if kind == "group":
+                        again = [(f["well"], f["field"]) for f in res["failed"]]
+                    for f in res["failed"] if kind == "single" else []:
+                        advance += 1
+                        record({**f, "attempts": 2, "time": utc_timestamp()})
                 else:
                     exc = fut.exception()
                     advance = 0
                     if kind == "group":
                         again = list(items)
                     else:
-                        failure = failure_record(*items[0], exc, attempts=2,
-                                                 time=utc_timestamp())
-                        summary.failures.append(failure)
-                        summary.fields_failed += 1
                         advance = 1
-                        if streak.failed(failure["well"], failure["field"],
-                                         failure["error_type"], failure["error"]):
-                            raise RunStopped(
-                                f"stopped: {streak.count} fields failed with the same error and "
-                                f"none succeeded (last: well {failure['well']} field "
-                                f"{failure['field']}: {failure['error_type']}: "
-                                f"{' '.join(str(failure['error']).split())}); fix the "
-                                "cause and run again (hcs run: with --resume; failed fields "
-                                "are in failures.parquet)")
+                        record(failure_record(*items[0], exc, attempts=2,
+                                              time=utc_timestamp()))
                 fut.release()
                 if kind == "group":
                     for well, fld in again:  # second attempt, alone
-                        retry = client.submit(process_fields, p, out, [(well, fld)], True,
+                        # errors come back as records, not raised: a worker logs a raised
+                        # error with its whole traceback
+                        retry = client.submit(process_fields, p, out, [(well, fld)], False,
                                               pure=False, resources=handle.resources,
                                               key=f"field-{well}-{fld}-{token}")
                         futures[retry] = ("single", [(well, fld)])

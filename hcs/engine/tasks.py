@@ -23,7 +23,7 @@ import pandas as pd
 
 from hcs.atomic import atomic_write_parquet as _atomic_parquet
 from hcs.engine.processor import EngineParams, FieldMeta, get_processor
-from hcs.errors import InputError
+from hcs.errors import InputError, PlateDataError
 from hcs.plate import parse_well
 from hcs.records import failure_record
 
@@ -101,8 +101,16 @@ def read_field(params: EngineParams, well: str, field: int,
         raise InputError(f"well {well} field {field}: no timepoint {t} "
                          f"(the field has {arr.sizes['t']})")
     names = tuple(plate.channels) or tuple(str(i) for i in range(arr.sizes["c"]))
+    chans = list(range(arr.sizes["c"])) if channels is None else list(channels)
+    files = _check_chunks(plate, well, field, t, chans, arr.sizes["z"])
     arr = arr.isel(t=t) if channels is None else arr.isel(t=t, c=list(channels))
-    image = arr.data.compute(scheduler="synchronous")  # one zarr chunk per plane: aligned reads
+    try:
+        image = arr.data.compute(scheduler="synchronous")  # one chunk per plane: aligned reads
+    except Exception as exc:
+        shown = ", ".join(str(f) for f in files[:2]) + (" ..." if len(files) > 2 else "")
+        raise PlateDataError(f"well {well} field {field}: cannot read the plate chunk {shown} "
+                             f"({type(exc).__name__}: {exc}); convert the export again"
+                             ) from None
     r, c = parse_well(well)
     meta = FieldMeta(plate=str(plate.name or Path(params.plate).name), well=well, row=r, col=c,
                      field=int(field), channels=names,
@@ -110,6 +118,36 @@ def read_field(params: EngineParams, well: str, field: int,
                      z_step_um=plate.z_step_um,
                      image_channels=None if channels is None else tuple(channels), timepoint=t)
     return image, meta
+
+
+def _check_chunks(plate: Any, well: str, field: int, t: int, channels: list[int],
+                  size_z: int) -> list[Path]:
+    """The chunk files of the planes read; a missing one is a :class:`PlateDataError`.
+
+    A missing chunk reads as zeros (the fill value), i.e. as an empty field. hcs stores every
+    chunk it writes, so an absent file of a plane not recorded missing at convert is damage.
+    """
+    recorded = {(int(m["t"]), int(m["c"]), int(m["z"])) for m in plate.missing_planes(well, field)}
+    planes = [(t, c, z) for c in channels for z in range(size_z)]
+    files = plate.chunk_files(well, field, planes)
+    seen: list[Path] = []
+    for (pt, pc, pz), paths in files.items():
+        for f in paths:
+            if not f.is_file() and (pt, pc, pz) not in recorded:
+                raise PlateDataError(f"well {well} field {field}: chunk file {f} (t {pt}, c {pc},"
+                                     f" z {pz}) is missing from the plate; convert the export "
+                                     "again")
+            if f not in seen:
+                seen.append(f)
+    return seen
+
+
+def missing_plane_count(plate: Any, well: str, field: int, t: int,
+                        channels: list[int] | None) -> int:
+    """Planes of ``well``/``field`` at timepoint ``t`` in ``channels`` (all when None) that
+    convert recorded as missing (written as zeros)."""
+    return sum(1 for m in plate.missing_planes(well, field)
+               if int(m["t"]) == t and (channels is None or int(m["c"]) in channels))
 
 
 def process_fields(params: EngineParams | dict, run_dir: str, items: list[tuple[str, int]],
@@ -138,10 +176,15 @@ def process_fields(params: EngineParams | dict, run_dir: str, items: list[tuple[
     failed: list[dict[str, Any]] = []
     t_read = 0.0
 
+    n_missing: dict[tuple[str, int], int] = {}
+
     def write(prepared: list[Any]) -> None:
         for prep in prepared:
             cells = processor.finish(prep)
             m = prep.meta
+            # planes convert recorded missing (zeros): every cell of the field carries the flag
+            cells["field_missing_planes"] = pd.Series(
+                n_missing.get((m.well, int(m.field)), 0), index=cells.index, dtype="int64")
             atomic_write_parquet(cells, cells_path(run_dir, m.well, m.field))
             written.append({"well": m.well, "field": m.field, "n_cells": len(cells)})
 
@@ -150,6 +193,9 @@ def process_fields(params: EngineParams | dict, run_dir: str, items: list[tuple[
             t1 = time.perf_counter()
             channels = processor.read_channels(tuple(_plate(params.plate).channels))
             image, meta = read_field(params, well, int(field), channels)
+            n_missing[(well, int(field))] = missing_plane_count(
+                _plate(params.plate), well, int(field), params.timepoint,
+                None if channels is None else list(channels))
             t_read += time.perf_counter() - t1
             prep = processor.prepare(image, meta)
             del image

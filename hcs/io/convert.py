@@ -183,6 +183,8 @@ def _write_field(
             "dtype": dtype,
             "fill_value": 0,
             "compressors": _compressors(zarr_format),
+            # every chunk stored, zeros too: an absent chunk is damage, never "all zeros"
+            "config": {"write_empty_chunks": True},
         }
         if zarr_format == 3:
             kwargs["shards"] = shape

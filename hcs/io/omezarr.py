@@ -176,6 +176,39 @@ class Plate:
         """(t, c, z, y, x) of level 0 of the first field."""
         return tuple(self._first_image[self._multiscale["datasets"][0]["path"]].shape)
 
+    def missing_planes(self, well: str | None = None,
+                       field: int | None = None) -> list[dict[str, Any]]:
+        """Planes recorded missing at convert (``attrs["missing_planes"]``: ``well, field, t,
+        c, z, path, reason``), all of them or those of one well / field. They were written as
+        zeros; every analysis of the field must say so."""
+        recs = self.attrs.get("missing_planes") or []
+        w = None if well is None else well_name(*parse_well(well))
+        return [dict(m) for m in recs if (w is None or m.get("well") == w)
+                and (field is None or int(m.get("field", -1)) == int(field))]
+
+    def chunk_files(self, well: str, field: int, planes: list[tuple[int, int, int]],
+                    level: int = 0) -> dict[tuple[int, int, int], list[Path]]:
+        """The files holding each ``(t, c, z)`` plane of a field at ``level``: its chunks, or
+        the shard holding them (one file per plane, or per field for a sharded plate).
+
+        A plate hcs writes stores every chunk, zero planes included, so an absent file is
+        damage, not "all zeros" (see :func:`hcs.engine.tasks.read_field`).
+        """
+        import itertools
+
+        img = self._image_group(well, field)
+        ds = _ome_attrs(img)["multiscales"][0]["datasets"][level]
+        arr = img[ds["path"]]
+        grid = arr.shards or arr.chunks
+        yx = list(itertools.product(*(range(-(-n // g)) for n, g in
+                                      zip(arr.shape[3:], grid[3:], strict=True))))
+        root = self.path / arr.path
+        out: dict[tuple[int, int, int], list[Path]] = {}
+        for t, c, z in planes:
+            out[(t, c, z)] = [root / arr.metadata.encode_chunk_key(
+                (t // grid[0], c // grid[1], z // grid[2], iy, ix)) for iy, ix in yx]
+        return out
+
     def row_names(self) -> list[str]:
         return list(self._rows)
 

@@ -58,6 +58,10 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if data["wells"] is None and data["stats"] is None and not (run_dir / "cells").is_dir():
         raise InputError(f"{run_dir}: not a run folder (no wells.parquet, stats.parquet or"
                          " cells/)")
+    if data["wells"] is None:
+        # without it the report would leave out every result without a word
+        raise InputError(f"{run_dir}: no wells.parquet; run `hcs aggregate {run_dir}` first "
+                         f"(and `hcs stats {run_dir}` for the statistics)")
     return data
 
 

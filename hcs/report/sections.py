@@ -115,6 +115,18 @@ def summary(run: dict[str, Any], wells: pd.DataFrame | None, failures: pd.DataFr
                    {"type": "kv", "items": _flatten(ordered)}]
     else:
         blocks.append({"type": "text", "text": "No run.json: provenance unknown."})
+    missing = list(run.get("fields_missing_planes") or []) if run else []
+    if missing or (wells is not None and "qc_missing_planes" in wells):
+        facts.append(("fields with planes missing at convert", str(len(missing))))
+    if missing:
+        blocks.append({"type": "text", "text": f"{len(missing)} field(s) with planes missing in "
+                       "the plate (recorded at convert, read as zeros); their wells are flagged "
+                       "qc_missing_planes and left out of the statistics"})
+        blocks.append(_table(pd.DataFrame(
+            [{"well": m.get("well"), "field": m.get("field"), "planes": m.get("planes"),
+              "channels": ", ".join(map(str, m.get("channels") or []))} for m in missing]),
+            {"well": "well", "field": "field", "planes": "missing planes",
+             "channels": "channels"}))
     if failures is not None:
         facts.append(("failed fields", str(len(failures))))
     if failures is not None and len(failures):

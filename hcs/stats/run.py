@@ -154,6 +154,7 @@ def run_stats(
     readouts: list[str] | None = None,
     dose: bool = True,
     qc: bool = True,
+    include_missing_planes: bool = False,
 ) -> pd.DataFrame:
     """Statistics of a wells table (``wells.parquet``) as the ``stats.parquet`` table.
 
@@ -179,6 +180,9 @@ def run_stats(
         Readouts to test (``partial`` or ``freq_partial``); default every ``freq_`` column.
     dose, qc
         Add dose-response rows (series with >= 2 doses) and plate QC rows.
+    include_missing_planes
+        Use wells flagged ``qc_missing_planes`` (a field with planes missing at convert, read
+        as zeros) like the others; by default they are left out (counted in ``n_excluded``).
 
     Returns
     -------
@@ -194,6 +198,10 @@ def run_stats(
     if "condition" not in wells:
         raise InputError("the wells table has no 'condition' column: give a layout (--layout)")
     wells = wells.reset_index(drop=True)
+    if include_missing_planes and "qc_missing_planes" in wells and "flags" in wells:
+        others = wells["flags"].fillna("").astype(str).map(
+            lambda f: [x for x in f.split(";") if x and x != "qc_missing_planes"])
+        wells["usable"] = others.map(len) == 0
     if "plate" not in wells:
         wells = wells.assign(plate="plate")
     wells["plate"] = wells["plate"].astype(str)
