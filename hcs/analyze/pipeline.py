@@ -165,14 +165,16 @@ def convert_stage(pipe: Pipeline, export: str | Path, plate: Path,
                      lambda: plate_fingerprint(plate), action)
 
 
-def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str, model: Path,
-              model_fp: str, opts: RunParams, progress: bool = True) -> tuple[StageOutcome, int]:
+def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str | None,
+              model: Path | None, model_fp: str, opts: RunParams,
+              progress: bool = True) -> tuple[StageOutcome, int]:
     """Plate -> ``run_dir/cells/`` (``hcs run``; resumes an unfinished run of the same
     parameters). Returns the outcome and the number of failed fields."""
     from hcs.engine.run import run_plate, summary_text
 
     inputs = {"plate": plate_fingerprint(plate)}
-    params = {"assay": assay, "model": f"{model}@{model_fp}", **opts.result_params()}
+    params = {"assay": assay, "model": f"{model}@{model_fp}" if model else None,
+              **opts.result_params()}
     params["detector"] = _detector_fingerprint(opts.detector)
     failed = [0]
     rec = dict(pipe.record("run") or {})  # the previous attempt (step() replaces the entry)
@@ -194,16 +196,19 @@ def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str, model: Pat
     return outcome, failed[0]
 
 
-def aggregate_stage(pipe: Pipeline, run_dir: Path, wells: Path, assay: str,
-                    layout: str | Path) -> StageOutcome:
+def aggregate_stage(pipe: Pipeline, run_dir: Path, wells: Path, assay: str | None,
+                    layout: str | Path, positive: tuple[str, ...] | None = None
+                    ) -> StageOutcome:
     """Cells -> ``wells.parquet`` joined to the layout (``hcs aggregate``)."""
     from hcs.engine.aggregate_run import aggregate_run
 
     return pipe.step(
         "aggregate", {"run": run_fingerprint(run_dir), "layout": file_sha256(layout)},
-        {"assay": assay, "layout": str(Path(layout).resolve())},
+        {"assay": assay, "layout": str(Path(layout).resolve()),
+         **({"positive": list(positive)} if positive else {})},
         lambda: file_sha256(wells),
-        lambda: aggregate_run(run_dir, wells, assay=assay, layout=layout, overwrite=True))
+        lambda: aggregate_run(run_dir, wells, assay=assay, layout=layout, overwrite=True,
+                              positive=positive))
 
 
 def stats_stage(pipe: Pipeline, wells: Path, stats: Path,
@@ -288,11 +293,13 @@ def analyze(
     from hcs.engine.lock import RunLock
 
     p = from_options(AnalyzeParams, params, **options)
-    assay = get_assay(p.assay).name
+    assay = get_assay(p.assay).name if p.assay else None  # None: detection only
+    if assay is None and p.model is not None:
+        raise InputError("--model needs its --assay (or give neither: detection only)")
     if not Path(p.layout).is_file():
         raise InputError(f"layout not found: {p.layout}")
     has_reference = _check_layout(p.layout, p.stats.reference)
-    model_dir, model_fp = resolve_model(assay, p.model)
+    model_dir, model_fp = resolve_model(assay, p.model) if assay else (None, "")
     given_plate = _given_plate(Path(export), p.convert)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -313,7 +320,8 @@ def analyze(
             convert_stage(pipe, export, paths["plate"], p.convert, progress=progress)
         _, failed = run_stage(pipe, paths["plate"], paths["run"], assay, model_dir, model_fp,
                               p.run, progress)
-        aggregate_stage(pipe, paths["run"], paths["wells"], assay, p.layout)
+        aggregate_stage(pipe, paths["run"], paths["wells"], assay, p.layout,
+                        p.aggregate.positive)
         if has_reference:
             stats_stage(pipe, paths["wells"], paths["stats"], p.stats)
         else:

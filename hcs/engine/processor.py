@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -33,8 +33,8 @@ class EngineParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     plate: str
-    assay: str
-    model: str
+    assay: str | None = None  # None with model None: a detection-only run (no class columns)
+    model: str | None = None
     detector: str = "threshold"
     nucleus_channel: str | int | None = None
     batch_size: int = Field(64, ge=1, le=4096)
@@ -43,6 +43,7 @@ class EngineParams(BaseModel):
     torch_threads: int = Field(1, ge=1)
     channel_map: tuple[tuple[str, str], ...] = ()
     timepoint: int = Field(0, ge=0)
+    measure: Literal["none", "basic", "full"] = "basic"
 
     @field_validator("device")
     @classmethod
@@ -195,7 +196,11 @@ class PreparedField:
 
 class PipelineProcessor:
     """Detection (classical on the nuclear channel, or a learned detector folder) + the model of
-    ``params.model`` on crops.
+    ``params.model`` on crops + measurements (:func:`hcs.measure.measure_objects`) of every
+    detected object on every plate channel (``params.measure``).
+
+    Without a model (``params.model`` None: a detection-only run) the cell table has no class
+    columns (``assay``, ``model``, ``p_<class>``, ``label``, ``confidence``).
 
     ``params.model`` may be a projection ensemble (:mod:`hcs.classify.ensemble`): each cell is
     then cut in every view the plate allows (z only for a 2-D plate; z, y and x for a z-stack),
@@ -211,6 +216,22 @@ class PipelineProcessor:
         from hcs.engine.model import load_classifier, model_card
 
         self.params = params
+        torch.set_num_threads(params.torch_threads)
+        self.device = _resolve_device(params.device)
+        self.detector = load_engine_detector(params.detector, self.device)
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._views: tuple[str, ...] | None = None
+        if params.model is None:  # detection only
+            if params.assay is not None:
+                raise InputError(f"assay {params.assay}: a run with an assay needs a model")
+            self.assay = self.rule = self.model = self.card = None
+            self.ensemble = False
+            self._known: dict[str, str] = {}
+            self.roles: list[str] = []
+            self.modes: list[str] = []
+            return
+        if params.assay is None:
+            raise InputError(f"model {params.model}: a run with a model needs its assay")
         self.assay = get_assay(params.assay)
         self.rule = get_rule(self.assay.name)
         folder, card = model_card(params.model)
@@ -222,17 +243,17 @@ class PipelineProcessor:
         self.roles = [c.name for c in card.channels]
         self.modes = [self._known.get(r, "percentile") for r in self.roles]
         torch.manual_seed(params.seed)
-        torch.set_num_threads(params.torch_threads)
-        self.device = _resolve_device(params.device)
-        self.detector = load_engine_detector(params.detector, self.device)
         self.model = load_classifier(folder, card.sha256)
         self.card = self.model.card
         from hcs.classify.ensemble import LoadedEnsemble
 
         self.ensemble = isinstance(self.model, LoadedEnsemble)
         self._order = [list(self.card.classes).index(c) for c in self.assay.classes]
-        self._views: tuple[str, ...] | None = None
-        self._plans: dict[tuple[str, ...], _Plan] = {}
+
+    @property
+    def classifies(self) -> bool:
+        """False for a detection-only run (no model)."""
+        return self.model is not None
 
     def plan(self, channels: tuple[str, ...]) -> _Plan:
         """Which plate channels detection and classification read (resolved once per plate)."""
@@ -244,8 +265,10 @@ class PipelineProcessor:
             from hcs.engine.model import plate_channel_for
 
             cls_idx = [plate_channel_for(r, list(channels), mapping) for r in self.roles]
-            self._plans[channels] = _Plan(tuple(sorted(set(det_idx) | set(cls_idx))),
-                                          det_idx, det_modes, cls_idx)
+            read = set(det_idx) | set(cls_idx)
+            if self.params.measure != "none":  # measurements are on every plate channel
+                read |= set(range(len(channels)))
+            self._plans[channels] = _Plan(tuple(sorted(read)), det_idx, det_modes, cls_idx)
         return self._plans[channels]
 
     def read_channels(self, channels: tuple[str, ...]) -> tuple[int, ...]:
@@ -274,6 +297,19 @@ class PipelineProcessor:
             det_in = compose_field(planes, [pos[i] for i in plan.det_idx], plan.det_modes)
         det = self.detector.detect(det_in, meta.pixel_size_um)
         del det_in
+        frame = det.to_frame()
+        if self.params.measure != "none" and det.labels is not None:
+            from hcs.measure import measure_objects
+
+            feats = measure_objects(det.labels, planes, [meta.channels[i] for i in present],
+                                    pixel_size_um=meta.pixel_size_um, level=self.params.measure,
+                                    compartment="Nuclei", ids=frame["cell_id"].to_numpy())
+            frame = pd.concat([frame.reset_index(drop=True),
+                               feats.reset_index(drop=True)], axis=1)
+        boxes = np.asarray(det.boxes, np.float32)
+        if not self.classifies:
+            return PreparedField(meta, frame, boxes, None, planes.shape[1:],
+                                 np.zeros((len(boxes), 0), np.float32))
         cls_pos = [pos[i] for i in plan.cls_idx]
         width = len(self.card.classes)
         if self.ensemble:
@@ -281,8 +317,6 @@ class PipelineProcessor:
             width += len(self.card.levels)  # + the winning view of each level
         else:
             composed = compose_field(planes, cls_pos, self.modes)
-        frame = det.to_frame()
-        boxes = np.asarray(det.boxes, np.float32)
         probs = np.zeros((len(boxes), width), np.float32)
         return PreparedField(meta, frame, boxes, composed, planes.shape[1:], probs)
 
@@ -338,6 +372,9 @@ class PipelineProcessor:
         """The cell table of a field whose crops are all classified."""
         from hcs.assays.rules import apply_rule
 
+        if not self.classifies:
+            return _cell_table(prep.frame, None, [], (), prep.meta, prep.shape, None, None)
+
         k = len(self.card.classes)
         probs = prep.probs[:, :k][:, self._order]
         labels = apply_rule(probs, self.assay.classes, self.rule) if len(probs) else []
@@ -360,6 +397,8 @@ class PipelineProcessor:
         """
         from hcs.engine.batching import FieldBatcher
 
+        if not self.classifies:
+            return self.finish(self.prepare(image, meta))
         batcher = FieldBatcher(self, self.params.batch_size)
         done = batcher.add(self.prepare(image, meta)) + batcher.flush()
         return self.finish(done[0])
@@ -396,9 +435,12 @@ class _Plan:
     cls_idx: list[int]
 
 
-def _cell_table(frame: pd.DataFrame, probs: np.ndarray, labels: Any, classes: tuple[str, ...],
-                meta: FieldMeta, shape: tuple[int, ...], assay: str, model: str,
+def _cell_table(frame: pd.DataFrame, probs: np.ndarray | None, labels: Any,
+                classes: tuple[str, ...], meta: FieldMeta, shape: tuple[int, ...],
+                assay: str | None, model: str | None,
                 extra: dict[str, pd.Series] | None = None) -> pd.DataFrame:
+    """DESIGN.md ``cells/`` columns; ``probs`` None (a detection-only run): no class columns.
+    Measurement columns (CellProfiler names, :mod:`hcs.measure`) come last."""
     n = len(frame)
     head = pd.DataFrame({
         "plate": pd.Series([meta.plate] * n, dtype="string"),
@@ -408,18 +450,23 @@ def _cell_table(frame: pd.DataFrame, probs: np.ndarray, labels: Any, classes: tu
         "field": np.full(n, meta.field, np.int64),
     })
     frame = frame.drop(columns=[c for c in ("class_id",) if c in frame])
-    out = pd.concat([head, frame.reset_index(drop=True)], axis=1)
-    out["assay"] = pd.Series([assay] * n, dtype="string")
-    out["model"] = pd.Series([model] * n, dtype="string")
-    for j, c in enumerate(classes):
-        out[f"p_{c}"] = probs[:, j].astype(np.float32) if n else np.zeros(0, np.float32)
-    out["label"] = pd.Series([str(v) for v in labels], dtype="string")
-    out["confidence"] = probs.max(axis=1).astype(np.float32) if n else np.zeros(0, np.float32)
+    feats = [c for c in frame.columns if c[:1].isupper()]  # Nuclei_..., Cells_...
+    out = pd.concat([head, frame.drop(columns=feats).reset_index(drop=True)], axis=1)
+    if probs is not None:
+        out["assay"] = pd.Series([assay] * n, dtype="string")
+        out["model"] = pd.Series([model] * n, dtype="string")
+        for j, c in enumerate(classes):
+            out[f"p_{c}"] = probs[:, j].astype(np.float32) if n else np.zeros(0, np.float32)
+        out["label"] = pd.Series([str(v) for v in labels], dtype="string")
+        out["confidence"] = probs.max(axis=1).astype(np.float32) if n else np.zeros(
+            0, np.float32)
     for name, values in (extra or {}).items():
         out[name] = pd.Series(values.to_numpy(), index=out.index, dtype=values.dtype)
     h, w = shape
     out["qc_border"] = ((out["bbox_x0"] <= 0) | (out["bbox_y0"] <= 0)
                         | (out["bbox_x1"] >= w) | (out["bbox_y1"] >= h)).astype(bool)
+    if feats:
+        out = pd.concat([out, frame[feats].reset_index(drop=True).astype("float64")], axis=1)
     return out.sort_values("cell_id", kind="stable").reset_index(drop=True)
 
 

@@ -31,7 +31,7 @@ __all__ = ["RunSummary", "list_fields", "run_plate"]
 
 #: run.json keys that must match for ``--resume`` to continue a run.
 RESUME_KEYS = ("plate_metadata_sha256", "assay", "model_sha256", "detector", "nucleus_channel",
-               "channel_map", "timepoint")
+               "channel_map", "timepoint", "measure")
 
 
 @dataclass
@@ -122,8 +122,8 @@ def _prepare(run_dir: Path, params: EngineParams, resume: bool, record: dict) ->
 
 def run_plate(
     plate: str | Path,
-    assay: str,
-    model: str | Path,
+    assay: str | None,
+    model: str | Path | None,
     out: str | Path,
     *,
     detector: str = "threshold",
@@ -139,6 +139,7 @@ def run_plate(
     seed: int = 0,
     timepoint: int | None = None,
     fields_per_task: int = 4,
+    measure: str = "basic",
     progress: bool = True,
 ) -> RunSummary:
     """Process every field of a plate into ``OUT/cells/<well>/<field>.parquet``.
@@ -146,7 +147,8 @@ def run_plate(
     Parameters
     ----------
     plate, assay, model, out
-        The OME-Zarr plate, the assay name, the model folder and the run folder.
+        The OME-Zarr plate, the assay name, the model folder and the run folder. ``assay`` and
+        ``model`` None: a detection-only run (cell tables without class columns).
     detector
         Detection method (:func:`hcs.detect.available_methods`) or a learned detector folder
         (:mod:`hcs.engine.detector`).
@@ -173,6 +175,8 @@ def run_plate(
         Consecutive fields per Dask task, whose crops share inference batches; a field failing
         in its group is retried alone. Groups depend only on the list of fields, never on the
         number of workers.
+    measure
+        Per-cell measurements (:mod:`hcs.measure`): ``none``, ``basic`` or ``full``.
     progress
         Show a progress bar on stderr.
 
@@ -193,24 +197,31 @@ def run_plate(
     plate_path = Path(plate).resolve()
     run_dir = Path(out)
     pl = open_plate(plate_path)
-    folder, card = model_card(model)
+    folder, card = model_card(model) if model is not None else (None, None)
+    if card is not None and assay is None:
+        assay = card.assay
+    if assay is not None and model is None:
+        raise InputError(f"--assay {assay}: give the model (--model) or neither, for a "
+                         "detection-only run")
     tp = choose_timepoint(int(pl.shape[0]), timepoint, plate_path)
     options = validate(RunParams, detector=detector, nucleus_channel=nucleus_channel,
                        channels=channel_map or {}, timepoint=timepoint, wells=wells,
                        workers=workers, threads_per_worker=threads_per_worker,
                        scheduler=scheduler, gpus=str(gpus), batch_size=batch_size,
-                       fields_per_task=fields_per_task, seed=seed)
+                       fields_per_task=fields_per_task, seed=seed, measure=measure)
     det = detector_info(detector)
     params = options.engine_params(  # a learned detector by its absolute path: workers may
-        str(plate_path), assay, str(folder), timepoint=tp,  # run elsewhere
+        str(plate_path), assay, str(folder) if folder else None, timepoint=tp,  # run elsewhere
         detector=det["path"] if det["kind"] == "learned" else detector)
     get_processor(params)  # validate assay/model/detector here, before any cluster starts
     fields = list_fields(pl, wells)
     record: dict[str, Any] = {
         "hcs_version": __version__, "status": "running", "plate": str(plate_path),
         "plate_metadata_sha256": _plate_checksum(plate_path), "assay": assay,
-        "model": card.name, "model_path": str(folder), "model_sha256": card.sha256,
-        "model_architecture": card.architecture, "detector": det,
+        "model": card.name if card else None, "model_path": str(folder) if folder else None,
+        "model_sha256": card.sha256 if card else None,
+        "model_architecture": card.architecture if card else None, "detector": det,
+        "measure": options.measure,
         "nucleus_channel": nucleus_channel, "channel_map": dict(params.channel_map),
         "timepoint": tp, "timepoints_in_plate": int(pl.shape[0]),
         "channels_read": [pl.channels[i] for i in get_processor(params).read_channels(

@@ -106,6 +106,9 @@ def summary(run: dict[str, Any], wells: pd.DataFrame | None, failures: pd.DataFr
             facts.append(("wells usable for statistics", f"{int(wells['usable'].sum())}"))
         if "condition" in wells:
             facts.append(("conditions", str(wells["condition"].dropna().nunique())))
+        for pos in wells.attrs.get("positive") or []:  # hcs aggregate --positive (issue 16)
+            facts.append((f"{pos['channel']} positive", f"nuclear mean intensity > "
+                          f"{pos['threshold']:.6g} ({pos['method']}, once for the plate)"))
     blocks.append({"type": "kv", "items": facts})
     if run:
         run = {**run, **_training_data(run)}
@@ -129,6 +132,7 @@ def summary(run: dict[str, Any], wells: pd.DataFrame | None, failures: pd.DataFr
 def heatmaps(wells: pd.DataFrame, geometry: Any) -> dict[str, Any]:
     """Cell count and each frequency readout per well, on the plate grid."""
     cols = [c for c in ("n_detected",) if c in wells] + [c for c in wells if c.startswith("freq_")]
+    cols += feature_readouts(wells)
     figs, ids = {}, []
     for p_i, (plate, grp) in enumerate(wells.groupby(wells["plate"].astype(str)
                                                      if "plate" in wells else 0)):
@@ -142,6 +146,18 @@ def heatmaps(wells: pd.DataFrame, geometry: Any) -> dict[str, Any]:
     return {"id": "heatmaps", "title": "Plate heatmaps", "fig_objects": figs,
             "blocks": [{"type": "text", "text": text},
                        {"type": "figures", "ids": ids, "grid": True}]}
+
+
+def feature_readouts(wells: pd.DataFrame, stats: pd.DataFrame | None = None) -> list[str]:
+    """Per-cell feature readouts shown like frequencies: the well medians of the nuclear area
+    and of each channel's nuclear mean intensity, and any other readout ``stats`` tested."""
+    cols = [c for c in wells if c == "median_Nuclei_AreaShape_Area"
+            or c.startswith("median_Nuclei_Intensity_MeanIntensity_")]
+    if stats is not None and "readout" in stats and "kind" in stats:
+        tested = stats.loc[stats["kind"] == "comparison", "readout"].dropna().astype(str)
+        cols += [c for c in dict.fromkeys(tested) if c in wells and c not in cols
+                 and not c.startswith("freq_") and c != "n_detected"]
+    return cols
 
 
 def reference_of(stats: pd.DataFrame, wells: pd.DataFrame) -> str | None:
@@ -162,7 +178,7 @@ def conditions(wells: pd.DataFrame, stats: pd.DataFrame, classes: list[str],
     order = condition_order(wells, reference)
     if not order:
         return None
-    readouts = [c for c in wells if c.startswith("freq_")]
+    readouts = [c for c in wells if c.startswith("freq_")] + feature_readouts(wells, stats)
     figs = {f"cond-{c}": condition_box(wells, c, order, stats, reference) for c in readouts}
     analysed = [c for c in classes if f"freq_{c}" in wells]
     figs["comp-abs"] = class_composition(wells, analysed, order, "Class frequencies per"
@@ -281,7 +297,7 @@ def gallery(run_dir: Path, plate: Path | None, classes: list[str],
         return {"id": "gallery", "title": "Cell gallery", "blocks": [{
             "type": "text", "text": "No plate found (run.json 'plate'): no cell images."}]}
     cells = read_cells(files)
-    if not len(cells):
+    if not len(cells) or "label" not in cells:  # no cells, or a detection-only run
         return None
     gal = build_gallery(plate, cells, classes, colours)
     note = (f"Examples from {len(files)} of {total} fields ({len(cells):,} cells). 'best':"

@@ -58,16 +58,26 @@ def default_reference(wells: pd.DataFrame) -> str:
 
 
 def _readouts(wells: pd.DataFrame, readouts: list[str] | None) -> list[str]:
+    """Readout columns: ``freq_<r>`` (also given as ``<r>``), or any numeric well column given
+    by name (``median_Nuclei_AreaShape_Area``, ``n_detected``). Default: every ``freq_``
+    column; a detection-only run without any: ``n_detected`` and the ``median_`` features."""
     have = [c for c in wells.columns if c.startswith("freq_")]
+    features = [c for c in wells.columns if c.startswith("median_")]
     if readouts is None:
+        if not have and "n_detected" in wells:
+            return ["n_detected", *features]
         if not have:
             raise InputError("the wells table has no freq_<class> readout columns")
         return have
     out = []
     for r in readouts:
         col = r if r.startswith("freq_") else f"freq_{r}"
+        if col not in wells and r in wells and pd.api.types.is_numeric_dtype(wells[r]) \
+                and r not in ("row", "col"):
+            col = r
         if col not in wells:
-            raise InputError(f"unknown readout {r!r}; available: {[h[5:] for h in have]}")
+            raise InputError(f"unknown readout {r!r}; available: {[h[5:] for h in have]} "
+                             f"and numeric columns such as n_detected, median_<feature>")
         out.append(col)
     return out
 
