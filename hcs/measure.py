@@ -239,14 +239,14 @@ def _texture(labels: np.ndarray, planes: np.ndarray, names: list[str], ids: np.n
                     np.uint8) + 1
             q[~mask] = 0  # level 0 = outside the object, dropped from the matrix below
             glcm = graycomatrix(q, list(distances), angles, levels=levels + 1, symmetric=True)
-            glcm = glcm[1:, 1:].astype(np.float64)
+            g = glcm[1:, 1:].astype(np.float64)  # drop level 0 (outside the object)
+            s = g.sum(axis=(0, 1), keepdims=True)
+            g = np.divide(g, s, out=np.zeros_like(g), where=s > 0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                feats = {f: graycoprops(g, f).mean(axis=1) for f in _HARALICK}  # per distance
             for di in range(len(distances)):
-                g = glcm[:, :, di:di + 1]
-                s = g.sum(axis=(0, 1), keepdims=True)
-                g = np.divide(g, s, out=np.zeros_like(g), where=s > 0)
                 for f in _HARALICK:
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        rows[i, j] = float(np.nanmean(graycoprops(g, f)))
+                    rows[i, j] = float(feats[f][di])
                     j += 1
     return pd.DataFrame(rows, index=pd.Index(ids, name="cell_id"), columns=keys)
 

@@ -161,6 +161,9 @@ class RunParams(_Params):
     fields_per_task: int = Field(
         4, ge=1, description="Fields per task; their crops share inference batches.")
     seed: int = Field(0, description="Random seed (recorded in run.json).")
+    labels: bool = Field(
+        True, description="Write each field's nuclei as an NGFF label image into the plate "
+        "(<field>/labels/nuclei, value = cell_id).")
     measure: Measure = Field(
         "basic", description="Per-cell measurements on every channel: none, basic (shape and "
         "intensity) or full (+ texture and channel correlation).")
@@ -220,7 +223,7 @@ class RunParams(_Params):
             batch_size=self.batch_size, seed=self.seed, torch_threads=self.threads_per_worker,
             device="cpu" if self.gpus.strip() == "0" else "auto",
             channel_map=tuple(sorted(self.channels.items())), timepoint=timepoint,
-            measure=self.measure)
+            measure=self.measure, labels=self.labels)
 
 
 class AggregateParams(_Params):

@@ -44,6 +44,7 @@ class EngineParams(BaseModel):
     channel_map: tuple[tuple[str, str], ...] = ()
     timepoint: int = Field(0, ge=0)
     measure: Literal["none", "basic", "full"] = "basic"
+    labels: bool = False  # keep each field's label mask for the task to write into the plate
 
     @field_validator("device")
     @classmethod
@@ -188,6 +189,7 @@ class PreparedField:
     probs: np.ndarray
     cut: int = 0
     done: int = 0
+    labels: np.ndarray | None = None  # the detector's label mask, when params.labels
 
     @property
     def n(self) -> int:
@@ -307,9 +309,10 @@ class PipelineProcessor:
             frame = pd.concat([frame.reset_index(drop=True),
                                feats.reset_index(drop=True)], axis=1)
         boxes = np.asarray(det.boxes, np.float32)
+        keep = det.labels if self.params.labels else None
         if not self.classifies:
             return PreparedField(meta, frame, boxes, None, planes.shape[1:],
-                                 np.zeros((len(boxes), 0), np.float32))
+                                 np.zeros((len(boxes), 0), np.float32), labels=keep)
         cls_pos = [pos[i] for i in plan.cls_idx]
         width = len(self.card.classes)
         if self.ensemble:
@@ -318,7 +321,8 @@ class PipelineProcessor:
         else:
             composed = compose_field(planes, cls_pos, self.modes)
         probs = np.zeros((len(boxes), width), np.float32)
-        return PreparedField(meta, frame, boxes, composed, planes.shape[1:], probs)
+        return PreparedField(meta, frame, boxes, composed, planes.shape[1:], probs,
+                             labels=keep)
 
     def _view_source(self, image: np.ndarray, planes: np.ndarray, cls_pos: list[int],
                      meta: FieldMeta) -> ViewSource:

@@ -11,6 +11,7 @@ at any moment resumes exactly.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -140,6 +141,7 @@ def run_plate(
     timepoint: int | None = None,
     fields_per_task: int = 4,
     measure: str = "basic",
+    labels: bool = True,
     progress: bool = True,
 ) -> RunSummary:
     """Process every field of a plate into ``OUT/cells/<well>/<field>.parquet``.
@@ -177,6 +179,9 @@ def run_plate(
         number of workers.
     measure
         Per-cell measurements (:mod:`hcs.measure`): ``none``, ``basic`` or ``full``.
+    labels
+        Write each field's nuclei as an NGFF label image into the plate
+        (:mod:`hcs.engine.labels`); the plate must be writable.
     progress
         Show a progress bar on stderr.
 
@@ -208,7 +213,11 @@ def run_plate(
                        channels=channel_map or {}, timepoint=timepoint, wells=wells,
                        workers=workers, threads_per_worker=threads_per_worker,
                        scheduler=scheduler, gpus=str(gpus), batch_size=batch_size,
-                       fields_per_task=fields_per_task, seed=seed, measure=measure)
+                       fields_per_task=fields_per_task, seed=seed, measure=measure,
+                       labels=labels)
+    if labels and not os.access(plate_path, os.W_OK):
+        raise InputError(f"{plate_path}: the plate is read-only, so the label images cannot "
+                         "be written into it; run with --no-labels")
     det = detector_info(detector)
     params = options.engine_params(  # a learned detector by its absolute path: workers may
         str(plate_path), assay, str(folder) if folder else None, timepoint=tp,  # run elsewhere
@@ -221,7 +230,7 @@ def run_plate(
         "model": card.name if card else None, "model_path": str(folder) if folder else None,
         "model_sha256": card.sha256 if card else None,
         "model_architecture": card.architecture if card else None, "detector": det,
-        "measure": options.measure,
+        "measure": options.measure, "labels": options.labels,
         "nucleus_channel": nucleus_channel, "channel_map": dict(params.channel_map),
         "timepoint": tp, "timepoints_in_plate": int(pl.shape[0]),
         "channels_read": [pl.channels[i] for i in get_processor(params).read_channels(
