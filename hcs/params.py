@@ -47,8 +47,8 @@ from hcs.errors import InputError
 if TYPE_CHECKING:
     from hcs.engine.processor import EngineParams
 
-__all__ = ["AggregateParams", "AnalyzeParams", "ConvertParams", "ReportParams", "RunParams",
-           "STAGES", "StatsParams", "from_options", "option_name", "options_of",
+__all__ = ["AggregateParams", "AnalyzeParams", "ConvertParams", "ExportParams", "ReportParams",
+           "RunParams", "STAGES", "StatsParams", "from_options", "option_name", "options_of",
            "parse_channel_map", "validate"]
 
 M = TypeVar("M", bound=BaseModel)
@@ -285,6 +285,16 @@ class ReportParams(_Params):
     """What the HTML report holds (``hcs report``)."""
 
     gallery: bool = Field(True, description="Cell image gallery.")
+
+
+class ExportParams(_Params):
+    """How a run's cells are exported as profiles (``hcs export profiles``)."""
+
+    level: Literal["cell", "well"] = Field(
+        "cell", description="One row per cell, or per well (the median of each feature).")
+    layout: str | None = Field(
+        None, description="Plate layout for the Metadata_ columns (default: the run's "
+        "wells.parquet).", json_schema_extra=_short("-l"))
 
 
 class AnalyzeParams(_Params):
