@@ -17,6 +17,9 @@ measured. Columns, per field (median of ``--repeats``):
   function and the boundary mean (:func:`skimage.segmentation.find_boundaries` + regionprops);
   ``plain full``: plus per-object Haralick features through ``extra_properties``
   (``graycomatrix`` / ``graycoprops``, the same quantisation as hcs);
+- ``model none`` / ``model basic``: a classified field (the shipped ``livedead-sim`` model on
+  CPU, :meth:`~hcs.engine.processor.PipelineProcessor.process`) without / with ``basic``,
+  and what ``basic`` adds;
 - ``cells/s``: cells per second of ``hcs basic``.
 """
 
@@ -99,13 +102,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
+    from pathlib import Path
+
     from hcs.engine.processor import EngineParams, FieldMeta, PipelineProcessor
     from hcs.measure import measure_objects
     from hcs.synth.fixtures import nuclei_field
 
-    channels = ("HOECHST 33342", "PH3", "CellMask")
+    channels = ("HOECHST 33342", "PH3", "Brightfield")
     procs = {m: PipelineProcessor(EngineParams(plate="-", measure=m))
              for m in ("none", "basic", "full")}
+    model = str(Path(__file__).resolve().parents[1] / "models" / "livedead-sim")
+    classified = {m: PipelineProcessor(EngineParams(plate="-", assay="livedead", model=model,
+                                                    measure=m, device="cpu"))
+                  for m in ("none", "basic")}
     rows = []
     for i in range(args.fields):
         img, truth = nuclei_field((1080, 1080), n_nuclei=args.nuclei, seed=100 + i)
@@ -116,6 +125,8 @@ def main() -> None:
         image = planes[:, None]  # (c, z, y, x)
         field = {m: _timed(partial(_field, p, image, meta), args.repeats)
                  for m, p in procs.items()}
+        with_model = {m: _timed(partial(p.process, image, meta), args.repeats)[0]
+                      for m, p in classified.items()}
         n = len(field["basic"][1])
         lab = truth.labels
         basic = partial(measure_objects, lab, planes, channels, pixel_size_um=0.598)
@@ -124,18 +135,23 @@ def main() -> None:
         t_pb, _ = _timed(partial(plain_basic, lab, planes), args.repeats)
         t_pf, _ = _timed(partial(plain_full, lab, planes), 1)
         rows.append((i, n, field["none"][0], field["basic"][0], field["full"][0], t_hb, t_pb,
-                     t_hf, t_pf, len(np.unique(lab)) - 1))
+                     t_hf, t_pf, len(np.unique(lab)) - 1, with_model["none"],
+                     with_model["basic"]))
     print(f"{'field':>5} {'cells':>5} {'field none':>10} {'field basic':>11} {'+%':>5} "
-          f"{'field full':>10} {'hcs basic':>9} {'plain basic':>11} {'hcs full':>8} "
-          f"{'plain full':>10} {'cells/s':>8}")
-    for i, n, fn, fb, ff, hb, pb, hf, pf, nt in rows:
+          f"{'field full':>10} {'model none':>10} {'model basic':>11} {'+%':>5} "
+          f"{'hcs basic':>9} {'plain basic':>11} {'hcs full':>8} {'plain full':>10} "
+          f"{'cells/s':>8}")
+    for i, n, fn, fb, ff, hb, pb, hf, pf, nt, mn, mb in rows:
         print(f"{i:>5} {n:>5} {fn:>10.3f} {fb:>11.3f} {100 * (fb - fn) / fn:>5.0f} "
-              f"{ff:>10.3f} {hb:>9.3f} {pb:>11.3f} {hf:>8.3f} {pf:>10.3f} {nt / hb:>8.0f}")
-    med = [statistics.median(r[k] for r in rows) for k in range(2, 9)]
-    print(f"median: field none {med[0]:.3f} s, basic {med[1]:.3f} s "
-          f"(+{100 * (med[1] - med[0]) / med[0]:.0f} %), full {med[2]:.3f} s; hcs basic "
-          f"{med[3]:.3f} s vs plain {med[4]:.3f} s; hcs full {med[5]:.3f} s vs plain "
-          f"{med[6]:.3f} s")
+              f"{ff:>10.3f} {mn:>10.3f} {mb:>11.3f} {100 * (mb - mn) / mn:>5.0f} "
+              f"{hb:>9.3f} {pb:>11.3f} {hf:>8.3f} {pf:>10.3f} {nt / hb:>8.0f}")
+    med = [statistics.median(r[k] for r in rows) for k in range(len(rows[0]))]
+    print(f"median: detection-only field none {med[2]:.3f} s, basic {med[3]:.3f} s "
+          f"(+{100 * (med[3] - med[2]) / med[2]:.0f} %), full {med[4]:.3f} s; with the "
+          f"livedead-sim model none {med[10]:.3f} s, basic {med[11]:.3f} s "
+          f"(+{100 * (med[11] - med[10]) / med[10]:.0f} %); hcs basic {med[5]:.3f} s vs plain "
+          f"{med[6]:.3f} s; hcs full {med[7]:.3f} s vs plain {med[8]:.3f} s; "
+          f"{med[9] / med[5]:.0f} cells/s (basic)")
 
 
 if __name__ == "__main__":

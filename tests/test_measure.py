@@ -81,6 +81,9 @@ def test_ids_absent_from_the_mask_get_nan_and_none_is_empty() -> None:
     lab[1:4, 1:4] = 2
     m = measure_objects(lab, np.ones((1, 8, 8)), ["x"], ids=np.array([2, 7]))
     assert m.loc[2, "Nuclei_AreaShape_Area"] == 9 and m.loc[7].isna().all()
+    empty = measure_objects(np.zeros((8, 8), np.int32), np.ones((1, 8, 8)), ["x"],
+                            ids=np.array([3]))
+    assert empty.shape[0] == 1
     assert measure_objects(lab, np.ones((1, 8, 8)), ["x"], level="none").shape == (1, 0)
     assert safe_name("488 long") == "ch488_long"
 
@@ -102,13 +105,15 @@ def test_real_field_hoechst_nuclei_match_regionprops(phenix_v5: Path) -> None:
     ref = pd.DataFrame(regionprops_table(
         det.labels, intensity_image=img.astype(np.float64),
         properties=("label", "area", "perimeter", "eccentricity", "solidity",
-                    "axis_major_length", "intensity_mean", "intensity_min",
-                    "intensity_max"))).set_index("label")
+                    "axis_major_length", "axis_minor_length", "centroid", "intensity_mean",
+                    "intensity_min", "intensity_max"))).set_index("label")
     assert ref.index.tolist() == m.index.tolist()
     pairs = {"area": "Nuclei_AreaShape_Area", "perimeter": "Nuclei_AreaShape_Perimeter",
              "eccentricity": "Nuclei_AreaShape_Eccentricity",
              "solidity": "Nuclei_AreaShape_Solidity",
              "axis_major_length": "Nuclei_AreaShape_MajorAxisLength",
+             "axis_minor_length": "Nuclei_AreaShape_MinorAxisLength",
+             "centroid-1": "Nuclei_AreaShape_Center_X",
              "intensity_mean": "Nuclei_Intensity_MeanIntensity_HOECHST_33342",
              "intensity_min": "Nuclei_Intensity_MinIntensity_HOECHST_33342",
              "intensity_max": "Nuclei_Intensity_MaxIntensity_HOECHST_33342"}
