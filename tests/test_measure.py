@@ -234,3 +234,50 @@ def test_measure_none_and_bad_options(disc_plate, tmp_path, scheduler) -> None:
     bad = _run("run", str(plate), "--out", str(tmp_path / "x"), "--assay", "cic")
     assert bad.returncode == 2 and "--model" in bad.stderr
     assert not (tmp_path / "x" / "cells").exists()
+
+
+def test_analyze_without_an_assay(disc_plate, tmp_path, scheduler) -> None:
+    from typer.testing import CliRunner
+
+    from hcs.cli import app
+
+    plate, truth = disc_plate
+    layout = tmp_path / "layout.csv"
+    layout.write_text("well,condition,role\nA01,ctrl,negative_control\nB02,drug,sample\n")
+    out = tmp_path / "an"
+    r = CliRunner().invoke(app, ["analyze", str(plate), "--layout", str(layout), "--out",
+                                 str(out), "--scheduler", scheduler, "--positive", "PI",
+                                 "--no-labels", "-q"])
+    assert r.exit_code == 0, r.output
+    wells = pd.read_parquet(out / "run" / "wells.parquet")
+    assert wells["n_detected"].tolist() == truth.groupby("well").size().tolist()
+    assert "freq_PI_positive" in wells and wells.attrs["positive"][0]["channel"] == "PI"
+    stats = pd.read_parquet(out / "run" / "stats.parquet")
+    tested = set(stats.loc[stats["kind"] == "comparison", "readout"])
+    assert {"freq_PI_positive", "n_detected", "median_Nuclei_AreaShape_Area"} <= tested
+    assert "PI positive" in (out / "report.html").read_text()
+    r = CliRunner().invoke(app, ["analyze", str(plate), "--layout", str(layout), "--out",
+                                 str(tmp_path / "x"), "--model", "models/livedead-sim"])
+    assert r.exit_code == 2 and "--assay" in r.output
+
+
+def test_classifier_vs_stain_in_the_report(disc_plate, tmp_path, scheduler) -> None:
+    from hcs.synth.fixtures import save_random_model
+
+    plate, truth = disc_plate
+    model = save_random_model(tmp_path / "m", "livedead", ["brightfield"])
+    run = tmp_path / "run"
+    assert run_plate(plate, "livedead", model, run, scheduler=scheduler, progress=False,
+                     labels=False).ok
+    cells = pd.read_parquet(run / "cells" / "A01" / "0.parquet")
+    assert {"label", "p_live", "Nuclei_Intensity_MeanIntensity_PI"} <= set(cells.columns)
+    layout = tmp_path / "layout.csv"
+    layout.write_text("well,condition,role\nA01,ctrl,negative_control\nB02,drug,sample\n")
+    r = _run("aggregate", str(run), "--positive", "PI", "-l", str(layout))
+    assert r.returncode == 0, r.stderr
+    wells = pd.read_parquet(run / "wells.parquet")
+    assert {"freq_dead", "freq_PI_positive", "n_live"} <= set(wells.columns)
+    r = _run("report", str(run), "--out", str(tmp_path / "r.html"), "--no-gallery")
+    assert r.returncode == 0, r.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "Classifier vs stain" in html and "stain-freq_PI_positive" in html

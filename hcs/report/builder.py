@@ -131,6 +131,7 @@ def build_context(data: dict[str, Any], gallery: bool = True) -> dict[str, Any]:
     if have_wells:
         add(sections.heatmaps(wells, geometry))
         add(sections.conditions(wells, stats, classes, sections.reference_of(stats, wells)))
+        add(sections.model_vs_stain(wells))
     add(sections.stats_table(stats))
     if have_wells:
         add(sections.dose(wells, stats))

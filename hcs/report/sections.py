@@ -160,6 +160,44 @@ def feature_readouts(wells: pd.DataFrame, stats: pd.DataFrame | None = None) -> 
     return cols
 
 
+def model_vs_stain(wells: pd.DataFrame) -> dict[str, Any] | None:
+    """Per well, each classifier frequency against each stain's percent positive
+    (``hcs aggregate --positive``): a model checked against the marker a lab already uses."""
+    from hcs.report.figures import Figure, base_layout, trace
+
+    pos = [f"freq_{p['channel']}_positive" for p in wells.attrs.get("positive") or []]
+    pos = [c for c in pos if c in wells]
+    classes = [c for c in wells if c.startswith("freq_") and c not in pos
+               and not c.endswith("_positive")]
+    if not pos or not classes:
+        return None
+    figs, rows = {}, []
+    use = wells[wells["usable"]] if "usable" in wells else wells
+    for p in pos:
+        fig = Figure()
+        for c in classes:
+            fig.add_trace(trace("scatter", x=use[p].tolist(), y=use[c].tolist(), mode="markers",
+                                name=readout_label(c), text=use["well"].astype(str).tolist(),
+                                hovertemplate="%{text}: %{x:.3g} / %{y:.3g}"))
+            ok = use[[p, c]].dropna()
+            r = float(np.corrcoef(ok[p], ok[c])[0, 1]) if len(ok) > 2 and ok[p].std() > 0 \
+                and ok[c].std() > 0 else float("nan")
+            rows.append({"stain": readout_label(p), "classifier": readout_label(c),
+                         "wells": len(ok), "pearson r": r})
+        fig.add_trace(trace("scatter", x=[0, 1], y=[0, 1], mode="lines", name="y = x",
+                            line={"dash": "dot", "color": "#999999"}))
+        base_layout(fig, f"Classifier frequencies vs {readout_label(p)} per well", 380,
+                    xaxis_title=readout_label(p), yaxis_title="classifier frequency")
+        figs[f"stain-{p}"] = fig
+    table = pd.DataFrame(rows)
+    return {"id": "stain", "title": "Classifier vs stain", "fig_objects": figs,
+            "blocks": [{"type": "text", "text": "Each usable well: the share of its cells the "
+                        "classifier puts in a class against the share positive for a stain "
+                        "(threshold in the summary)."},
+                       {"type": "figures", "ids": list(figs), "grid": True},
+                       _table(table, {c: c for c in table.columns})]}
+
+
 def reference_of(stats: pd.DataFrame, wells: pd.DataFrame) -> str | None:
     """The reference condition of the comparisons (else the single negative control)."""
     comp = stats[stats["kind"] == "comparison"] if "kind" in stats else stats.iloc[:0]

@@ -60,12 +60,14 @@ def default_reference(wells: pd.DataFrame) -> str:
 def _readouts(wells: pd.DataFrame, readouts: list[str] | None) -> list[str]:
     """Readout columns: ``freq_<r>`` (also given as ``<r>``), or any numeric well column given
     by name (``median_Nuclei_AreaShape_Area``, ``n_detected``). Default: every ``freq_``
-    column; a detection-only run without any: ``n_detected`` and the ``median_`` features."""
+    column; for a detection-only run (no class frequencies) also ``n_detected`` and the
+    ``median_`` features."""
     have = [c for c in wells.columns if c.startswith("freq_")]
     features = [c for c in wells.columns if c.startswith("median_")]
     if readouts is None:
-        if not have and "n_detected" in wells:
-            return ["n_detected", *features]
+        positive = {f"freq_{p['channel']}_positive" for p in wells.attrs.get("positive") or []}
+        if not set(have) - positive and "n_detected" in wells:  # no classes: detection only
+            return [*have, "n_detected", *features]
         if not have:
             raise InputError("the wells table has no freq_<class> readout columns")
         return have
