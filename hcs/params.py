@@ -161,6 +161,9 @@ class RunParams(_Params):
     fields_per_task: int = Field(
         4, ge=1, description="Fields per task; their crops share inference batches.")
     seed: int = Field(0, description="Random seed (recorded in run.json).")
+    cell_channel: str | None = Field(
+        None, description="Segment whole cells from the nuclei on this channel "
+        "(NAME[:cytoplasm|:membrane]): Cells and Cytoplasm measurements, labels/cells.")
     labels: bool = Field(
         True, description="Write each field's nuclei as an NGFF label image into the plate "
         "(<field>/labels/nuclei, value = cell_id).")
@@ -172,6 +175,15 @@ class RunParams(_Params):
     @classmethod
     def _nucleus(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) else v
+
+    @field_validator("cell_channel")
+    @classmethod
+    def _cell_channel(cls, v: Any) -> Any:
+        if v is not None:
+            name, _, stain = str(v).partition(":")
+            if not name.strip() or stain.strip() not in ("", "cytoplasm", "membrane"):
+                raise ValueError("expected NAME, NAME:cytoplasm or NAME:membrane")
+        return v
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -198,7 +210,8 @@ class RunParams(_Params):
         """The parameters that change the cell tables (not where or how fast they run)."""
         return {"detector": self.detector, "nucleus_channel": self.nucleus_channel,
                 "channel_map": dict(self.channels), "timepoint": self.timepoint,
-                "wells": list(self.wells) if self.wells else None, "measure": self.measure}
+                "wells": list(self.wells) if self.wells else None, "measure": self.measure,
+                "cell_channel": self.cell_channel}
 
     def run_plate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`hcs.engine.run.run_plate`."""
@@ -223,7 +236,7 @@ class RunParams(_Params):
             batch_size=self.batch_size, seed=self.seed, torch_threads=self.threads_per_worker,
             device="cpu" if self.gpus.strip() == "0" else "auto",
             channel_map=tuple(sorted(self.channels.items())), timepoint=timepoint,
-            measure=self.measure, labels=self.labels)
+            measure=self.measure, labels=self.labels, cell_channel=self.cell_channel)
 
 
 class AggregateParams(_Params):

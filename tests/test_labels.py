@@ -153,3 +153,30 @@ def test_sigkill_then_resume_gives_identical_labels_and_tables(tmp_path) -> None
                 np.testing.assert_array_equal(_labels(plate, well, field, level),
                                               _labels(ref_plate, well, field, level))
     assert not [p for p in plate.rglob(".nuclei.*")]
+
+
+def test_cells_grown_from_the_nuclei_are_measured_and_labelled(tmp_path, scheduler) -> None:
+    plate, truth = write_disc_plate(tmp_path / "p", ["A01"], fields=1, size=160, nuclei=5,
+                                    seed=4)
+    run = tmp_path / "run"
+    assert run_plate(plate, None, None, run, scheduler=scheduler, progress=False,
+                     cell_channel="PI").ok
+    cells = pd.read_parquet(run / "cells" / "A01" / "0.parquet")
+    nuc, cel = _labels(plate, "A01", 0)[0, 0, 0], None
+    pl = open_plate(plate)
+    folder = plate / pl.image_group("A01", 0).path / "labels"
+    cel = zarr.open_array(str(folder / "cells" / "0"), mode="r")[0, 0, 0]
+    assert zarr.open_group(str(folder), mode="r").attrs["ome"]["labels"] == ["nuclei", "cells"]
+    assert np.unique(cel)[1:].tolist() == cells["cell_id"].tolist()
+    assert ((nuc == 0) | (cel == nuc)).all()  # every nucleus lies inside its own cell
+    for k, row in cells.set_index("cell_id").iterrows():
+        assert row["Cells_AreaShape_Area"] == (cel == k).sum()
+        cyto = (cel == k) & (nuc == 0)
+        assert row["Cytoplasm_AreaShape_Area"] == (cyto.sum() if cyto.any() else np.nan) or (
+            not cyto.any() and np.isnan(row["Cytoplasm_AreaShape_Area"]))
+        assert row["Cells_AreaShape_Area"] >= row["Nuclei_AreaShape_Area"]
+    bad = subprocess.run([sys.executable, "-m", "hcs", "run", str(plate), "--out",
+                          str(tmp_path / "x"), "--cell-channel", "GFP"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "GFP" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -32,15 +32,15 @@ __all__ = ["label_name", "write_field_labels"]
 _MARK = "hcs run"
 
 
-def label_name(timepoints: int, timepoint: int) -> str:
-    """``nuclei``, or ``nuclei_t<T>`` on a plate with several timepoints.
+def label_name(timepoints: int, timepoint: int, base: str = "nuclei") -> str:
+    """``nuclei`` (``cells``), or ``nuclei_t<T>`` on a plate with several timepoints.
 
     Examples
     --------
-    >>> label_name(1, 0), label_name(5, 3)
-    ('nuclei', 'nuclei_t3')
+    >>> label_name(1, 0), label_name(5, 3), label_name(1, 0, "cells")
+    ('nuclei', 'nuclei_t3', 'cells')
     """
-    return "nuclei" if timepoints <= 1 else f"nuclei_t{int(timepoint)}"
+    return base if timepoints <= 1 else f"{base}_t{int(timepoint)}"
 
 
 def _colour(i: int) -> list[int]:

@@ -45,6 +45,7 @@ class EngineParams(BaseModel):
     timepoint: int = Field(0, ge=0)
     measure: Literal["none", "basic", "full"] = "basic"
     labels: bool = False  # keep each field's label mask for the task to write into the plate
+    cell_channel: str | None = None  # NAME[:cytoplasm|:membrane]: grow cells from the nuclei
 
     @field_validator("device")
     @classmethod
@@ -189,7 +190,7 @@ class PreparedField:
     probs: np.ndarray
     cut: int = 0
     done: int = 0
-    labels: np.ndarray | None = None  # the detector's label mask, when params.labels
+    labels: dict[str, np.ndarray] | None = None  # nuclei (and cells) masks, params.labels
 
     @property
     def n(self) -> int:
@@ -268,9 +269,16 @@ class PipelineProcessor:
 
             cls_idx = [plate_channel_for(r, list(channels), mapping) for r in self.roles]
             read = set(det_idx) | set(cls_idx)
+            cell = None
+            if self.params.cell_channel:
+                name, _, stain = self.params.cell_channel.partition(":")
+                cell = (_channel_index(list(channels), name.strip()), stain.strip() or
+                        "cytoplasm")
+                read.add(cell[0])
             if self.params.measure != "none":  # measurements are on every plate channel
                 read |= set(range(len(channels)))
-            self._plans[channels] = _Plan(tuple(sorted(read)), det_idx, det_modes, cls_idx)
+            self._plans[channels] = _Plan(tuple(sorted(read)), det_idx, det_modes, cls_idx,
+                                          cell)
         return self._plans[channels]
 
     def read_channels(self, channels: tuple[str, ...]) -> tuple[int, ...]:
@@ -300,16 +308,29 @@ class PipelineProcessor:
         det = self.detector.detect(det_in, meta.pixel_size_um)
         del det_in
         frame = det.to_frame()
-        if self.params.measure != "none" and det.labels is not None:
+        masks = {"nuclei": det.labels} if det.labels is not None else {}
+        if plan.cell is not None and det.labels is not None:
+            from hcs.detect.cells import detect_cells
+
+            cells = detect_cells(None, planes[pos[plan.cell[0]]], meta.pixel_size_um,
+                                 stain=plan.cell[1], nuclei=det)
+            masks["cells"] = cells.labels
+        if self.params.measure != "none" and masks:
             from hcs.measure import measure_objects
 
-            feats = measure_objects(det.labels, planes, [meta.channels[i] for i in present],
-                                    pixel_size_um=meta.pixel_size_um, level=self.params.measure,
-                                    compartment="Nuclei", ids=frame["cell_id"].to_numpy())
-            frame = pd.concat([frame.reset_index(drop=True),
-                               feats.reset_index(drop=True)], axis=1)
+            parts = [frame.reset_index(drop=True)]
+            comps = {"Nuclei": masks["nuclei"]}
+            if "cells" in masks:
+                comps["Cells"] = masks["cells"]
+                comps["Cytoplasm"] = np.where(masks["nuclei"] > 0, 0, masks["cells"])
+            for comp, lab in comps.items():
+                parts.append(measure_objects(
+                    lab, planes, [meta.channels[i] for i in present],
+                    pixel_size_um=meta.pixel_size_um, level=self.params.measure,
+                    compartment=comp, ids=frame["cell_id"].to_numpy()).reset_index(drop=True))
+            frame = pd.concat(parts, axis=1)
         boxes = np.asarray(det.boxes, np.float32)
-        keep = det.labels if self.params.labels else None
+        keep = masks if self.params.labels and masks else None
         if not self.classifies:
             return PreparedField(meta, frame, boxes, None, planes.shape[1:],
                                  np.zeros((len(boxes), 0), np.float32), labels=keep)
@@ -437,6 +458,7 @@ class _Plan:
     det_idx: list[int]
     det_modes: list[str]
     cls_idx: list[int]
+    cell: tuple[int, str] | None = None  # plate channel and stain of the cell segmentation
 
 
 def _cell_table(frame: pd.DataFrame, probs: np.ndarray | None, labels: Any,

@@ -32,7 +32,7 @@ __all__ = ["RunSummary", "list_fields", "run_plate"]
 
 #: run.json keys that must match for ``--resume`` to continue a run.
 RESUME_KEYS = ("plate_metadata_sha256", "assay", "model_sha256", "detector", "nucleus_channel",
-               "channel_map", "timepoint", "measure")
+               "channel_map", "timepoint", "measure", "cell_channel")
 
 
 @dataclass
@@ -142,6 +142,7 @@ def run_plate(
     fields_per_task: int = 4,
     measure: str = "basic",
     labels: bool = True,
+    cell_channel: str | None = None,
     progress: bool = True,
 ) -> RunSummary:
     """Process every field of a plate into ``OUT/cells/<well>/<field>.parquet``.
@@ -182,6 +183,10 @@ def run_plate(
     labels
         Write each field's nuclei as an NGFF label image into the plate
         (:mod:`hcs.engine.labels`); the plate must be writable.
+    cell_channel
+        ``NAME[:cytoplasm|:membrane]``: grow whole cells from the nuclei on that channel
+        (:func:`hcs.detect.cells.detect_cells`), measured as ``Cells_`` and ``Cytoplasm_``
+        (cell minus nucleus) and written as ``labels/cells``.
     progress
         Show a progress bar on stderr.
 
@@ -214,7 +219,7 @@ def run_plate(
                        workers=workers, threads_per_worker=threads_per_worker,
                        scheduler=scheduler, gpus=str(gpus), batch_size=batch_size,
                        fields_per_task=fields_per_task, seed=seed, measure=measure,
-                       labels=labels)
+                       labels=labels, cell_channel=cell_channel)
     if labels and not os.access(plate_path, os.W_OK):
         raise InputError(f"{plate_path}: the plate is read-only, so the label images cannot "
                          "be written into it; run with --no-labels")
@@ -231,6 +236,7 @@ def run_plate(
         "model_sha256": card.sha256 if card else None,
         "model_architecture": card.architecture if card else None, "detector": det,
         "measure": options.measure, "labels": options.labels,
+        "cell_channel": options.cell_channel,
         "nucleus_channel": nucleus_channel, "channel_map": dict(params.channel_map),
         "timepoint": tp, "timepoints_in_plate": int(pl.shape[0]),
         "channels_read": [pl.channels[i] for i in get_processor(params).read_channels(

@@ -142,12 +142,14 @@ def process_fields(params: EngineParams | dict, run_dir: str, items: list[tuple[
         for prep in prepared:
             cells = processor.finish(prep)
             m = prep.meta
-            if prep.labels is not None:  # the label image first, then the table (resume)
+            if prep.labels:  # the label images first, then the table (resume)
                 from hcs.engine.labels import label_name, write_field_labels
 
                 plate = _plate(params.plate)
-                write_field_labels(plate, m.well, m.field, prep.labels,
-                                   label_name(int(plate.shape[0]), m.timepoint), m.timepoint)
+                for base, mask in prep.labels.items():
+                    write_field_labels(plate, m.well, m.field, mask,
+                                       label_name(int(plate.shape[0]), m.timepoint, base),
+                                       m.timepoint)
                 prep.labels = None
             atomic_write_parquet(cells, cells_path(run_dir, m.well, m.field))
             written.append({"well": m.well, "field": m.field, "n_cells": len(cells)})
