@@ -215,6 +215,7 @@ def test_detection_only_run_aggregate_and_positive(disc_plate, tmp_path, schedul
     thr = wells.attrs["positive"][0]["threshold"]
     assert f"nuclear mean intensity &gt; {thr:.6g} (otsu" in html
     assert "heat-0-median_Nuclei_AreaShape_Area" in html and "cond-freq_PI_positive" in html
+    assert "comp-abs" not in html  # a stain's positive fraction is not a class
 
 
 def test_measure_none_and_bad_options(disc_plate, tmp_path, scheduler) -> None:

@@ -103,7 +103,8 @@ def _classes(run: dict[str, Any], wells: pd.DataFrame | None) -> tuple[list[str]
         return list(ASSAYS[str(name).lower()].classes), str(name)
     if wells is None:
         return [], name
-    skip = {"n_detected", "n_analysed"}
+    skip = {"n_detected", "n_analysed"} | {f"n_{p['channel']}_positive"  # stains, not classes
+                                            for p in wells.attrs.get("positive") or []}
     return [c[2:] for c in wells.columns if c.startswith("n_") and c not in skip
             and f"freq_{c[2:]}" in wells], name
 

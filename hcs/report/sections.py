@@ -219,11 +219,13 @@ def conditions(wells: pd.DataFrame, stats: pd.DataFrame, classes: list[str],
     readouts = [c for c in wells if c.startswith("freq_")] + feature_readouts(wells, stats)
     figs = {f"cond-{c}": condition_box(wells, c, order, stats, reference) for c in readouts}
     analysed = [c for c in classes if f"freq_{c}" in wells]
-    figs["comp-abs"] = class_composition(wells, analysed, order, "Class frequencies per"
-                                         " condition (absolute)", normalise=False)
-    figs["comp-rel"] = class_composition(wells, analysed, order, "Class composition per"
-                                         " condition (relative, stacked)", normalise=True)
-    ids = ["comp-abs", "comp-rel"]
+    ids = []
+    if analysed:  # a detection-only run has no classes
+        figs["comp-abs"] = class_composition(wells, analysed, order, "Class frequencies per"
+                                             " condition (absolute)", normalise=False)
+        figs["comp-rel"] = class_composition(wells, analysed, order, "Class composition per"
+                                             " condition (relative, stacked)", normalise=True)
+        ids = ["comp-abs", "comp-rel"]
     from hcs.assays import ASSAYS
 
     shown: list[set[str]] = []
