@@ -108,14 +108,20 @@ def export_profiles(run_dir: str | Path, out: str | Path, *,
         schema = None
         try:
             if level == "cell":
+                empty = None
                 for f in files:
                     frame = _cell_frame(pd.read_parquet(f), lay)
+                    if not len(frame):  # a field without cells: no rows, and its column
+                        empty = frame   # types (all-null text) must not set the schema
+                        continue
                     table = pa.Table.from_pandas(frame, preserve_index=False)
                     if schema is None:
                         schema = table.schema
                         writer = pq.ParquetWriter(tmp, schema)
                     writer.write_table(table.cast(schema))
                     rows += len(frame)
+                if writer is None and empty is not None:
+                    empty.to_parquet(tmp, index=False)
             else:
                 frames = []
                 for well in sorted({f.parent.name for f in files}):
