@@ -169,7 +169,7 @@ def measure_objects(
         out.loc[missing, :] = np.nan
     if level == "full":
         out = out.join(_texture(lab, planes, names, ids, compartment))
-        out = out.join(_correlation(lab, planes, names, ids, compartment))
+        out = out.join(_correlation(groups, planes, names, ids, compartment))
     return out
 
 
@@ -280,23 +280,26 @@ def _texture(labels: np.ndarray, planes: np.ndarray, names: list[str], ids: np.n
     return pd.DataFrame(rows, index=pd.Index(ids, name="cell_id"), columns=keys)
 
 
-def _correlation(labels: np.ndarray, planes: np.ndarray, names: list[str], ids: np.ndarray,
+def _correlation(groups: _Groups, planes: np.ndarray, names: list[str], ids: np.ndarray,
                  compartment: str) -> pd.DataFrame:
-    """Pearson correlation inside each object, for every channel pair."""
-    from scipy import ndimage as ndi
-
+    """Pearson correlation inside each object, for every channel pair (NaN when a channel is
+    flat in the object)."""
     cols = {}
-    n = ndi.sum_labels(np.ones(labels.shape), labels, ids)
+    if len(groups.present):
+        s, k = groups.starts, groups.counts
+        vals = []
+        for plane in planes:  # centred values of each channel, sorted by object
+            v = plane.ravel()[groups.fg][groups.order].astype(np.float64)
+            vals.append(v - np.repeat(np.add.reduceat(v, s) / k, k))
     for a in range(len(names)):
         for b in range(a + 1, len(names)):
-            x = planes[a].astype(np.float64)
-            y = planes[b].astype(np.float64)
-            mx, my = ndi.mean(x, labels, ids), ndi.mean(y, labels, ids)
-            sxy = ndi.sum_labels(x * y, labels, ids) - n * mx * my
-            sxx = ndi.sum_labels(x * x, labels, ids) - n * mx * mx
-            syy = ndi.sum_labels(y * y, labels, ids) - n * my * my
+            key = f"{compartment}_Correlation_Correlation_{names[a]}_{names[b]}"
+            if not len(groups.present):
+                cols[key] = np.full(len(ids), np.nan)
+                continue
+            x, y = vals[a], vals[b]
             with np.errstate(invalid="ignore", divide="ignore"):
-                r = sxy / np.sqrt(sxx * syy)
-            cols[f"{compartment}_Correlation_Correlation_{names[a]}_{names[b]}"] = np.where(
-                np.isfinite(r), r, np.nan)
+                r = np.add.reduceat(x * y, s) / np.sqrt(np.add.reduceat(x * x, s)
+                                                         * np.add.reduceat(y * y, s))
+            cols[key] = groups.reindex(np.where(np.isfinite(r), r, np.nan), ids)
     return pd.DataFrame(cols, index=pd.Index(ids, name="cell_id"))

@@ -74,6 +74,13 @@ def test_full_level_adds_texture_and_correlation() -> None:
     assert len(tex) == 3 * 2 * 6 and m[tex].notna().all().all()
     basic = measure_objects(truth.labels, planes, ["a", "b", "c"], level="basic")
     pd.testing.assert_frame_equal(m[basic.columns], basic)
+    rng = np.random.default_rng(0)
+    noisy = np.stack([img, img + rng.normal(0, 500, img.shape)])
+    m2 = measure_objects(truth.labels, noisy, ["a", "b"], level="full")
+    for k in m2.index[:5]:
+        mask = truth.labels == k
+        assert m2.loc[k, "Nuclei_Correlation_Correlation_a_b"] == pytest.approx(
+            np.corrcoef(noisy[0][mask], noisy[1][mask])[0, 1], rel=1e-9)
 
 
 def test_ids_absent_from_the_mask_get_nan_and_none_is_empty() -> None:
