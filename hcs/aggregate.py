@@ -90,7 +90,7 @@ def counts_from_cells(cells: pd.DataFrame, assay: str | Assay) -> pd.DataFrame:
 
 def well_table(
     counts: pd.DataFrame,
-    assay: str | Assay,
+    assay: str | Assay | None,
     layout: pd.DataFrame | None = None,
     geometry: PlateGeometry | None = None,
     qc: pd.DataFrame | None = None,
@@ -104,7 +104,8 @@ def well_table(
         assay, ``n_detected`` optional (defaults to the sum of the class counts).
     assay
         Assay name or :class:`~hcs.assays.Assay`: its excluded classes are left out of
-        ``n_analysed``; its composite readouts get ``n_``/``freq_`` columns.
+        ``n_analysed``; its composite readouts get ``n_``/``freq_`` columns. None (a
+        detection-only run): no class columns, ``n_analysed`` = ``n_detected``.
     layout
         Tidy layout from :func:`hcs.layouts.read_layout`; joined with :func:`join_layout`.
     geometry
@@ -130,12 +131,13 @@ def well_table(
     >>> int(w.n_detected[0]), int(w.n_analysed[0]), float(w.freq_all_cic[0])
     (25, 20, 0.2)
     """
-    assay = get_assay(assay)
+    assay = get_assay(assay) if assay is not None else None
     counts = _plate_well(counts, "counts table")
-    need = [f"n_{c}" for c in assay.classes]
+    need = [f"n_{c}" for c in assay.classes] if assay else []
     missing = [c for c in need if c not in counts]
     if missing:
-        raise InputError(f"counts table: missing columns {missing} for assay {assay.name!r}")
+        raise InputError(f"counts table: missing columns {missing} for assay "
+                         f"{assay.name!r}")  # type: ignore[union-attr]
     dup = counts.duplicated(["plate", "well"])
     if dup.any():
         first = counts.loc[dup].iloc[0]
@@ -145,26 +147,31 @@ def well_table(
         if len(bad):
             raise InputError(f"counts table: well {bad.well.iloc[0]} is outside the"
                              f" {geometry.rows} x {geometry.columns} plate")
-    n = counts[need].to_numpy(dtype="float64")
+    if assay is None and "n_detected" not in counts:
+        raise InputError("counts table: no n_detected column (a run without an assay)")
+    n = counts[need or ["n_detected"]].to_numpy(dtype="float64")
     if np.isnan(n).any() or (n < 0).any():
         raise InputError("counts table: class counts must be non-negative numbers")
     out = counts[["plate", "well", "row", "col"]].copy()
     total = n.sum(axis=1)
     out["n_detected"] = (counts["n_detected"] if "n_detected" in counts else total).astype("int64")
-    analysed = [f"n_{c}" for c in assay.analysed_classes]
-    out["n_analysed"] = counts[analysed].sum(axis=1).astype("int64")
-    for c in assay.classes:
-        out[f"n_{c}"] = counts[f"n_{c}"].astype("int64")
-    for name, parts in assay.composites.items():
-        out[f"n_{name}"] = out[[f"n_{p}" for p in parts]].sum(axis=1).astype("int64")
-    denom = out["n_analysed"].where(out["n_analysed"] > 0).astype("float64")
-    for r in assay.readouts:
-        out[f"freq_{r}"] = out[f"n_{r}"] / denom
+    if assay is None:
+        out["n_analysed"] = out["n_detected"]
+    else:
+        analysed = [f"n_{c}" for c in assay.analysed_classes]
+        out["n_analysed"] = counts[analysed].sum(axis=1).astype("int64")
+        for c in assay.classes:
+            out[f"n_{c}"] = counts[f"n_{c}"].astype("int64")
+        for name, parts in assay.composites.items():
+            out[f"n_{name}"] = out[[f"n_{p}" for p in parts]].sum(axis=1).astype("int64")
+        denom = out["n_analysed"].where(out["n_analysed"] > 0).astype("float64")
+        for r in assay.readouts:
+            out[f"freq_{r}"] = out[f"n_{r}"] / denom
     out["missing"] = False
     out["no_cells"] = out["n_analysed"] == 0
     if qc is not None:
         out = _join_qc(out, qc)
-    out.attrs["assay"] = assay.name
+    out.attrs["assay"] = assay.name if assay else None
     if layout is not None:
         out = join_layout(out, layout)
     else:

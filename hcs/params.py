@@ -47,8 +47,8 @@ from hcs.errors import InputError
 if TYPE_CHECKING:
     from hcs.engine.processor import EngineParams
 
-__all__ = ["AggregateParams", "AnalyzeParams", "ConvertParams", "ReportParams", "RunParams",
-           "STAGES", "StatsParams", "from_options", "option_name", "options_of",
+__all__ = ["AggregateParams", "AnalyzeParams", "ConvertParams", "ExportParams", "ReportParams",
+           "RunParams", "STAGES", "StatsParams", "from_options", "option_name", "options_of",
            "parse_channel_map", "validate"]
 
 M = TypeVar("M", bound=BaseModel)
@@ -58,6 +58,7 @@ Test = Literal["student", "welch"]
 Correction = Literal["fdr_bh", "holm", "bonferroni", "none"]
 Transform = Literal["none", "logit"]
 Blocks = Literal["model", "normalise"]
+Measure = Literal["none", "basic", "full"]
 
 
 def _short(flag: str) -> dict[str, Any]:
@@ -167,11 +168,29 @@ class RunParams(_Params):
     fields_per_task: int = Field(
         4, ge=1, description="Fields per task; their crops share inference batches.")
     seed: int = Field(0, description="Random seed (recorded in run.json).")
+    cell_channel: str | None = Field(
+        None, description="Segment whole cells from the nuclei on this channel "
+        "(NAME[:cytoplasm|:membrane]): Cells and Cytoplasm measurements, labels/cells.")
+    labels: bool = Field(
+        True, description="Write each field's nuclei as an NGFF label image into the plate "
+        "(<field>/labels/nuclei, value = cell_id).")
+    measure: Measure = Field(
+        "basic", description="Per-cell measurements on every channel: none, basic (shape and "
+        "intensity) or full (+ texture and channel correlation).")
 
     @field_validator("nucleus_channel", mode="before")
     @classmethod
     def _nucleus(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) else v
+
+    @field_validator("cell_channel")
+    @classmethod
+    def _cell_channel(cls, v: Any) -> Any:
+        if v is not None:
+            name, _, stain = str(v).partition(":")
+            if not name.strip() or stain.strip() not in ("", "cytoplasm", "membrane"):
+                raise ValueError("expected NAME, NAME:cytoplasm or NAME:membrane")
+        return v
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -198,7 +217,8 @@ class RunParams(_Params):
         """The parameters that change the cell tables (not where or how fast they run)."""
         return {"detector": self.detector, "nucleus_channel": self.nucleus_channel,
                 "channel_map": dict(self.channels), "timepoint": self.timepoint,
-                "wells": list(self.wells) if self.wells else None}
+                "wells": list(self.wells) if self.wells else None, "measure": self.measure,
+                "cell_channel": self.cell_channel}
 
     def run_plate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`hcs.engine.run.run_plate`."""
@@ -207,7 +227,8 @@ class RunParams(_Params):
                   wells=list(self.wells) if self.wells else None)
         return kw
 
-    def engine_params(self, plate: str, assay: str, model: str, timepoint: int = 0,
+    def engine_params(self, plate: str, assay: str | None, model: str | None,
+                      timepoint: int = 0,
                       detector: str | None = None) -> EngineParams:
         """What every worker gets (:class:`hcs.engine.processor.EngineParams`).
 
@@ -221,7 +242,8 @@ class RunParams(_Params):
             detector=detector or self.detector, nucleus_channel=self.nucleus_channel,
             batch_size=self.batch_size, seed=self.seed, torch_threads=self.threads_per_worker,
             device="cpu" if self.gpus.strip() == "0" else "auto",
-            channel_map=tuple(sorted(self.channels.items())), timepoint=timepoint)
+            channel_map=tuple(sorted(self.channels.items())), timepoint=timepoint,
+            measure=self.measure, labels=self.labels, cell_channel=self.cell_channel)
 
 
 class AggregateParams(_Params):
@@ -232,6 +254,20 @@ class AggregateParams(_Params):
     layout: str | None = Field(
         None, description="Plate layout joined to the wells (CSV, grid, Harmony XML).",
         json_schema_extra=_short("-l"))
+    positive: tuple[str, ...] | None = Field(
+        None, description="Percent-positive readouts: CHANNEL[:otsu|:gmm|:>VALUE], e.g. "
+        "PH3 or PI:>1500 (threshold on the nuclear mean intensity, once per plate).")
+
+    @field_validator("positive", mode="before")
+    @classmethod
+    def _split_positive(cls, v: Any) -> Any:
+        out = _comma_list(v)
+        if out:
+            from hcs.readouts import parse_positive
+
+            for p in out:
+                parse_positive(p)  # a bad value is refused before any work
+        return out
 
 
 class StatsParams(_Params):
@@ -275,11 +311,22 @@ class ReportParams(_Params):
     gallery: bool = Field(True, description="Cell image gallery.")
 
 
+class ExportParams(_Params):
+    """How a run's cells are exported as profiles (``hcs export profiles``)."""
+
+    level: Literal["cell", "well"] = Field(
+        "cell", description="One row per cell, or per well (the median of each feature).")
+    layout: str | None = Field(
+        None, description="Plate layout for the Metadata_ columns (default: the run's "
+        "wells.parquet).", json_schema_extra=_short("-l"))
+
+
 class AnalyzeParams(_Params):
     """Everything ``hcs analyze`` needs: the assay, layout and model and each stage's options."""
 
-    assay: str = Field(..., description="Assay: cic | livedead | mitosis | cancer.",
-                       json_schema_extra=_short("-a"))
+    assay: str | None = Field(
+        None, description="Assay: cic | livedead | mitosis | cancer (none: detection and "
+        "measurements only).", json_schema_extra=_short("-a"))
     layout: str = Field(..., description="Plate layout (CSV, grid, Harmony XML).",
                         json_schema_extra=_short("-l"))
     model: str | None = Field(

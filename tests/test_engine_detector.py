@@ -110,7 +110,7 @@ def test_run_records_the_detector_and_refuses_a_changed_one(plate, model, detect
     assert meta["detector"]["name"] == "tiny-det" and meta["detector"]["kind"] == "learned"
     assert meta["detector"]["sha256"] == card.sha256 and len(card.sha256) == 64
     assert meta["detector"]["channels"] == ["brightfield", "nucleus"]
-    assert meta["channels_read"] == ["Brightfield", "HOECHST 33342"]
+    assert meta["channels_read"] == ["Brightfield", "HOECHST 33342", "PI"]  # + measurements
     with pytest.raises(InputError, match="different detector"):
         run_plate(plate, "livedead", model, out, resume=True, progress=False)
     with pytest.raises(InputError, match="neither a method .* nor a detector folder"):

@@ -36,7 +36,7 @@ SHARED = Path(os.environ.get("HCS_SHARED_DATA", REPO.parent / "shared" / "data")
 
 #: Subcommands run by test_readme_commands_run_on_small_inputs.
 RUN_HERE = ("convert", "info", "layout check", "simulate", "analyze", "run", "aggregate", "stats",
-            "report", "train classifier", "evaluate classifier")
+            "report", "train classifier", "evaluate classifier", "export profiles")
 
 #: Subcommands covered by named tests elsewhere: (file, test function), all must exist.
 MAPPED: dict[str, list[tuple[str, str]]] = {

@@ -219,7 +219,7 @@ def convert_stage(pipe: Pipeline, export: str | Path, plate: Path,
 
 
 def _read_and_check(export: str | Path, given_plate: bool, convert: ConvertParams,
-                    model: Path, run: RunParams) -> Any:
+                    model: Path | None, run: RunParams) -> Any:
     """The export read as convert will (``None`` for a plate), refused before anything is
     written when the run would fail on every field (:func:`hcs.engine.preflight.preflight`)."""
     from hcs.engine.detector import detector_info
@@ -231,7 +231,8 @@ def _read_and_check(export: str | Path, given_plate: bool, convert: ConvertParam
     if not Path(export).exists():
         raise InputError(f"export not found: {export}")
     acq = None if given_plate else open_export(export, **convert.open_export_kwargs())
-    preflight(open_plate(export) if given_plate else acq, model_card(model)[1],
+    card = model_card(model)[1] if model is not None else None  # None: detection only
+    preflight(open_plate(export) if given_plate else acq, card,
               detector=detector_info(run.detector), nucleus_channel=run.nucleus_channel,
               channel_map=dict(run.channels),
               pixel_fix="convert it again with --pixel-size UM" if given_plate
@@ -239,14 +240,16 @@ def _read_and_check(export: str | Path, given_plate: bool, convert: ConvertParam
     return acq
 
 
-def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str, model: Path,
-              model_fp: str, opts: RunParams, progress: bool = True) -> tuple[StageOutcome, int]:
+def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str | None,
+              model: Path | None, model_fp: str, opts: RunParams,
+              progress: bool = True) -> tuple[StageOutcome, int]:
     """Plate -> ``run_dir/cells/`` (``hcs run``; resumes an unfinished run of the same
     parameters). Returns the outcome and the number of failed fields."""
     from hcs.engine.run import run_plate, summary_text
 
     inputs = {"plate": plate_fingerprint(plate)}
-    params = {"assay": assay, "model": f"{model}@{model_fp}", **opts.result_params()}
+    params = {"assay": assay, "model": f"{model}@{model_fp}" if model else None,
+              **opts.result_params()}
     params["detector"] = _detector_fingerprint(opts.detector)
     failed = [0]
     rec = dict(pipe.record("run") or {})  # the previous attempt (step() replaces the entry)
@@ -268,16 +271,19 @@ def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str, model: Pat
     return outcome, failed[0]
 
 
-def aggregate_stage(pipe: Pipeline, run_dir: Path, wells: Path, assay: str,
-                    layout: str | Path) -> StageOutcome:
+def aggregate_stage(pipe: Pipeline, run_dir: Path, wells: Path, assay: str | None,
+                    layout: str | Path, positive: tuple[str, ...] | None = None
+                    ) -> StageOutcome:
     """Cells -> ``wells.parquet`` joined to the layout (``hcs aggregate``)."""
     from hcs.engine.aggregate_run import aggregate_run
 
     return pipe.step(
         "aggregate", {"run": run_fingerprint(run_dir), "layout": file_sha256(layout)},
-        {"assay": assay, "layout": str(Path(layout).resolve())},
+        {"assay": assay, "layout": str(Path(layout).resolve()),
+         **({"positive": list(positive)} if positive else {})},
         lambda: file_sha256(wells),
-        lambda: aggregate_run(run_dir, wells, assay=assay, layout=layout, overwrite=True))
+        lambda: aggregate_run(run_dir, wells, assay=assay, layout=layout, overwrite=True,
+                              positive=positive))
 
 
 def stats_stage(pipe: Pipeline, wells: Path, stats: Path,
@@ -365,11 +371,13 @@ def analyze(
     from hcs.engine.lock import RunLock
 
     p = from_options(AnalyzeParams, params, **options)
-    assay = get_assay(p.assay).name
+    assay = get_assay(p.assay).name if p.assay else None  # None: detection only
+    if assay is None and p.model is not None:
+        raise InputError("--model needs its --assay (or give neither: detection only)")
     if not Path(p.layout).is_file():
         raise InputError(f"layout not found: {p.layout}")
     has_reference = _check_layout(p.layout, p.stats.reference)
-    model_dir, model_fp = resolve_model(assay, p.model)
+    model_dir, model_fp = resolve_model(assay, p.model) if assay else (None, "")
     given_plate = _given_plate(Path(export), p.convert)
     # refuse before anything is written (the demo's export exists only after its simulation)
     acq = None if before_convert else _read_and_check(export, given_plate, p.convert, model_dir,
@@ -404,7 +412,8 @@ def analyze(
         _check_layout_on_plate(p.layout, paths["plate"])  # before the run starts a cluster
         _, failed = run_stage(pipe, paths["plate"], paths["run"], assay, model_dir, model_fp,
                               p.run, progress)
-        aggregate_stage(pipe, paths["run"], paths["wells"], assay, p.layout)
+        aggregate_stage(pipe, paths["run"], paths["wells"], assay, p.layout,
+                        p.aggregate.positive)
         if has_reference:
             stats_stage(pipe, paths["wells"], paths["stats"], p.stats)
         else:

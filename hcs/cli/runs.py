@@ -18,14 +18,17 @@ from hcs.params import AggregateParams, AnalyzeParams, ReportParams, RunParams, 
 @with_params(RunParams)
 def run_command(
     plate: str = typer.Argument(..., help="OME-Zarr plate (from `hcs convert`)."),
-    assay: str = typer.Option(..., "--assay", "-a", help="cic | livedead | mitosis | cancer"),
-    model: str = typer.Option(..., "--model", "-m", help="Model folder (model.yaml + weights)."),
+    assay: str | None = typer.Option(
+        None, "--assay", "-a", help="cic | livedead | mitosis | cancer (default: the model's)."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model folder (model.yaml + weights); without --model and "
+        "--assay: detection and measurements only."),
     out: str = typer.Option(..., "--out", "-o", help="Run folder (cells/, run.json, ...)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a run: redo missing fields."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     params: RunParams = RunParams(),
 ) -> None:
-    """Detect and classify every cell of a plate in parallel -> RUN_DIR/cells/."""
+    """Detect, measure and classify every cell of a plate in parallel -> RUN_DIR/cells/."""
     from hcs.engine.run import run_plate, summary_text
 
     summary = run_plate(plate, assay, model, out, resume=resume, progress=not quiet,
@@ -48,7 +51,7 @@ def aggregate_command(
     from hcs.engine.aggregate_run import aggregate_run
 
     wells, path = aggregate_run(run_dir, out, assay=params.assay, layout=params.layout,
-                                overwrite=overwrite)
+                                overwrite=overwrite, positive=params.positive)
     typer.echo(f"wrote {path}: {len(wells)} wells, {int(wells['n_detected'].sum())} cells")
 
 

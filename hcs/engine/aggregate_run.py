@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from hcs.errors import InputError
@@ -75,6 +76,30 @@ def _plate_name(meta: dict, cells: Path) -> str:
             return str(col[0])
     raise InputError(f"{cells.parent / 'run.json'}: no plate_name, and neither the plate nor a "
                      "cell table names the plate")
+def _thresholds(cells: Path, specs: list) -> dict:
+    """Each ``--positive`` readout's threshold, chosen once on every cell of the run (one
+    column of each cell table read at a time)."""
+    import pyarrow.parquet as pq
+
+    from hcs.readouts import choose_threshold
+
+    out = {}
+    for spec in specs:
+        values = []
+        if spec.method != "value":
+            for f in sorted(cells.glob("*/*.parquet")):
+                names = pq.read_schema(f).names
+                if spec.column not in names:
+                    raise InputError(f"{f}: no column {spec.column} (--positive "
+                                     f"{spec.channel} needs a run with measurements of that "
+                                     "channel)")
+                cols = [spec.column] + (["pair_of"] if "pair_of" in names else [])
+                t = pq.read_table(f, columns=cols).to_pandas()
+                if "pair_of" in t:
+                    t = t[~(t["pair_of"] >= 0)]
+                values.append(t[spec.column].to_numpy())
+        out[spec] = choose_threshold(np.concatenate(values) if values else np.zeros(0), spec)
+    return out
 
 
 def aggregate_run(
@@ -84,6 +109,7 @@ def aggregate_run(
     assay: str | None = None,
     layout: str | Path | None = None,
     overwrite: bool = False,
+    positive: list[str] | tuple[str, ...] | None = None,
 ) -> tuple[pd.DataFrame, Path]:
     """Count labels per well from ``RUN_DIR/cells/`` and write ``wells.parquet``.
 
@@ -100,6 +126,10 @@ def aggregate_run(
         layout wells without cells are kept with zero counts and flagged.
     overwrite
         Replace an existing output.
+    positive
+        Percent-positive readouts, ``CHANNEL[:otsu|:gmm|:>VALUE]`` (:mod:`hcs.readouts`); the
+        thresholds (chosen once for the plate) are in the table's ``attrs["positive"]``. A run
+        with measurements also gets ``median_``/``mad_`` columns of every basic feature.
 
     Returns
     -------
@@ -121,9 +151,15 @@ def aggregate_run(
     if not cells.is_dir():
         raise InputError(f"{run_dir}: no cells/ folder (is it a run folder of `hcs run`?)")
     meta = _run_json(run_dir)
-    if not (assay or meta.get("assay")):
+    if not (assay or meta):
         raise InputError(f"{run_dir}: no run.json naming the assay; give --assay")
-    assay_def = get_assay(assay or meta.get("assay"))
+    from hcs.readouts import feature_columns, parse_positive, well_feature_summary
+
+    name = assay or meta.get("assay")
+    assay_def = get_assay(name) if name else None  # None: a detection-only run
+    classes = assay_def.classes if assay_def else ()
+    specs = [parse_positive(p) for p in positive or ()]
+    thresholds = _thresholds(cells, specs)
     out = Path(out) if out else run_dir / "wells.parquet"
     if out.exists() and not overwrite:
         from hcs.errors import OutputExistsError
@@ -133,34 +169,49 @@ def aggregate_run(
     fails = _read(failed, "the failure table") if failed.exists() else pd.DataFrame({"well": []})
     plate_name = _plate_name(meta, cells)
     rows = []
+    extra: list[dict] = []
+    features: list[str] = []
     for wdir in _well_dirs(cells):
         files = sorted(wdir.glob("*.parquet"), key=lambda p: int(p.stem) if p.stem.isdigit()
                        else -1)
         parts = []
         for f in files:
             try:
-                cols = ["plate", "well", "label"]
-                if "pair_of" in pq.read_schema(f).names:
+                names = pq.read_schema(f).names
+                cols = ["plate", "well"] + (["label"] if assay_def else [])
+                if "pair_of" in names:
                     cols.append("pair_of")
+                feats = feature_columns(names)
+                features = features or feats  # the columns of the run's first table
+                cols += [c for c in dict.fromkeys([*feats, *(s.column for s in specs)])
+                         if c in names]
                 parts.append(pq.read_table(f, columns=cols).to_pandas())
             except Exception as exc:
                 raise InputError(f"{f}: cannot read the cell table ({exc})") from None
         well_cells = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
             {"plate": [], "well": [], "label": []})
-        if len(well_cells):
+        if "pair_of" in well_cells:  # the second half of a two-object cell is not a cell
+            well_cells = well_cells[~(pd.to_numeric(well_cells["pair_of"]).fillna(-1) >= 0)]
+        if len(well_cells) and assay_def:
             counts = counts_from_cells(well_cells, assay_def)
         else:
             counts = pd.DataFrame({"plate": [plate_name], "well": [wdir.name]})
-            for c in assay_def.classes:
+            for c in classes:
                 counts[f"n_{c}"] = 0
-            counts["n_detected"] = 0
+            counts["n_detected"] = len(well_cells)
+        missing = [s.column for s in specs if s.column not in well_cells]
+        if missing and len(well_cells):
+            raise InputError(f"{wdir}: no column {missing[0]} in the cell tables (--positive "
+                             "needs a run with measurements of that channel)")
+        extra.append({"well": wdir.name, **well_feature_summary(
+            well_cells, [c for c in features if c in well_cells], thresholds)})
         counts["n_fields"] = len(files)
         rows.append(counts)
     # a well whose every field failed has no cells/ folder: keep it, with zero counts
     seen = {str(r["well"].iloc[0]) for r in rows}
     for well in sorted(set(fails["well"].astype(str)) - seen):
         empty = pd.DataFrame({"plate": [plate_name], "well": [well]})
-        for c in assay_def.classes:
+        for c in classes:
             empty[f"n_{c}"] = 0
         empty["n_detected"] = 0
         empty["n_fields"] = 0
@@ -184,6 +235,15 @@ def aggregate_run(
                  counts.set_index("well").loc[wells["well"], "n_fields"].to_numpy())
     wells.insert(wells.columns.get_loc("n_detected"), "n_fields_missing_planes",
                  wells["well"].map(n_missing).fillna(0).astype("int64").to_numpy())
+    if extra:
+        readouts = pd.DataFrame(extra).set_index("well").reindex(wells["well"])
+        attrs = dict(wells.attrs)
+        wells = pd.concat([wells, readouts.reset_index(drop=True)], axis=1)
+        for c in readouts.columns:
+            if c.startswith("n_"):
+                wells[c] = wells[c].fillna(0).astype("int64")
+        wells.attrs = attrs
+    wells.attrs["positive"] = [s.as_dict(thresholds[s]) for s in specs]
     if failed.exists():
         wells["n_fields_failed"] = wells["well"].map(n_failed).fillna(0).astype("int64")
     if layout is not None:

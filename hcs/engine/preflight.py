@@ -35,6 +35,8 @@ def _pixel_reason(plate: Any) -> str:
 
 
 def _roles(card: Any) -> list[str]:
+    if card is None:  # a detection-only run: no model inputs
+        return []
     return [c if isinstance(c, str) else c.name for c in card.channels]
 
 
@@ -55,7 +57,8 @@ def preflight(
         A :class:`~hcs.io.omezarr.Plate` or an :class:`~hcs.io.acquisition.Acquisition`
         (``channels``, ``pixel_size_um``, and ``path``/``source`` for the message).
     card
-        The model card (:func:`hcs.engine.model.model_card`): its input roles.
+        The model card (:func:`hcs.engine.model.model_card`): its input roles; ``None`` for a
+        detection-only run.
     detector
         :func:`hcs.engine.detector.detector_info` of the detector (a learned detector has input
         roles too); default: a classical method.
@@ -102,15 +105,17 @@ def preflight(
             takes = ", ".join(dict.fromkeys(roles + det_roles))
             extra = " (detection on a classical method uses --nucleus-channel)" if not det_roles \
                 else ""
-            raise InputError(f"--channels {role}={want}: neither model {card.name} nor the "
-                             f"detector takes a {role!r} input (they take: {takes}){extra}")
+            who = f"neither model {card.name} nor the detector takes" if card is not None \
+                else "the detector of this detection-only run does not take"
+            raise InputError(f"--channels {role}={want}: {who} a {role!r} input "
+                             f"(they take: {takes or 'none'}){extra}")
     if nucleus_channel is not None and (detector or {}).get("kind", "method") == "method":
         try:
             nucleus_channel_index(channels, nucleus_channel)
         except InputError:
             raise InputError(f"--nucleus-channel {nucleus_channel}: {name} has no such channel "
                              f"(its channels: {shown})") from None
-    for who, needed in ((f"model {card.name}", roles),
+    for who, needed in ((f"model {getattr(card, 'name', None)}", roles),
                         (f"detector {(detector or {}).get('name')}", det_roles)):
         for role in needed:
             try:

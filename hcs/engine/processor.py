@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -33,8 +33,8 @@ class EngineParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     plate: str
-    assay: str
-    model: str
+    assay: str | None = None  # None with model None: a detection-only run (no class columns)
+    model: str | None = None
     detector: str = "threshold"
     nucleus_channel: str | int | None = None
     batch_size: int = Field(64, ge=1, le=4096)
@@ -43,6 +43,9 @@ class EngineParams(BaseModel):
     torch_threads: int = Field(1, ge=1)
     channel_map: tuple[tuple[str, str], ...] = ()
     timepoint: int = Field(0, ge=0)
+    measure: Literal["none", "basic", "full"] = "basic"
+    labels: bool = False  # keep each field's label mask for the task to write into the plate
+    cell_channel: str | None = None  # NAME[:cytoplasm|:membrane]: grow cells from the nuclei
 
     @field_validator("device")
     @classmethod
@@ -187,6 +190,7 @@ class PreparedField:
     probs: np.ndarray
     cut: int = 0
     done: int = 0
+    labels: dict[str, np.ndarray] | None = None  # nuclei (and cells) masks, params.labels
 
     @property
     def n(self) -> int:
@@ -195,7 +199,11 @@ class PreparedField:
 
 class PipelineProcessor:
     """Detection (classical on the nuclear channel, or a learned detector folder) + the model of
-    ``params.model`` on crops.
+    ``params.model`` on crops + measurements (:func:`hcs.measure.measure_objects`) of every
+    detected object on every plate channel (``params.measure``).
+
+    Without a model (``params.model`` None: a detection-only run) the cell table has no class
+    columns (``assay``, ``model``, ``p_<class>``, ``label``, ``confidence``).
 
     ``params.model`` may be a projection ensemble (:mod:`hcs.classify.ensemble`): each cell is
     then cut in every view the plate allows (z only for a 2-D plate; z, y and x for a z-stack),
@@ -211,6 +219,22 @@ class PipelineProcessor:
         from hcs.engine.model import load_classifier, model_card
 
         self.params = params
+        torch.set_num_threads(params.torch_threads)
+        self.device = _resolve_device(params.device)
+        self.detector = load_engine_detector(params.detector, self.device)
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._views: tuple[str, ...] | None = None
+        if params.model is None:  # detection only
+            if params.assay is not None:
+                raise InputError(f"assay {params.assay}: a run with an assay needs a model")
+            self.assay = self.rule = self.model = self.card = None
+            self.ensemble = False
+            self._known: dict[str, str] = {}
+            self.roles: list[str] = []
+            self.modes: list[str] = []
+            return
+        if params.assay is None:
+            raise InputError(f"model {params.model}: a run with a model needs its assay")
         self.assay = get_assay(params.assay)
         self.rule = get_rule(self.assay.name)
         folder, card = model_card(params.model)
@@ -222,17 +246,17 @@ class PipelineProcessor:
         self.roles = [c.name for c in card.channels]
         self.modes = [self._known.get(r, "percentile") for r in self.roles]
         torch.manual_seed(params.seed)
-        torch.set_num_threads(params.torch_threads)
-        self.device = _resolve_device(params.device)
-        self.detector = load_engine_detector(params.detector, self.device)
         self.model = load_classifier(folder, card.card_sha256)
         self.card = self.model.card
         from hcs.classify.ensemble import LoadedEnsemble
 
         self.ensemble = isinstance(self.model, LoadedEnsemble)
         self._order = [list(self.card.classes).index(c) for c in self.assay.classes]
-        self._views: tuple[str, ...] | None = None
-        self._plans: dict[tuple[str, ...], _Plan] = {}
+
+    @property
+    def classifies(self) -> bool:
+        """False for a detection-only run (no model)."""
+        return self.model is not None
 
     def plan(self, channels: tuple[str, ...]) -> _Plan:
         """Which plate channels detection and classification read (resolved once per plate)."""
@@ -244,8 +268,17 @@ class PipelineProcessor:
             from hcs.engine.model import plate_channel_for
 
             cls_idx = [plate_channel_for(r, list(channels), mapping) for r in self.roles]
-            self._plans[channels] = _Plan(tuple(sorted(set(det_idx) | set(cls_idx))),
-                                          det_idx, det_modes, cls_idx)
+            read = set(det_idx) | set(cls_idx)
+            cell = None
+            if self.params.cell_channel:
+                name, _, stain = self.params.cell_channel.partition(":")
+                cell = (_channel_index(list(channels), name.strip()), stain.strip() or
+                        "cytoplasm")
+                read.add(cell[0])
+            if self.params.measure != "none":  # measurements are on every plate channel
+                read |= set(range(len(channels)))
+            self._plans[channels] = _Plan(tuple(sorted(read)), det_idx, det_modes, cls_idx,
+                                          cell)
         return self._plans[channels]
 
     def read_channels(self, channels: tuple[str, ...]) -> tuple[int, ...]:
@@ -274,6 +307,33 @@ class PipelineProcessor:
             det_in = compose_field(planes, [pos[i] for i in plan.det_idx], plan.det_modes)
         det = self.detector.detect(det_in, meta.pixel_size_um)
         del det_in
+        frame = det.to_frame()
+        masks = {"nuclei": det.labels} if det.labels is not None else {}
+        if plan.cell is not None and det.labels is not None:
+            from hcs.detect.cells import detect_cells
+
+            cells = detect_cells(None, planes[pos[plan.cell[0]]], meta.pixel_size_um,
+                                 stain=plan.cell[1], nuclei=det)
+            masks["cells"] = cells.labels
+        if self.params.measure != "none" and masks:
+            from hcs.measure import measure_objects
+
+            parts = [frame.reset_index(drop=True)]
+            comps = {"Nuclei": masks["nuclei"]}
+            if "cells" in masks:
+                comps["Cells"] = masks["cells"]
+                comps["Cytoplasm"] = np.where(masks["nuclei"] > 0, 0, masks["cells"])
+            for comp, lab in comps.items():
+                parts.append(measure_objects(
+                    lab, planes, [meta.channels[i] for i in present],
+                    pixel_size_um=meta.pixel_size_um, level=self.params.measure,
+                    compartment=comp, ids=frame["cell_id"].to_numpy()).reset_index(drop=True))
+            frame = pd.concat(parts, axis=1)
+        boxes = np.asarray(det.boxes, np.float32)
+        keep = masks if self.params.labels and masks else None
+        if not self.classifies:
+            return PreparedField(meta, frame, boxes, None, planes.shape[1:],
+                                 np.zeros((len(boxes), 0), np.float32), labels=keep)
         cls_pos = [pos[i] for i in plan.cls_idx]
         width = len(self.card.classes)
         if self.ensemble:
@@ -281,10 +341,9 @@ class PipelineProcessor:
             width += len(self.card.levels)  # + the winning view of each level
         else:
             composed = compose_field(planes, cls_pos, self.modes)
-        frame = det.to_frame()
-        boxes = np.asarray(det.boxes, np.float32)
         probs = np.zeros((len(boxes), width), np.float32)
-        return PreparedField(meta, frame, boxes, composed, planes.shape[1:], probs)
+        return PreparedField(meta, frame, boxes, composed, planes.shape[1:], probs,
+                             labels=keep)
 
     def _view_source(self, image: np.ndarray, planes: np.ndarray, cls_pos: list[int],
                      meta: FieldMeta) -> ViewSource:
@@ -338,6 +397,9 @@ class PipelineProcessor:
         """The cell table of a field whose crops are all classified."""
         from hcs.assays.rules import apply_rule
 
+        if not self.classifies:
+            return _cell_table(prep.frame, None, [], (), prep.meta, prep.shape, None, None)
+
         k = len(self.card.classes)
         probs = prep.probs[:, :k][:, self._order]
         labels = apply_rule(probs, self.assay.classes, self.rule) if len(probs) else []
@@ -360,6 +422,8 @@ class PipelineProcessor:
         """
         from hcs.engine.batching import FieldBatcher
 
+        if not self.classifies:
+            return self.finish(self.prepare(image, meta))
         batcher = FieldBatcher(self, self.params.batch_size)
         done = batcher.add(self.prepare(image, meta)) + batcher.flush()
         return self.finish(done[0])
@@ -394,11 +458,15 @@ class _Plan:
     det_idx: list[int]
     det_modes: list[str]
     cls_idx: list[int]
+    cell: tuple[int, str] | None = None  # plate channel and stain of the cell segmentation
 
 
-def _cell_table(frame: pd.DataFrame, probs: np.ndarray, labels: Any, classes: tuple[str, ...],
-                meta: FieldMeta, shape: tuple[int, ...], assay: str, model: str,
+def _cell_table(frame: pd.DataFrame, probs: np.ndarray | None, labels: Any,
+                classes: tuple[str, ...], meta: FieldMeta, shape: tuple[int, ...],
+                assay: str | None, model: str | None,
                 extra: dict[str, pd.Series] | None = None) -> pd.DataFrame:
+    """DESIGN.md ``cells/`` columns; ``probs`` None (a detection-only run): no class columns.
+    Measurement columns (CellProfiler names, :mod:`hcs.measure`) come last."""
     n = len(frame)
     head = pd.DataFrame({
         "plate": pd.Series([meta.plate] * n, dtype="string"),
@@ -408,18 +476,23 @@ def _cell_table(frame: pd.DataFrame, probs: np.ndarray, labels: Any, classes: tu
         "field": np.full(n, meta.field, np.int64),
     })
     frame = frame.drop(columns=[c for c in ("class_id",) if c in frame])
-    out = pd.concat([head, frame.reset_index(drop=True)], axis=1)
-    out["assay"] = pd.Series([assay] * n, dtype="string")
-    out["model"] = pd.Series([model] * n, dtype="string")
-    for j, c in enumerate(classes):
-        out[f"p_{c}"] = probs[:, j].astype(np.float32) if n else np.zeros(0, np.float32)
-    out["label"] = pd.Series([str(v) for v in labels], dtype="string")
-    out["confidence"] = probs.max(axis=1).astype(np.float32) if n else np.zeros(0, np.float32)
+    feats = [c for c in frame.columns if c[:1].isupper()]  # Nuclei_..., Cells_...
+    out = pd.concat([head, frame.drop(columns=feats).reset_index(drop=True)], axis=1)
+    if probs is not None:
+        out["assay"] = pd.Series([assay] * n, dtype="string")
+        out["model"] = pd.Series([model] * n, dtype="string")
+        for j, c in enumerate(classes):
+            out[f"p_{c}"] = probs[:, j].astype(np.float32) if n else np.zeros(0, np.float32)
+        out["label"] = pd.Series([str(v) for v in labels], dtype="string")
+        out["confidence"] = probs.max(axis=1).astype(np.float32) if n else np.zeros(
+            0, np.float32)
     for name, values in (extra or {}).items():
         out[name] = pd.Series(values.to_numpy(), index=out.index, dtype=values.dtype)
     h, w = shape
     out["qc_border"] = ((out["bbox_x0"] <= 0) | (out["bbox_y0"] <= 0)
                         | (out["bbox_x1"] >= w) | (out["bbox_y1"] >= h)).astype(bool)
+    if feats:
+        out = pd.concat([out, frame[feats].reset_index(drop=True).astype("float64")], axis=1)
     return out.sort_values("cell_id", kind="stable").reset_index(drop=True)
 
 

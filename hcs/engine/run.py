@@ -11,6 +11,7 @@ at any moment resumes exactly.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ __all__ = ["RunSummary", "list_fields", "run_plate"]
 #: ``model_card_sha256`` covers the card's class order (:func:`hcs.classify.models.card_checksum`),
 #: so cells labelled with two class mappings never mix in one run.
 RESUME_KEYS = ("plate_metadata_sha256", "assay", "model_sha256", "model_card_sha256", "detector",
-               "nucleus_channel", "channel_map", "timepoint")
+               "nucleus_channel", "channel_map", "timepoint", "measure", "cell_channel")
 
 
 @dataclass
@@ -131,8 +132,8 @@ def _prepare(run_dir: Path, params: EngineParams, resume: bool, record: dict) ->
 
 def run_plate(
     plate: str | Path,
-    assay: str,
-    model: str | Path,
+    assay: str | None,
+    model: str | Path | None,
     out: str | Path,
     *,
     detector: str = "threshold",
@@ -148,6 +149,9 @@ def run_plate(
     seed: int = 0,
     timepoint: int | None = None,
     fields_per_task: int = 4,
+    measure: str = "basic",
+    labels: bool = True,
+    cell_channel: str | None = None,
     progress: bool = True,
 ) -> RunSummary:
     """Process every field of a plate into ``OUT/cells/<well>/<field>.parquet``.
@@ -155,7 +159,8 @@ def run_plate(
     Parameters
     ----------
     plate, assay, model, out
-        The OME-Zarr plate, the assay name, the model folder and the run folder.
+        The OME-Zarr plate, the assay name, the model folder and the run folder. ``assay`` and
+        ``model`` None: a detection-only run (cell tables without class columns).
     detector
         Detection method (:func:`hcs.detect.available_methods`) or a learned detector folder
         (:mod:`hcs.engine.detector`).
@@ -182,6 +187,15 @@ def run_plate(
         Consecutive fields per Dask task, whose crops share inference batches; a field failing
         in its group is retried alone. Groups depend only on the list of fields, never on the
         number of workers.
+    measure
+        Per-cell measurements (:mod:`hcs.measure`): ``none``, ``basic`` or ``full``.
+    labels
+        Write each field's nuclei as an NGFF label image into the plate
+        (:mod:`hcs.engine.labels`); the plate must be writable.
+    cell_channel
+        ``NAME[:cytoplasm|:membrane]``: grow whole cells from the nuclei on that channel
+        (:func:`hcs.detect.cells.detect_cells`), measured as ``Cells_`` and ``Cytoplasm_``
+        (cell minus nucleus) and written as ``labels/cells``.
     progress
         Show a progress bar on stderr.
 
@@ -205,19 +219,28 @@ def run_plate(
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"--out {run_dir}: exists and is not a folder; choose a run folder")
     pl = open_plate(plate_path)
-    folder, card = model_card(model)
+    folder, card = model_card(model) if model is not None else (None, None)
+    if card is not None and assay is None:
+        assay = card.assay
+    if assay is not None and model is None:
+        raise InputError(f"--assay {assay}: give the model (--model) or neither, for a "
+                         "detection-only run")
     tp = choose_timepoint(int(pl.shape[0]), timepoint, plate_path)
     options = validate(RunParams, detector=detector, nucleus_channel=nucleus_channel,
                        channels=channel_map or {}, timepoint=timepoint, wells=wells,
                        workers=workers, threads_per_worker=threads_per_worker,
                        scheduler=scheduler, gpus=str(gpus), batch_size=batch_size,
-                       fields_per_task=fields_per_task, seed=seed)
+                       fields_per_task=fields_per_task, seed=seed, measure=measure,
+                       labels=labels, cell_channel=cell_channel)
+    if labels and not os.access(plate_path, os.W_OK):
+        raise InputError(f"{plate_path}: the plate is read-only, so the label images cannot "
+                         "be written into it; run with --no-labels")
     det = detector_info(detector)
     # every error that would hit each field the same way, before torch or a cluster starts
     preflight(pl, card, detector=det, nucleus_channel=options.nucleus_channel,
               channel_map=dict(options.channels))
     params = options.engine_params(  # a learned detector by its absolute path: workers may
-        str(plate_path), assay, str(folder), timepoint=tp,  # run elsewhere
+        str(plate_path), assay, str(folder) if folder else None, timepoint=tp,  # run elsewhere
         detector=det["path"] if det["kind"] == "learned" else detector)
     get_processor(params)  # validate assay/model/detector here, before any cluster starts
     fields = list_fields(pl, wells)
@@ -226,9 +249,12 @@ def run_plate(
         "hcs_version": __version__, "status": "running", "plate": str(plate_path),
         "plate_name": str(pl.name or plate_path.name),
         "plate_metadata_sha256": _plate_checksum(plate_path), "assay": assay,
-        "model": card.name, "model_path": str(folder), "model_sha256": card.sha256,
-        "model_card_sha256": card.card_sha256,
-        "model_architecture": card.architecture, "detector": det,
+        "model": card.name if card else None, "model_path": str(folder) if folder else None,
+        "model_sha256": card.sha256 if card else None,
+        "model_card_sha256": card.card_sha256 if card else None,
+        "model_architecture": card.architecture if card else None, "detector": det,
+        "measure": options.measure, "labels": options.labels,
+        "cell_channel": options.cell_channel,
         "nucleus_channel": nucleus_channel, "channel_map": dict(params.channel_map),
         "timepoint": tp, "timepoints_in_plate": int(pl.shape[0]),
         "channels_read": [pl.channels[i] for i in read] if read is not None else None,

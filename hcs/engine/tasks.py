@@ -185,6 +185,15 @@ def process_fields(params: EngineParams | dict, run_dir: str, items: list[tuple[
             # planes convert recorded missing (zeros): every cell of the field carries the flag
             cells["field_missing_planes"] = pd.Series(
                 n_missing.get((m.well, int(m.field)), 0), index=cells.index, dtype="int64")
+            if prep.labels:  # the label images first, then the table (resume)
+                from hcs.engine.labels import label_name, write_field_labels
+
+                plate = _plate(params.plate)
+                for base, mask in prep.labels.items():
+                    write_field_labels(plate, m.well, m.field, mask,
+                                       label_name(int(plate.shape[0]), m.timepoint, base),
+                                       m.timepoint)
+                prep.labels = None
             atomic_write_parquet(cells, cells_path(run_dir, m.well, m.field))
             written.append({"well": m.well, "field": m.field, "n_cells": len(cells)})
 
@@ -204,7 +213,7 @@ def process_fields(params: EngineParams | dict, run_dir: str, items: list[tuple[
                 raise
             failed.append(failure_record(well, field, exc))
             continue
-        write(batcher.add(prep))
+        write(batcher.add(prep) if processor.classifies else [prep])  # detection only: now
         del prep
     write(batcher.flush())
     release_memory()

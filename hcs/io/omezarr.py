@@ -125,6 +125,11 @@ class Plate:
             raise InputError(f"{self.path}: well {well} has no field {field}")
         return self._well_group(well)[str(field)]
 
+    def image_group(self, well: str, field: int) -> zarr.Group:
+        """The zarr group of one field's image (read-only; ``.path`` is its path in the
+        plate)."""
+        return self._image_group(well, field)
+
     @property
     def n_levels(self) -> int:
         return len(self._multiscale["datasets"])

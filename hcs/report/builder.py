@@ -107,7 +107,8 @@ def _classes(run: dict[str, Any], wells: pd.DataFrame | None) -> tuple[list[str]
         return list(ASSAYS[str(name).lower()].classes), str(name)
     if wells is None:
         return [], name
-    skip = {"n_detected", "n_analysed"}
+    skip = {"n_detected", "n_analysed"} | {f"n_{p['channel']}_positive"  # stains, not classes
+                                            for p in wells.attrs.get("positive") or []}
     return [c[2:] for c in wells.columns if c.startswith("n_") and c not in skip
             and f"freq_{c[2:]}" in wells], name
 
@@ -135,6 +136,7 @@ def build_context(data: dict[str, Any], gallery: bool = True) -> dict[str, Any]:
     if have_wells:
         add(sections.heatmaps(wells, geometry))
         add(sections.conditions(wells, stats, classes, sections.reference_of(stats, wells)))
+        add(sections.model_vs_stain(wells))
     add(sections.stats_table(stats))
     if have_wells:
         add(sections.dose(wells, stats))

@@ -106,6 +106,9 @@ def summary(run: dict[str, Any], wells: pd.DataFrame | None, failures: pd.DataFr
             facts.append(("wells usable for statistics", f"{int(wells['usable'].sum())}"))
         if "condition" in wells:
             facts.append(("conditions", str(wells["condition"].dropna().nunique())))
+        for pos in wells.attrs.get("positive") or []:  # hcs aggregate --positive (issue 16)
+            facts.append((f"{pos['channel']} positive", f"nuclear mean intensity > "
+                          f"{pos['threshold']:.6g} ({pos['method']}, once for the plate)"))
     blocks.append({"type": "kv", "items": facts})
     if run:
         run = {**run, **_training_data(run)}
@@ -141,6 +144,7 @@ def summary(run: dict[str, Any], wells: pd.DataFrame | None, failures: pd.DataFr
 def heatmaps(wells: pd.DataFrame, geometry: Any) -> dict[str, Any]:
     """Cell count and each frequency readout per well, on the plate grid."""
     cols = [c for c in ("n_detected",) if c in wells] + [c for c in wells if c.startswith("freq_")]
+    cols += feature_readouts(wells)
     figs, ids = {}, []
     for p_i, (plate, grp) in enumerate(wells.groupby(wells["plate"].astype(str)
                                                      if "plate" in wells else 0)):
@@ -154,6 +158,56 @@ def heatmaps(wells: pd.DataFrame, geometry: Any) -> dict[str, Any]:
     return {"id": "heatmaps", "title": "Plate heatmaps", "fig_objects": figs,
             "blocks": [{"type": "text", "text": text},
                        {"type": "figures", "ids": ids, "grid": True}]}
+
+
+def feature_readouts(wells: pd.DataFrame, stats: pd.DataFrame | None = None) -> list[str]:
+    """Per-cell feature readouts shown like frequencies: the well medians of the nuclear area
+    and of each channel's nuclear mean intensity, and any other readout ``stats`` tested."""
+    cols = [c for c in wells if c == "median_Nuclei_AreaShape_Area"
+            or c.startswith("median_Nuclei_Intensity_MeanIntensity_")]
+    if stats is not None and "readout" in stats and "kind" in stats:
+        tested = stats.loc[stats["kind"] == "comparison", "readout"].dropna().astype(str)
+        cols += [c for c in dict.fromkeys(tested) if c in wells and c not in cols
+                 and not c.startswith("freq_") and c != "n_detected"]
+    return cols
+
+
+def model_vs_stain(wells: pd.DataFrame) -> dict[str, Any] | None:
+    """Per well, each classifier frequency against each stain's percent positive
+    (``hcs aggregate --positive``): a model checked against the marker a lab already uses."""
+    from hcs.report.figures import Figure, base_layout, trace
+
+    pos = [f"freq_{p['channel']}_positive" for p in wells.attrs.get("positive") or []]
+    pos = [c for c in pos if c in wells]
+    classes = [c for c in wells if c.startswith("freq_") and c not in pos
+               and not c.endswith("_positive")]
+    if not pos or not classes:
+        return None
+    figs, rows = {}, []
+    use = wells[wells["usable"]] if "usable" in wells else wells
+    for p in pos:
+        fig = Figure()
+        for c in classes:
+            fig.add_trace(trace("scatter", x=use[p].tolist(), y=use[c].tolist(), mode="markers",
+                                name=readout_label(c), text=use["well"].astype(str).tolist(),
+                                hovertemplate="%{text}: %{x:.3g} / %{y:.3g}"))
+            ok = use[[p, c]].dropna()
+            r = float(np.corrcoef(ok[p], ok[c])[0, 1]) if len(ok) > 2 and ok[p].std() > 0 \
+                and ok[c].std() > 0 else float("nan")
+            rows.append({"stain": readout_label(p), "classifier": readout_label(c),
+                         "wells": len(ok), "pearson r": r})
+        fig.add_trace(trace("scatter", x=[0, 1], y=[0, 1], mode="lines", name="y = x",
+                            line={"dash": "dot", "color": "#999999"}))
+        base_layout(fig, f"Classifier frequencies vs {readout_label(p)} per well", 380,
+                    xaxis_title=readout_label(p), yaxis_title="classifier frequency")
+        figs[f"stain-{p}"] = fig
+    table = pd.DataFrame(rows)
+    return {"id": "stain", "title": "Classifier vs stain", "fig_objects": figs,
+            "blocks": [{"type": "text", "text": "Each usable well: the share of its cells the "
+                        "classifier puts in a class against the share positive for a stain "
+                        "(threshold in the summary)."},
+                       {"type": "figures", "ids": list(figs), "grid": True},
+                       _table(table, {c: c for c in table.columns})]}
 
 
 def reference_of(stats: pd.DataFrame, wells: pd.DataFrame) -> str | None:
@@ -174,14 +228,16 @@ def conditions(wells: pd.DataFrame, stats: pd.DataFrame, classes: list[str],
     order = condition_order(wells, reference)
     if not order:
         return None
-    readouts = [c for c in wells if c.startswith("freq_")]
+    readouts = [c for c in wells if c.startswith("freq_")] + feature_readouts(wells, stats)
     figs = {f"cond-{c}": condition_box(wells, c, order, stats, reference) for c in readouts}
     analysed = [c for c in classes if f"freq_{c}" in wells]
-    figs["comp-abs"] = class_composition(wells, analysed, order, "Class frequencies per"
-                                         " condition (absolute)", normalise=False)
-    figs["comp-rel"] = class_composition(wells, analysed, order, "Class composition per"
-                                         " condition (relative, stacked)", normalise=True)
-    ids = ["comp-abs", "comp-rel"]
+    ids = []
+    if analysed:  # a detection-only run has no classes
+        figs["comp-abs"] = class_composition(wells, analysed, order, "Class frequencies per"
+                                             " condition (absolute)", normalise=False)
+        figs["comp-rel"] = class_composition(wells, analysed, order, "Class composition per"
+                                             " condition (relative, stacked)", normalise=True)
+        ids = ["comp-abs", "comp-rel"]
     from hcs.assays import ASSAYS
 
     shown: list[set[str]] = []
@@ -304,7 +360,7 @@ def gallery(run_dir: Path, plate: Path | None, classes: list[str],
         return {"id": "gallery", "title": "Cell gallery", "blocks": [{
             "type": "text", "text": "No plate found (run.json 'plate'): no cell images."}]}
     cells = read_cells(files)
-    if not len(cells):
+    if not len(cells) or "label" not in cells:  # no cells, or a detection-only run
         return None
     gal = build_gallery(plate, cells, classes, colours)
     note = (f"Examples from {len(files)} of {total} fields ({len(cells):,} cells). 'best':"

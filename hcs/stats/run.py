@@ -129,16 +129,28 @@ def _nonfinite_columns(out: pd.DataFrame, wells: pd.DataFrame, bad: pd.DataFrame
 
 
 def _readouts(wells: pd.DataFrame, readouts: list[str] | None) -> list[str]:
+    """Readout columns: ``freq_<r>`` (also given as ``<r>``), or any numeric well column given
+    by name (``median_Nuclei_AreaShape_Area``, ``n_detected``). Default: every ``freq_``
+    column; for a detection-only run (no class frequencies) also ``n_detected`` and the
+    ``median_`` features."""
     have = [c for c in wells.columns if c.startswith("freq_")]
+    features = [c for c in wells.columns if c.startswith("median_")]
     if readouts is None:
+        positive = {f"freq_{p['channel']}_positive" for p in wells.attrs.get("positive") or []}
+        if not set(have) - positive and "n_detected" in wells:  # no classes: detection only
+            return [*have, "n_detected", *features]
         if not have:
             raise InputError("the wells table has no freq_<class> readout columns")
         return have
     out = []
     for r in readouts:
         col = r if r.startswith("freq_") else f"freq_{r}"
+        if col not in wells and r in wells and pd.api.types.is_numeric_dtype(wells[r]) \
+                and r not in ("row", "col"):
+            col = r
         if col not in wells:
-            raise InputError(f"unknown readout {r!r}; available: {[h[5:] for h in have]}")
+            raise InputError(f"unknown readout {r!r}; available: {[h[5:] for h in have]} "
+                             f"and numeric columns such as n_detected, median_<feature>")
         out.append(col)
     return out
 
