@@ -130,11 +130,11 @@ def _check(name: str, first: list[str], again: Callable[[], list[str]],
     killed_at = []
     for delay in _delays(runtime, n, salt):
         reset()
-        for _ in range(4):  # runtimes vary on a busy machine: try earlier until a kill lands
+        for _ in range(8):  # runtimes vary on a busy machine: try earlier until a kill lands
             if _kill_after(first, delay):
                 break
             reset()
-            delay *= 0.8
+            delay *= 0.7
         else:
             continue
         killed_at.append(round(delay, 2))
