@@ -153,3 +153,77 @@ def test_dose_response_bounds_frequencies_only():
     assert pd.isna(d.loc["n_detected", "bounds"]) or d.loc["n_detected", "bounds"] == ""
     logit = run_stats(w, readouts=["dead"], transform="logit")
     assert logit.loc[logit.kind == "dose_response", "bounds"].fillna("").eq("").all()
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def _report(folder, wells: pd.DataFrame) -> dict:
+    import json
+
+    from hcs.aggregate import write_table
+    from hcs.report import load_run
+    from hcs.report.builder import build_context
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_table(wells, folder / "wells.parquet")
+    write_table(run_stats(wells), folder / "stats.parquet")
+    (folder / "run.json").write_text(json.dumps({"assay": "livedead", "plate_format": 96}))
+    ctx = build_context(load_run(folder), gallery=False)
+    ctx["figs"] = {k: json.loads(v) for k, v in ctx["figures"].items()}
+    return ctx
+
+
+def _section(ctx: dict, sid: str) -> dict:
+    return next(s for s in ctx["sections"] if s["id"] == sid)
+
+
+def test_report_keeps_not_imaged_flagged_and_usable_apart(tmp_path):
+    w = half_imaged(z_bad=True)
+    w.loc[w.well == "B05", ["n_detected", "n_analysed", "n_live", "n_dead"]] = 0
+    w.loc[w.well == "B05", "no_cells"] = True
+    from hcs.aggregate import _finish
+
+    w = _finish(w)
+    ctx = _report(tmp_path / "run", w)
+    facts = dict(_section(ctx, "summary")["blocks"][0]["items"])
+    assert facts["wells imaged"] == "48 of the 96 wells of the plate"
+    assert facts["layout wells not imaged"].startswith("48 ")
+    assert facts["imaged wells flagged"] == "1 (no_cells 1)"
+    heat = ctx["figs"]["heat-0-n_detected"]
+    z = np.array(heat["data"][0]["z"], dtype=float)
+    assert np.isnan(z[4:]).all() and np.isfinite(z[:4]).all()  # rows E-H grey, not 0
+    hover = np.array(heat["data"][0]["customdata"], dtype=object)
+    assert hover[5, 0, 5] == "not imaged (ignored)" and hover[1, 4, 5] == "no_cells"
+    crosses = heat["data"][1]
+    assert list(zip(crosses["x"], crosses["y"], strict=True)) == [(5, "B")]  # only B05
+    counts = ctx["figs"]["qc-counts"]
+    assert sum(len(t["y"]) for t in counts["data"] if t["type"] == "box") == 48
+    qc = _section(ctx, "qc")
+    table = next(b for b in qc["blocks"] if b["type"] == "table")
+    status = table["columns"].index("Z' status")
+    readout = table["columns"].index("readout")
+    dead = next(r for r in table["rows"] if r[readout]["text"] == "dead")
+    assert dead[status]["text"] == "unusable"
+    assert any("< 0: unusable" in b.get("text", "") for b in qc["blocks"])
+    norm = _section(ctx, "normalised")["blocks"][1]
+    assert {"% of control", "NPI %"} <= set(norm["columns"])
+
+
+def test_report_shows_a_failed_fit_with_its_points_and_reason(tmp_path):
+    lay = pd.DataFrame({"well": [f"A{i:02d}" for i in range(1, 13)] +
+                        [f"B{i:02d}" for i in range(1, 13)]})
+    doses = np.tile(np.repeat([0.0, 0.1, 1, 10, 100, 1000], 2), 2)
+    lay["condition"] = [f"d{d:g}" for d in doses]
+    lay["construct"], lay["dose"], lay["dose_unit"] = "drug", doses, "uM"
+    lay["role"] = np.where(doses == 0, "negative_control", "sample")
+    n = 200  # a step: 0 up to 1 uM, then 30 %, then all dead: the 4PL cannot converge
+    dead = np.round(n * np.clip(logistic4(doses, -0.2, 1.3, 2.0, 1.0), 0, 1)).astype(int)
+    w = well_table(pd.DataFrame({"well": lay["well"], "n_live": n - dead, "n_dead": dead}),
+                   "livedead", layout=lay)
+    ctx = _report(tmp_path / "run", w)
+    fig = ctx["figs"]["dose-0"]
+    pts = [t for t in fig["data"] if t.get("mode") == "markers" and t["name"] == "dead"]
+    assert pts and pts[0].get("visible", True) is True and len(pts[0]["y"]) == 24
+    notes = " ".join(a["text"] for a in fig["layout"].get("annotations", []))
+    assert "dead: no_convergence" in notes and "did not converge" in notes
