@@ -62,6 +62,25 @@ def test_half_imaged_plate_qc_counts_imaged_wells_only():
     assert q.loc["freq_dead", "status"] == "good"
 
 
+def test_comparisons_count_not_imaged_apart_from_flagged():
+    w = half_imaged()
+    w.loc[w.well == "B05", ["n_detected", "n_analysed", "n_live", "n_dead"]] = 0
+    w.loc[w.well == "B05", "no_cells"] = True
+    from hcs.aggregate import _finish
+
+    s = run_stats(_finish(w))
+    row = s[(s.kind == "comparison") & (s.readout == "freq_dead")
+            & (s.condition == "sample")].iloc[0]
+    # sample wells: 10 columns x 8 rows; rows E-H (40) not imaged, B05 imaged but flagged
+    assert (row["n"], row["n_excluded"], row["n_not_imaged"]) == (39, 1, 40)
+    lay = _layout()
+    lay.loc[lay.well.isin(["H02", "H03"]), ["condition", "role"]] = ["ghost", "sample"]
+    g = run_stats(well_table(pd.DataFrame({"well": ["A01", "A02", "A12", "B01", "B12"],
+                                           "n_live": 5, "n_dead": 5}), "livedead", layout=lay))
+    ghost = g[(g.kind == "comparison") & (g.condition == "ghost")].iloc[0]
+    assert ghost["status"] == "not_imaged" and ghost["n_not_imaged"] == 2
+
+
 def test_imaged_but_empty_well_is_an_outlier_not_imaged_is_not():
     w = half_imaged()
     w.loc[w.well == "B05", ["n_detected", "n_analysed", "n_live", "n_dead"]] = 0

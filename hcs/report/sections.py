@@ -312,6 +312,9 @@ def stats_table(stats: pd.DataFrame) -> dict[str, Any] | None:
             "reference": "reference", "n": "n", "n_ref": "n ref", "mean": "mean",
             "mean_ref": "mean ref", "diff": "difference", "ci": "95% CI", "p": "p",
             "p_adj": "p adj", "hedges_g": "Hedges' g", "stars": "", "status": "status"}
+    for c, name in (("n_excluded", "flagged"), ("n_not_imaged", "not imaged")):
+        if c in comp and pd.to_numeric(comp[c], errors="coerce").fillna(0).gt(0).any():
+            cols[c] = name  # wells of the pair left out: imaged but flagged / never imaged
     first = comp.iloc[0]
     text = (f"{first['test']} t-test per readout and condition against the reference (well ="
             f" unit), {first['correction']} correction over the run; transform"
