@@ -246,3 +246,19 @@ def test_report_shows_a_failed_fit_with_its_points_and_reason(tmp_path):
     assert pts and pts[0].get("visible", True) is True and len(pts[0]["y"]) == 24
     notes = " ".join(a["text"] for a in fig["layout"].get("annotations", []))
     assert "dead: no_convergence" in notes and "did not converge" in notes
+
+
+def test_hcs_stats_cli_tests_npi_readout(tmp_path):
+    import subprocess
+    import sys
+
+    from hcs.aggregate import write_table
+
+    write_table(half_imaged(), tmp_path / "wells.parquet")
+    r = subprocess.run([sys.executable, "-m", "hcs", "stats", str(tmp_path / "wells.parquet"),
+                        "--readout", "npi_dead,poc_dead"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    s = pd.read_parquet(tmp_path / "stats.parquet")
+    comp = s[(s.kind == "comparison") & (s.condition == "positive_control")].set_index("readout")
+    assert comp.loc["npi_dead", "mean"] == pytest.approx(100.0)  # the positive control: 100 %
+    assert set(comp.index) == {"npi_dead", "poc_dead"}
