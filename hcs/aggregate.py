@@ -242,15 +242,25 @@ def join_layout(wells: pd.DataFrame, layout: pd.DataFrame) -> pd.DataFrame:
 
 
 def _finish(out: pd.DataFrame) -> pd.DataFrame:
-    """Order columns, recompute ``flags``/``usable`` and sort by plate, row, col."""
+    """Order columns, recompute ``flags``/``usable`` and the normalised readouts
+    (:mod:`hcs.stats.normalise`) and sort by plate, row, col."""
+    from hcs.stats.normalise import PREFIXES, normalised_readouts
+
     flags = [c for c in FLAG_COLUMNS if c in out] + sorted(c for c in out if c.startswith("qc_"))
     on = out[flags].to_numpy(dtype=bool)
     names = np.array(flags, dtype=object)
     out["flags"] = [";".join(names[row]) for row in on]
     out["usable"] = ~on.any(axis=1)
+    attrs = dict(out.attrs)
+    out = out.drop(columns=[c for c in out if c.startswith(PREFIXES)])
+    norm = normalised_readouts(out)
+    if len(norm.columns):
+        out = pd.concat([out, norm], axis=1)
+    out.attrs = attrs
     counts = [c for c in out if c.startswith("n_") and c not in ("n_detected", "n_analysed")]
     freqs = [c for c in out if c.startswith("freq_")]
-    head = ["plate", "well", "row", "col", "n_detected", "n_analysed", *counts, *freqs,
+    normed = [c for c in out if c.startswith(PREFIXES)]
+    head = ["plate", "well", "row", "col", "n_detected", "n_analysed", *counts, *freqs, *normed,
             *flags, "flags", "usable"]
     head = [c for c in head if c in out]
     lay = [c for c in LAYOUT_COLUMNS if c in out and c not in head]

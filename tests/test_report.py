@@ -83,7 +83,7 @@ def _figures(ctx: dict) -> dict[str, dict]:
 def test_sections_and_valid_figures(run96: Path) -> None:
     ctx = build_context(load_run(run96), gallery=False)
     ids = [s["id"] for s in ctx["sections"]]
-    assert ids == ["summary", "heatmaps", "conditions", "statistics", "dose", "qc"]
+    assert ids == ["summary", "heatmaps", "conditions", "statistics", "normalised", "dose", "qc"]
     figs = _figures(ctx)
     # heatmaps: cell count + freq_live + freq_dead; boxes per readout; two compositions; one
     # dose series (DMSO and staurosporine have no dose); the count QC figure
@@ -305,7 +305,8 @@ def test_failures_and_provenance_shown_escaped(run96: Path, tmp_path: Path) -> N
                   "error": ["disk gone", EVIL]}).to_parquet(run / "failures.parquet")
     ctx = build_context(load_run(run), gallery=False)
     facts = dict(ctx["sections"][0]["blocks"][0]["items"])
-    assert facts["failed fields"] == "2" and facts["wells"] == "96"
+    assert facts["failed fields"] == "2"
+    assert facts["wells imaged"] == "96 of the 96 wells of the plate"
     assert facts["cells detected"] == f"{95 * 200:,}"  # one well has no cells
     page = render(ctx)
     assert "disk gone" in page and EVIL not in page

@@ -130,15 +130,16 @@ def build_context(data: dict[str, Any], gallery: bool = True) -> dict[str, Any]:
             ctx["figures"][fig_id] = figure_json(fig)
         ctx["sections"].append(section)
 
-    add(sections.summary(run, wells, data["failures"], assay, data["dir"]))
     have_wells = wells is not None and len(wells) > 0
     geometry = _geometry(wells, run, plate) if have_wells else None
+    add(sections.summary(run, wells, data["failures"], assay, data["dir"], geometry))
     if have_wells:
         add(sections.heatmaps(wells, geometry))
         add(sections.conditions(wells, stats, classes, sections.reference_of(stats, wells)))
         add(sections.model_vs_stain(wells))
     add(sections.stats_table(stats))
     if have_wells:
+        add(sections.normalised(wells, stats))
         add(sections.dose(wells, stats))
         add(sections.plate_qc(wells, stats, geometry))
     if gallery:

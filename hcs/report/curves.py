@@ -23,11 +23,19 @@ def well_values(wells: pd.DataFrame, column: str, transform: str) -> pd.Series:
     return pd.to_numeric(wells[column], errors="coerce")
 
 
+def _short(text: object, n: int = 90) -> str:
+    t = str(text)
+    return t if len(t) <= n else t[: n - 3] + "..."
+
+
 def dose_figure(wells: pd.DataFrame, fits: pd.DataFrame, construct: str) -> Figure:
     """Dose-response of one construct: every usable well a point, the fitted 4PL curve per
     readout, the EC50 marked with its 95% CI. Dose 0 is drawn one decade below the lowest dose.
 
-    Readouts whose fit has status ``ok`` are shown; the others start hidden in the legend.
+    Every readout's points are shown whatever its fit status; a fit that is not ``ok`` is drawn
+    dashed when it has estimates, and its status and reason are written above the plot (a fit
+    without estimates, e.g. ``no_convergence``, shows the points and the reason, never an empty
+    axis).
     """
     usable = wells["usable"].astype(bool) if "usable" in wells else True
     w = wells[usable & (wells["construct"].astype(str) == construct) & wells["dose"].notna()]
@@ -41,11 +49,17 @@ def dose_figure(wells: pd.DataFrame, fits: pd.DataFrame, construct: str) -> Figu
     unit = esc(fits["dose_unit"].dropna().iloc[0]) if fits["dose_unit"].notna().any() else ""
     fig = Figure()
     grid = np.logspace(math.log10(zero_at), math.log10(high) + 0.3, 200)
+    notes: list[str] = []
     for i, (_, fit) in enumerate(fits.iterrows()):
         col = str(fit["readout"])
         colour = PALETTE[i % len(PALETTE)]
         name = esc(readout_label(col))
-        visible = True if fit["status"] == "ok" else "legendonly"
+        ok = fit["status"] == "ok"
+        visible = True
+        if not ok:  # the points stay; the reason is written in the figure
+            notes.append(f"{name}: {esc(fit['status'])}"
+                         + (f" ({esc(_short(fit.get('message')))})" if fit.get("message") and
+                            pd.notna(fit.get("message")) else ""))
         y = well_values(w, col, str(fit.get("transform") or "none"))
         fig.add_trace(trace("scatter",
             x=x, y=y, mode="markers", name=name, legendgroup=col, visible=visible,
@@ -61,7 +75,8 @@ def dose_figure(wells: pd.DataFrame, fits: pd.DataFrame, construct: str) -> Figu
         ci = f" (95% CI {fmt_num(fit['ec50_ci_low'])}-{fmt_num(fit['ec50_ci_high'])})" \
             if np.isfinite(fit["ec50_ci_low"]) else ""
         fig.add_trace(trace("scatter",
-            x=grid, y=curve, mode="lines", line={"color": colour, "width": 2}, name=name,
+            x=grid, y=curve, mode="lines", name=name,
+            line={"color": colour, "width": 2, "dash": "solid" if ok else "dash"},
             legendgroup=col, showlegend=False, visible=visible, hoverinfo="skip",
         ))
         fig.add_trace(trace("scatter",
@@ -78,11 +93,17 @@ def dose_figure(wells: pd.DataFrame, fits: pd.DataFrame, construct: str) -> Figu
                            f"bottom {fmt_num(b)}, top {fmt_num(t)}<br>"
                            f"status: {esc(fit['status'])}<extra>{name}</extra>"),
         ))
+    if notes:  # a fit without a (trustworthy) curve: say so, with the reason
+        fig.add_annotation(xref="paper", yref="paper", x=0, y=1.0, xanchor="left",
+                           yanchor="bottom", align="left", showarrow=False,
+                           text="<br>".join(notes), font={"size": 10, "color": "#b03a2e"})
     ticks = [zero_at, *[10.0 ** k for k in range(math.ceil(math.log10(low)),
                                                    math.floor(math.log10(high)) + 1)]]
     base_layout(fig, f"{esc(construct)}: dose-response (4PL)", height=420, width=560,
             xaxis_title=f"dose ({unit})" if unit else "dose", yaxis_title="per-well value",
             legend={"orientation": "h", "y": -0.25})
+    if notes:
+        fig.update_layout(height=420 + 14 * len(notes), margin={"t": 70 + 14 * len(notes)})
     if not has_zero:  # no dose-0 well: no "0" tick
         ticks = ticks[1:]
     fig.update_xaxes(type="log", tickvals=ticks,
@@ -92,11 +113,15 @@ def dose_figure(wells: pd.DataFrame, fits: pd.DataFrame, construct: str) -> Figu
 
 def count_qc_figure(wells: pd.DataFrame, outliers: dict[str, set[str]],
                     geometry: PlateGeometry) -> Figure:
-    """Cells detected per well, outer-ring wells (of the plate geometry) vs interior wells, per
-    plate; count outliers (robust z beyond 3.5, from the stats QC row) ringed in red."""
+    """Cells detected per imaged well, outer-ring wells (of the plate geometry) vs interior
+    wells, per plate; count outliers (robust z beyond 3.5, from the stats QC row) ringed in red.
+    Wells that were not imaged (flag ``missing``) are left out."""
+    from hcs.stats.qc import imaged_mask
+
     fig = Figure()
     rows, cols = geometry.rows, geometry.columns
     n_boxes = 0
+    wells = wells[imaged_mask(wells)]  # a well never imaged has no count (not 0 cells)
     for plate, grp in wells.groupby(wells["plate"].astype(str)):
         edge = (grp["row"] == 0) | (grp["col"] == 0) | (grp["row"] == rows - 1) | \
             (grp["col"] == cols - 1)

@@ -40,9 +40,14 @@ def esc(value: object) -> str:
 
 
 def readout_label(col: str) -> str:
-    """``freq_one_in_one`` -> ``one in one``; ``n_detected`` -> ``cell count``."""
+    """``freq_one_in_one`` -> ``one in one``; ``n_detected`` -> ``cell count``;
+    ``npi_dead`` -> ``dead, NPI %``; ``poc_n_detected`` -> ``cell count, % of control``."""
     if col == "n_detected":
         return "cell count"
+    for prefix, what in (("poc_", "% of control"), ("npi_", "NPI %")):
+        if col.startswith(prefix):
+            base = col[len(prefix):]
+            return f"{readout_label(base if base == 'n_detected' else 'freq_' + base)}, {what}"
     name = col[5:] if col.startswith("freq_") else col
     return name.replace("_", " ")
 
@@ -121,7 +126,9 @@ def plate_heatmap(wells: pd.DataFrame, column: str, geometry: PlateGeometry,
                   plate: str) -> Figure:
     """Heatmap of one wells column on the plate grid (row A at the top), flagged wells marked.
 
-    Hover shows the well, its condition, the cell counts and the flags.
+    Three well states: not imaged (flag ``missing``: grey, no value, hover "not imaged"), imaged
+    but flagged (a red cross; hover names the flags), usable. Hover shows the well, its
+    condition, the cell counts and the flags.
     """
     rows, cols = geometry.rows, geometry.columns
     z = np.full((rows, cols), np.nan)
@@ -130,7 +137,12 @@ def plate_heatmap(wells: pd.DataFrame, column: str, geometry: PlateGeometry,
     custom[:, :, 1] = "(no data)"
     w = wells[(wells["row"] < rows) & (wells["col"] < cols)]
     r_idx, c_idx = w["row"].to_numpy(int), w["col"].to_numpy(int)
-    z[r_idx, c_idx] = pd.to_numeric(w[column], errors="coerce").to_numpy(float)
+    from hcs.stats.qc import imaged_mask
+
+    imaged = imaged_mask(w).to_numpy(bool)
+    # a well never imaged has no value (grey), not a count of 0
+    z[r_idx, c_idx] = np.where(imaged, pd.to_numeric(w[column], errors="coerce").to_numpy(float),
+                               np.nan)
 
     def texts(col: str, fmt: object = esc, blank: str = "") -> list[str]:
         if col not in w:
@@ -143,7 +155,8 @@ def plate_heatmap(wells: pd.DataFrame, column: str, geometry: PlateGeometry,
     custom[r_idx, c_idx, 2] = texts("n_detected", lambda v: fmt_num(v, 6))
     custom[r_idx, c_idx, 3] = texts("n_analysed", lambda v: fmt_num(v, 6))
     custom[r_idx, c_idx, 4] = [fmt_num(v, 3) for v in z[r_idx, c_idx]]
-    custom[r_idx, c_idx, 5] = texts("flags", blank="none")
+    custom[r_idx, c_idx, 5] = np.where(imaged, texts("flags", blank="none"),
+                                       "not imaged (ignored)")
     label = esc(readout_label(column))
     fig = Figure(trace("heatmap",
         z=z, x=list(range(1, cols + 1)), y=geometry.row_names(), customdata=custom,
@@ -153,7 +166,7 @@ def plate_heatmap(wells: pd.DataFrame, column: str, geometry: PlateGeometry,
                        " %{customdata[3]}<br>flags: %{customdata[5]}<extra></extra>"),
         hoverongaps=True,
     ))
-    flagged = w[w["flags"].astype(str) != ""] if "flags" in w else w.iloc[:0]
+    flagged = w[(w["flags"].astype(str) != "") & imaged] if "flags" in w else w.iloc[:0]
     if len(flagged):
         fig.add_trace(trace("scatter",
             x=flagged["col"].to_numpy(int) + 1, y=[row_name(r) for r in flagged["row"]],

@@ -91,14 +91,47 @@ def _training_data(run: dict[str, Any]) -> dict[str, Any]:
     return {"model_training_data": data["training_data"]} if "training_data" in data else {}
 
 
+def well_states(wells: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """``(imaged, flagged)``: wells that were imaged (no ``missing`` flag), and imaged wells
+    that are flagged (not usable). The third state is usable (imaged and not flagged)."""
+    from hcs.stats.qc import imaged_mask
+
+    imaged = imaged_mask(wells)
+    usable = wells["usable"].astype(bool) if "usable" in wells else pd.Series(True, wells.index)
+    return imaged, imaged & ~usable
+
+
+def _flag_counts(wells: pd.DataFrame) -> str:
+    """``no_cells 2, qc_fields_failed 1``: flags of imaged flagged wells and how many have each."""
+    _, flagged = well_states(wells)
+    if "flags" not in wells:
+        return ""
+    names = [f for fl in wells.loc[flagged, "flags"].fillna("").astype(str)
+             for f in fl.split(";") if f]
+    return ", ".join(f"{k} {v}" for k, v in pd.Series(names).value_counts().items()) \
+        if names else ""
+
+
 def summary(run: dict[str, Any], wells: pd.DataFrame | None, failures: pd.DataFrame | None,
-            assay: str | None, run_dir: Path) -> dict[str, Any]:
-    """Run summary, provenance (every run.json entry) and failures."""
+            assay: str | None, run_dir: Path, geometry: Any = None) -> dict[str, Any]:
+    """Run summary, provenance (every run.json entry) and failures.
+
+    The well count is of imaged wells, with the size of the plate (``geometry``) and the
+    layout wells that were not imaged; flagged wells are counted with their reasons."""
     blocks: list[dict[str, Any]] = []
     facts: list[tuple[str, str]] = [("run folder", str(run_dir)), ("assay", str(assay or "?"))]
     if wells is not None and len(wells):
         plates = sorted(set(wells["plate"].astype(str))) if "plate" in wells else []
-        facts += [("plates", ", ".join(plates)), ("wells", str(len(wells)))]
+        imaged, flagged = well_states(wells)
+        size = f" of the {geometry.rows * geometry.columns} wells of the plate" \
+            if geometry is not None and len(plates) <= 1 else ""
+        facts += [("plates", ", ".join(plates)), ("wells imaged", f"{int(imaged.sum())}{size}")]
+        if (~imaged).any():
+            facts.append(("layout wells not imaged", f"{int((~imaged).sum())} (grey in the"
+                          " heatmaps, in no statistic)"))
+        reasons = _flag_counts(wells)
+        facts.append(("imaged wells flagged", f"{int(flagged.sum())}"
+                      + (f" ({reasons})" if reasons else "")))
         for c in ("n_detected", "n_analysed"):
             if c in wells:
                 facts.append((f"cells {c[2:]}", f"{int(wells[c].sum()):,}"))
@@ -152,9 +185,14 @@ def heatmaps(wells: pd.DataFrame, geometry: Any) -> dict[str, Any]:
             fig_id = f"heat-{p_i}-{col}"
             figs[fig_id] = plate_heatmap(grp, col, geometry, str(plate))
             ids.append(fig_id)
-    text = (f"{geometry.rows} x {geometry.columns} plate. Hover a well for its condition, counts"
-            " and flags; a red cross marks a flagged well (not used in statistics). Grey: no"
-            " value (not imaged, or no analysed cells).")
+    imaged, flagged = well_states(wells)
+    reasons = _flag_counts(wells)
+    text = (f"{geometry.rows} x {geometry.columns} plate, {int(imaged.sum())} wells imaged. Hover"
+            " a well for its condition, counts and flags. Grey without a cross: not imaged"
+            f" ({int((~imaged).sum())} layout wells; ignored everywhere). A red cross: imaged but"
+            f" flagged, left out of the statistics ({int(flagged.sum())} wells"
+            + (f": {reasons}" if reasons else "") + "). Grey with a cross: imaged, flagged"
+            " and without a value (e.g. no analysed cells).")
     return {"id": "heatmaps", "title": "Plate heatmaps", "fig_objects": figs,
             "blocks": [{"type": "text", "text": text},
                        {"type": "figures", "ids": ids, "grid": True}]}
@@ -274,6 +312,9 @@ def stats_table(stats: pd.DataFrame) -> dict[str, Any] | None:
             "reference": "reference", "n": "n", "n_ref": "n ref", "mean": "mean",
             "mean_ref": "mean ref", "diff": "difference", "ci": "95% CI", "p": "p",
             "p_adj": "p adj", "hedges_g": "Hedges' g", "stars": "", "status": "status"}
+    for c, name in (("n_excluded", "flagged"), ("n_not_imaged", "not imaged")):
+        if c in comp and pd.to_numeric(comp[c], errors="coerce").fillna(0).gt(0).any():
+            cols[c] = name  # wells of the pair left out: imaged but flagged / never imaged
     first = comp.iloc[0]
     text = (f"{first['test']} t-test per readout and condition against the reference (well ="
             f" unit), {first['correction']} correction over the run; transform"
@@ -307,12 +348,48 @@ def dose(wells: pd.DataFrame, stats: pd.DataFrame) -> dict[str, Any] | None:
                         for a, b in zip(table["ec50_ci_low"], table["ec50_ci_high"], strict=True)]
     cols = {"condition": "construct", "readout": "readout", "n": "wells", "n_doses": "doses",
             "ec50": "EC50", "ec50_ci": "EC50 95% CI", "dose_unit": "unit", "hill": "Hill",
-            "bottom": "bottom", "top": "top", "r2": "R²", "p": "p (vs flat)", "status": "status"}
+            "bottom": "bottom", "top": "top", "r2": "R²", "p": "p (vs flat)", "status": "status",
+            "bounds": "bounds", "message": "reason"}
+    cols = {k: v for k, v in cols.items() if k in table}
     text = ("4-parameter logistic fits (bottom, top, EC50, Hill); the diamond marks the EC50 with"
-            " its 95% CI. Readouts whose fit is not 'ok' start hidden: click them in the legend.")
+            " its 95% CI. Frequencies are fitted with both plateaus bounded to [0, 1]. Every"
+            " readout's wells are drawn; a fit that is not 'ok' is dashed, and its status and"
+            " reason are written above the plot (a failed fit shows its points and why).")
     return {"id": "dose", "title": "Dose-response", "fig_objects": figs, "blocks": [
         {"type": "text", "text": text}, {"type": "figures", "ids": list(figs), "grid": True},
         _table(table, cols)]}
+
+
+def normalised(wells: pd.DataFrame, stats: pd.DataFrame) -> dict[str, Any] | None:
+    """Percent of control and NPI (``poc_``/``npi_`` wells columns) per condition: the mean of
+    the usable wells next to the raw readout's mean."""
+    from hcs.stats.normalise import normalised_name, source_columns
+
+    if "condition" not in wells or not any(c.startswith(("poc_", "npi_")) for c in wells):
+        return None
+    use = wells[wells["usable"].astype(bool) & wells["condition"].notna()] if "usable" in wells \
+        else wells[wells["condition"].notna()]
+    rows = []
+    for col in source_columns(wells):
+        poc, npi = normalised_name(col, "poc"), normalised_name(col, "npi")
+        if poc not in wells:
+            continue
+        for cond, g in use.groupby(use["condition"].astype(str), sort=False):
+            rows.append({"readout": readout_label(col), "condition": cond, "wells": len(g),
+                         "raw": g[col].mean(), "poc": g[poc].mean(),
+                         "npi": g[npi].mean() if npi in g else np.nan})
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    text = ("Per plate: percent of control = 100 x / mean of the negative controls; NPI ="
+            " 100 (mean neg - x) / (mean neg - mean pos), 0 % at the negative and 100 % at the"
+            " positive control. Means of the usable wells per condition. Test them with"
+            " `hcs stats --readout npi_<readout>` (columns poc_<readout>, npi_<readout> of"
+            " wells.parquet).")
+    return {"id": "normalised", "title": "Normalised readouts", "blocks": [
+        {"type": "text", "text": text},
+        _table(table, {"readout": "readout", "condition": "condition", "wells": "wells",
+                       "raw": "mean (raw)", "poc": "% of control", "npi": "NPI %"})]}
 
 
 def plate_qc(wells: pd.DataFrame, stats: pd.DataFrame,
@@ -331,19 +408,32 @@ def plate_qc(wells: pd.DataFrame, stats: pd.DataFrame,
             outliers[str(r["plate"])] = {w for w in wells_out.replace(",", ";").split(";") if w}
         table = qc.copy()
         table["readout"] = table["readout"].map(readout_label)
-        cols = {"plate": "plate", "readout": "readout", "z_prime": "Z'", "ssmd": "SSMD",
+        cols = {"plate": "plate", "readout": "readout", "z_prime": "Z'", "status": "Z' status",
+                "ssmd": "SSMD", "ssmd_status": "SSMD status",
                 "mean": "mean pos", "mean_ref": "mean neg", "edge_effect": "edge effect",
                 "row_effect_range": "row effect range", "col_effect_range": "col effect range",
                 "n_bscore_outliers": "|B| > 3", "n_outliers": "count outliers",
-                "outlier_wells": "outlier wells", "status": "status"}
-        blocks += [{"type": "text", "text": "Z' and SSMD from the positive and negative control"
-                    " wells; edge effect = median of the outer ring minus median of the"
-                    " interior; row/column effects from Tukey's median polish; count outliers:"
-                    " robust z of the cell count beyond 3.5."}, _table(table, cols)]
+                "outlier_wells": "outlier wells", "n_imaged": "wells imaged"}
+        cols = {k: v for k, v in cols.items() if k in table}  # older stats tables
+        verdicts = [f"{r['plate']}, {readout_label(str(r['readout']))}: {r['message']}"
+                    for _, r in qc.iterrows() if str(r["status"]) in ("good", "marginal",
+                                                                     "unusable")]
+        blocks += [{"type": "text", "text": "Z' and SSMD from the usable positive and negative"
+                    " control wells; Z' >= 0.5 good, 0 to 0.5 marginal, < 0 unusable; abs(SSMD)"
+                    " >= 3 good, 2 to 3 marginal, < 2 unusable. Edge effect = median of the outer"
+                    " ring minus median of the interior; row/column effects from Tukey's median"
+                    " polish; count outliers: robust z of the cell count beyond 3.5. Only imaged"
+                    " wells enter any of these numbers."}]
+        blocks += [{"type": "text", "text": v} for v in verdicts[:12]]
+        blocks.append(_table(table, cols))
+    imaged, _ = well_states(wells) if len(wells) else (pd.Series(dtype=bool), None)
+    n_not = int((~imaged).sum())
     if "n_detected" in wells and "row" in wells:
         figs["qc-counts"] = count_qc_figure(wells, outliers, geometry)
-        blocks += [{"type": "text", "text": "Cells detected per well in the outer ring of the"
-                    " plate and inside it; count outliers are ringed in red."},
+        blocks += [{"type": "text", "text": "Cells detected per imaged well in the outer ring"
+                    " of the plate and inside it; count outliers are ringed in red"
+                    + (f"; {n_not} layout wells that were not imaged are left out." if n_not
+                       else ".")},
                    {"type": "figures", "ids": ["qc-counts"], "grid": False}]
     return {"id": "qc", "title": "Plate QC", "fig_objects": figs, "blocks": blocks}
 

@@ -125,13 +125,17 @@ def readout_values(wells: pd.DataFrame, readouts: list[str], transform: str) -> 
     return pd.DataFrame(out, index=wells.index)
 
 
-def _status(n_all, n, n_ref_all, n_ref, v, v_ref, m, m_ref):
+def _status(n_all, n, n_ref_all, n_ref, v, v_ref, m, m_ref, n_img=None, n_ref_img=None):
     scale = np.maximum(1.0, np.maximum(np.abs(m), np.abs(m_ref)))
     tol = (1e-12 * scale) ** 2
     flat = (np.nan_to_num(v) <= tol) & (np.nan_to_num(v_ref) <= tol)
+    n_img = n_all if n_img is None else n_img
+    n_ref_img = n_ref_all if n_ref_img is None else n_ref_img
     return np.select(
-        [n_ref_all == 0, n_ref == 0, n == 0, (n < 2) | (n_ref < 2), flat],
-        ["reference_missing", "reference_no_cells", "no_cells", "one_well", "zero_variance"],
+        [n_ref_all == 0, n_ref_img == 0, n_ref == 0, n_img == 0, n == 0,
+         (n < 2) | (n_ref < 2), flat],
+        ["reference_missing", "reference_not_imaged", "reference_no_cells", "not_imaged",
+         "no_cells", "one_well", "zero_variance"],
         default="ok",
     )
 
@@ -143,13 +147,19 @@ def compare_block(
 
     ``wells`` has ``condition`` and (optionally) ``usable``; ``values`` holds one column per
     readout on the same index. Wells that are not usable or have a NaN value are left out of
-    the test and counted in ``n_excluded``.
+    the test and counted in ``n_excluded`` if they were imaged, in ``n_not_imaged`` if not
+    (flag ``missing``: a layout well the run has no images of).
     """
+    from hcs.stats.qc import imaged_mask
+
     cond = wells["condition"]
     usable = wells["usable"].astype(bool) if "usable" in wells else pd.Series(True, wells.index)
     conditions = [c for c in pd.unique(cond.dropna()) if c != reference]
     n_all = cond.value_counts()
     n_ref_all = int(n_all.get(reference, 0))
+    n_img_all = cond[imaged_mask(wells)].value_counts()
+    n_img = n_img_all.reindex(pd.Index(conditions)).fillna(0).to_numpy()
+    n_ref_img = int(n_img_all.get(reference, 0))
     v = values.where(usable, axis=0)
     agg = v.groupby(cond).agg(["count", "mean", "var"])
     rows = []
@@ -163,12 +173,14 @@ def compare_block(
         m, s2 = a["mean"].to_numpy(dtype=float), a["var"].to_numpy(dtype=float)
         mr, s2r = np.full(len(idx), float(ref["mean"])), np.full(len(idx), float(ref["var"]))
         res = two_sample_summary(n, m, s2, nr, mr, s2r, test)
-        status = _status(n_all.reindex(idx).to_numpy(), n, n_ref_all, nr, s2, s2r, m, mr)
+        status = _status(n_all.reindex(idx).to_numpy(), n, n_ref_all, nr, s2, s2r, m, mr,
+                         n_img, n_ref_img)
         tested = status == "ok"
         frame = pd.DataFrame({
             "readout": r, "condition": idx.astype(str),
             "reference": reference, "n": n.astype(int), "n_ref": nr.astype(int),
-            "n_excluded": (n_all.reindex(idx).fillna(0).to_numpy() - n).astype(int),
+            "n_excluded": (n_img - n).astype(int),
+            "n_not_imaged": (n_all.reindex(idx).fillna(0).to_numpy() - n_img).astype(int),
             "mean": m, "mean_ref": mr, "sd": np.sqrt(s2), "sd_ref": np.sqrt(s2r),
             "diff": np.where(np.isfinite(m) & np.isfinite(mr), m - mr, np.nan), "test": test,
         })

@@ -10,6 +10,11 @@ response is the plateau the curve starts from). The fit is least squares
 (:func:`scipy.optimize.curve_fit`, Levenberg-Marquardt) on ``log10(ec50)``; CIs are Wald
 intervals ``estimate +- t_{0.975, n-4} se``, for ``ec50`` computed on the log scale and
 transformed back (so they are asymmetric and positive).
+
+Bounded readouts (frequencies: ``freq_<r>``, including ``freq_<stain>_positive``) are fitted with
+both plateaus constrained to [0, 1] (``bounds``: the trust-region-reflective optimiser of
+:func:`scipy.optimize.least_squares` with box constraints, the same least squares on the same
+scale); a plateau that ends on a bound is named in ``message`` and its CI is clipped to the bounds.
 """
 
 from __future__ import annotations
@@ -71,8 +76,12 @@ def _empty(status: str, message: str, **extra: object) -> dict[str, object]:
     return out
 
 
-def fit_4pl(dose: np.ndarray, response: np.ndarray, maxfev: int = 400) -> dict[str, object]:
+def fit_4pl(dose: np.ndarray, response: np.ndarray, maxfev: int = 400,
+            bounds: tuple[float, float] | None = None) -> dict[str, object]:
     """Fit the 4-parameter logistic to (dose, response) points (one point per well).
+
+    ``bounds = (low, high)`` constrains both plateaus (``bottom``, ``top``) to that range, e.g.
+    ``(0, 1)`` for a frequency; ``None`` fits them freely.
 
     Returns
     -------
@@ -94,13 +103,17 @@ def fit_4pl(dose: np.ndarray, response: np.ndarray, maxfev: int = 400) -> dict[s
     >>> r = fit_4pl(x, logistic4(x, 5, 95, 2.0, 1.2))
     >>> r["status"], round(r["ec50"], 4), round(r["hill"], 4)
     ('ok', 2.0, 1.2)
+    >>> f = fit_4pl(x, logistic4(x, 0.0, 1.0, 2.0, 1.2), bounds=(0, 1))
+    >>> f["status"], round(f["bottom"], 4), round(f["top"], 4), f["bounds"]
+    ('ok', 0.0, 1.0, '[0, 1]')
     """
     x = np.asarray(dose, dtype="float64")
     y = np.asarray(response, dtype="float64")
     keep = np.isfinite(x) & np.isfinite(y) & (x >= 0)
     x, y = x[keep], y[keep]
     levels = np.unique(x)
-    extra = {"n": int(len(x)), "n_doses": int(len(levels))}
+    extra: dict[str, object] = {"n": int(len(x)), "n_doses": int(len(levels)),
+                                "bounds": f"[{bounds[0]:g}, {bounds[1]:g}]" if bounds else ""}
     if len(levels) < 4:
         return _empty("too_few_doses", f"a 4PL fit needs at least 4 distinct doses, got"
                       f" {len(levels)}", **extra)
@@ -117,12 +130,18 @@ def fit_4pl(dose: np.ndarray, response: np.ndarray, maxfev: int = 400) -> dict[s
         means.index[crossing[0] + 1] > 0 else float(np.mean([lpos.min(), lpos.max()]))
     p0 = [lo, hi, log_ec50_0, 1.0]
     lx = _log_dose(x)
+    fit_options: dict[str, object] = {"method": "lm", "maxfev": maxfev}
+    if bounds is not None:
+        b_lo, b_hi = float(bounds[0]), float(bounds[1])
+        p0[:2] = np.clip(p0[:2], b_lo, b_hi)
+        fit_options = {"method": "trf", "max_nfev": maxfev,
+                       "bounds": ([b_lo, b_lo, -np.inf, -np.inf], [b_hi, b_hi, np.inf, np.inf])}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            popt, pcov = optimize.curve_fit(_model, lx, y, p0=p0, jac=_jacobian, method="lm",
+            popt, pcov = optimize.curve_fit(_model, lx, y, p0=p0, jac=_jacobian,
                                             check_finite=False,  # lx is -inf at dose 0
-                                            maxfev=maxfev)
+                                            **fit_options)
     except (RuntimeError, ValueError, optimize.OptimizeWarning) as exc:
         return _empty("no_convergence", f"the 4PL fit did not converge ({exc})", **extra)
     bottom, top, log_ec50, hill = (float(v) for v in popt)
@@ -148,6 +167,8 @@ def fit_4pl(dose: np.ndarray, response: np.ndarray, maxfev: int = 400) -> dict[s
         value = log_ec50 if name == "log_ec50" else est[name]
         s = float(se[k]) if np.isfinite(se[k]) else np.nan
         low, high = value - tq * s, value + tq * s
+        if bounds is not None and name in ("bottom", "top"):
+            low, high = max(low, bounds[0]), min(high, bounds[1])
         if name == "log_ec50":
             with np.errstate(over="ignore"):
                 low, high = np.power(10.0, low), np.power(10.0, high)
@@ -171,19 +192,30 @@ def fit_4pl(dose: np.ndarray, response: np.ndarray, maxfev: int = 400) -> dict[s
                    " response, the estimates are extrapolated")
     else:
         out.update(status="ok", message="")
+    if bounds is not None:
+        tol = 1e-6 * (bounds[1] - bounds[0])
+        hit = [f"{k} at the bound {b:g}" for k in ("bottom", "top")
+               for b in bounds if abs(est[k] - b) <= tol]
+        if hit:
+            note = f"{', '.join(hit)} (plateaus bounded to {extra['bounds']})"
+            out["message"] = f"{out['message']}; {note}" if out["message"] else note
     return out
 
 
 def dose_response(
     wells: pd.DataFrame, values: pd.DataFrame, readouts: list[str] | None = None,
+    bounded: list[str] | None = None,
 ) -> pd.DataFrame:
     """4PL fit for every readout and every dose series (wells of one ``construct``).
 
     A series is a construct with at least two distinct doses; its wells on all plates are pooled
     (each usable well one point, including dose-0 wells of the same construct). Returns one
     ``kind = "dose_response"`` row per (readout, construct) with the :func:`fit_4pl` columns.
+    Readouts in ``bounded`` (default: every ``freq_`` column, the frequencies) are fitted with
+    the plateaus constrained to [0, 1].
     """
     readouts = list(values.columns) if readouts is None else readouts
+    bounded = [r for r in readouts if r.startswith("freq_")] if bounded is None else bounded
     usable = wells["usable"].astype(bool) if "usable" in wells else pd.Series(True, wells.index)
     has_dose = wells["dose"].notna() & wells["construct"].notna() if "dose" in wells and \
         "construct" in wells else pd.Series(False, wells.index)
@@ -201,5 +233,6 @@ def dose_response(
                                               f" units {units}")})
                 continue
             rows.append({**base, **fit_4pl(wells.loc[sel, "dose"].to_numpy(),
-                                           values.loc[sel, r].to_numpy())})
+                                           values.loc[sel, r].to_numpy(),
+                                           bounds=(0.0, 1.0) if r in bounded else None)})
     return pd.DataFrame(rows)

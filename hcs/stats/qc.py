@@ -8,6 +8,11 @@ Definitions (see docs/statistics.md):
   ``(mu_p - mu_n) / sqrt(sd_p^2 + sd_n^2)``;
 - cell-count outliers: robust z ``(x - median) / (1.4826 MAD)`` of ``n_detected`` per plate,
   ``|z| > 3.5`` (Iglewicz & Hoaglin);
+- QC statuses from the values: Z' >= 0.5 ``good``, 0 <= Z' < 0.5 ``marginal``, Z' < 0
+  ``unusable``; SSMD (moderate controls, Zhang 2008): ``|SSMD| >= 3`` good, 2-3 marginal, < 2
+  unusable;
+- only imaged wells (no ``missing`` flag) enter any QC number: a well of the layout that was
+  never imaged has no cell count, not a count of 0;
 - Tukey median polish of the plate grid (``value = overall + row + column + residual``); the
   B-score of a well is its residual divided by ``1.4826 MAD`` of the plate's residuals
   (Brideau et al. 2003).
@@ -20,6 +25,46 @@ import pandas as pd
 
 MAD_SCALE = 1.4826
 OUTLIER_Z = 3.5
+#: Z' thresholds (Zhang et al. 1999): >= 0.5 good, >= 0 marginal, below unusable.
+Z_GOOD, Z_MARGINAL = 0.5, 0.0
+#: |SSMD| thresholds for moderate controls (Zhang 2008): >= 3 good, >= 2 marginal.
+SSMD_GOOD, SSMD_MARGINAL = 3.0, 2.0
+
+
+def z_prime_status(z: float) -> str:
+    """``good`` (Z' >= 0.5), ``marginal`` (0 <= Z' < 0.5), ``unusable`` (Z' < 0) or
+    ``not_computable`` (NaN: fewer than 2 finite wells per control, or no spread and no gap).
+
+    Examples
+    --------
+    >>> [z_prime_status(v) for v in (0.7, 0.5, 0.2, 0.0, -6.2, float("-inf"), float("nan"))]
+    ['good', 'good', 'marginal', 'marginal', 'unusable', 'unusable', 'not_computable']
+    """
+    if np.isnan(z):
+        return "not_computable"
+    return "good" if z >= Z_GOOD else "marginal" if z >= Z_MARGINAL else "unusable"
+
+
+def ssmd_status(s: float) -> str:
+    """``good`` (abs(SSMD) >= 3), ``marginal`` (2 to 3), ``unusable`` (< 2) or ``not_computable``.
+
+    Examples
+    --------
+    >>> [ssmd_status(v) for v in (-7.0, 3.0, 2.5, 1.0, float("nan"))]
+    ['good', 'good', 'marginal', 'unusable', 'not_computable']
+    """
+    if np.isnan(s):
+        return "not_computable"
+    a = abs(s)
+    return "good" if a >= SSMD_GOOD else "marginal" if a >= SSMD_MARGINAL else "unusable"
+
+
+def imaged_mask(wells: pd.DataFrame) -> pd.Series:
+    """True for wells that were imaged: every well of the table but those flagged ``missing``
+    (a layout well that the run has no images of)."""
+    if "missing" not in wells:
+        return pd.Series(True, wells.index)
+    return ~wells["missing"].astype("boolean").fillna(False).astype(bool)
 
 
 def z_prime(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -157,9 +202,22 @@ def plate_qc(
     ``row_effect_range`` / ``col_effect_range``, ``edge_effect`` (median of edge wells minus
     median of interior wells, sample wells) and ``n_bscore_outliers`` (|B| > 3). The
     ``n_detected`` row adds ``n_outliers`` and ``outlier_wells`` (robust z beyond 3.5).
-    ``status`` is ``ok`` or ``controls_missing`` (no Z'/SSMD without both control roles).
+
+    Three well states are kept apart: not imaged (flag ``missing``: in no QC number), imaged
+    but flagged (in the cell-count outlier test, which is there to find them; their readouts are
+    not used), usable. For the cell count a well whose only flag is ``no_cells`` is a real
+    count of 0 and enters the edge effect and the B-scores. ``n_imaged`` and ``n_plate_wells``
+    say how many wells of the plate were imaged.
+
+    ``status`` follows the value of Z' (:func:`z_prime_status`): ``good``, ``marginal``,
+    ``unusable`` or ``not_computable``, or ``controls_missing`` (no Z'/SSMD without both control
+    roles); ``ssmd_status`` follows SSMD (:func:`ssmd_status`); ``message`` gives the numbers.
     """
     usable = wells["usable"].astype(bool) if "usable" in wells else pd.Series(True, wells.index)
+    imaged = imaged_mask(wells)
+    flags = wells["flags"].fillna("").astype(str) if "flags" in wells else pd.Series(
+        "", wells.index)
+    counted = imaged & (usable | (flags == "no_cells"))  # a real count, maybe 0
     role = wells["role"].astype(object).fillna("empty") if "role" in wells else pd.Series(
         "sample", wells.index)
     rows = []
@@ -171,20 +229,26 @@ def plate_qc(
         n_cols = geometry[1] if geometry else int(w["col"].max()) + 1
         edge = (w["row"] == 0) | (w["col"] == 0) | (w["row"] == n_rows - 1) | \
             (w["col"] == n_cols - 1)
-        sample = (role[w.index] != "empty") & usable[w.index]
         pos = w.index[(role[w.index] == "positive_control") & usable[w.index]]
         neg = w.index[(role[w.index] == "negative_control") & usable[w.index]]
+        n_imaged = int(imaged[w.index].sum())
         for name, v in metrics.items():
-            row: dict[str, object] = {"kind": "qc", "readout": name, "plate": str(plate)}
+            use = counted if name == "n_detected" else usable & imaged
+            sample = (role[w.index] != "empty") & use[w.index]
+            row: dict[str, object] = {"kind": "qc", "readout": name, "plate": str(plate),
+                                      "n_imaged": n_imaged, "n_plate_wells": n_rows * n_cols}
             if len(pos) and len(neg):
                 p, n = v[pos].to_numpy(), v[neg].to_numpy()
-                row.update(z_prime=z_prime(p, n), ssmd=ssmd(p, n), n=int(np.isfinite(p).sum()),
+                zp, sm = z_prime(p, n), ssmd(p, n)
+                row.update(z_prime=zp, ssmd=sm, n=int(np.isfinite(p).sum()),
                            n_ref=int(np.isfinite(n).sum()), mean=np.nanmean(p),
                            mean_ref=np.nanmean(n), sd=np.nanstd(p, ddof=1),
-                           sd_ref=np.nanstd(n, ddof=1), status="ok", message="")
+                           sd_ref=np.nanstd(n, ddof=1), status=z_prime_status(zp),
+                           ssmd_status=ssmd_status(sm), message=_qc_message(zp, sm))
             else:
-                row.update(status="controls_missing", message="Z' and SSMD need wells with"
-                           " roles positive_control and negative_control")
+                row.update(status="controls_missing", ssmd_status="controls_missing",
+                           message="Z' and SSMD need usable wells with roles positive_control"
+                           " and negative_control")
             sel = w.index[sample & v[w.index].notna()]
             if len(sel) >= 4:
                 grid = np.full((n_rows, n_cols), np.nan)
@@ -200,7 +264,7 @@ def plate_qc(
                            else np.nan,
                            n_bscore_outliers=int((np.abs(b) > 3).sum()))
             if name == "n_detected":
-                sel = w.index[role[w.index] != "empty"]
+                sel = w.index[(role[w.index] != "empty") & imaged[w.index]]
                 z = robust_z(v[sel].to_numpy())
                 out = np.abs(z) > OUTLIER_Z
                 row.update(n_outliers=int(out.sum()),
@@ -212,3 +276,23 @@ def plate_qc(
         if c not in out:
             out[c] = np.nan
     return out
+
+
+def _qc_message(zp: float, sm: float) -> str:
+    """The numbers behind the QC statuses, e.g. ``Z' = -6.2 < 0: unusable; SSMD = 1.1 ...``."""
+    def z_text(z: float) -> str:
+        st = z_prime_status(z)
+        if st == "not_computable":
+            return "Z' not computable (fewer than 2 finite control wells, or no spread and no" \
+                " gap)"
+        rule = {"good": ">= 0.5", "marginal": "in [0, 0.5)", "unusable": "< 0"}[st]
+        return f"Z' = {z:.3g} {rule}: {st}"
+
+    def s_text(s: float) -> str:
+        st = ssmd_status(s)
+        if st == "not_computable":
+            return "SSMD not computable"
+        rule = {"good": ">= 3", "marginal": "in [2, 3)", "unusable": "< 2"}[st]
+        return f"|SSMD| = {abs(s):.3g} {rule}: {st}"
+
+    return f"{z_text(zp)}; {s_text(sm)}"

@@ -29,18 +29,21 @@ STATS_COLUMNS: list[str] = [
     *[f"{p}{s}" for p in PARAMS for s in ("", "_se", "_ci_low", "_ci_high")], "rss", "r2",
     "z_prime", "ssmd", "row_effect_range", "col_effect_range", "edge_effect",
     "n_bscore_outliers", "n_outliers", "outlier_wells", "n_nonfinite", "nonfinite_wells",
+    "ssmd_status", "n_imaged", "n_plate_wells", "bounds", "n_not_imaged",
 ]
 _INT_COLUMNS = ("n", "n_ref", "n_excluded", "n_doses", "n_bscore_outliers", "n_outliers",
-                "n_nonfinite")
+                "n_nonfinite", "n_imaged", "n_plate_wells", "n_not_imaged")
 _TEXT_COLUMNS = ("kind", "readout", "plate", "condition", "reference", "test", "correction",
                  "stars", "transform", "status", "message", "dose_unit", "outlier_wells",
-                 "nonfinite_wells")
+                 "nonfinite_wells", "ssmd_status", "bounds")
 
 _MESSAGES = {
     "ok": "",
     "reference_missing": "the reference condition has no well here",
     "reference_no_cells": "no reference well has analysed cells (or all are flagged)",
     "no_cells": "no well of this condition has analysed cells (or all are flagged)",
+    "not_imaged": "no well of this condition was imaged",
+    "reference_not_imaged": "no well of the reference condition was imaged",
     "one_well": "a t-test needs at least 2 usable wells in each group",
     "zero_variance": "no variation within either group: the t statistic is undefined",
     "no_shared_plate": "condition and reference never share a plate: the plate model cannot"
@@ -258,7 +261,8 @@ def run_stats(
 
     frames = [comp]
     if dose and {"dose", "construct"} <= set(wells.columns):
-        frames.append(dose_response(wells, values).assign(transform=transform))
+        bounded = [c for c in cols if c.startswith("freq_")] if transform == "none" else []
+        frames.append(dose_response(wells, values, bounded=bounded).assign(transform=transform))
     if qc:
         geom = (layout.attrs if layout is not None else wells.attrs).get("geometry")
         frames.append(plate_qc(wells, values, geom).assign(transform=transform))

@@ -65,12 +65,12 @@ def print_stats(stats: pd.DataFrame, console: Console | None = None, max_rows: i
     if len(qc):
         t = Table(title="Plate QC")
         for c in ("plate", "readout", "Z'", "SSMD", "row range", "col range", "edge",
-                  "|B|>3", "outliers", "status"):
+                  "|B|>3", "outliers", "Z' status", "SSMD status"):
             t.add_column(c)
         for r in qc.head(max_rows).itertuples():
             out = "" if pd.isna(r.n_outliers) else f"{r.n_outliers} {r.outlier_wells or ''}"
             t.add_row(r.plate, r.readout, _num(r.z_prime), _num(r.ssmd),
                       _num(r.row_effect_range), _num(r.col_effect_range), _num(r.edge_effect),
                       "" if pd.isna(r.n_bscore_outliers) else str(r.n_bscore_outliers),
-                      out.strip(), r.status)
+                      out.strip(), r.status, str(getattr(r, "ssmd_status", "") or ""))
         console.print(t)
