@@ -7,9 +7,13 @@ field and returns one row per label id, with columns named in CellProfiler's sch
 
 - ``basic``: ``AreaShape`` (``Area`` in pixels as CellProfiler, ``AreaUm2``, ``Perimeter``,
   ``MajorAxisLength``, ``MinorAxisLength``, ``Eccentricity``, ``Solidity``, ``FormFactor``
-  = 4 pi area / perimeter^2, ``Center_X``, ``Center_Y``): perimeter and solidity from
-  scikit-image :func:`skimage.measure.regionprops_table`, the others from the pixels'
-  moments with regionprops' formulas, vectorised over all objects; and per channel
+  = 4 pi area / perimeter^2, ``Center_X``, ``Center_Y``): scikit-image
+  :func:`skimage.measure.regionprops_table`'s definitions computed for all objects at once
+  (moments; :func:`skimage.measure.perimeter`'s border-pixel code histogram; the convex hull
+  *image* of :func:`skimage.morphology.convex_hull_image` for ``Solidity`` = area / convex
+  area, as CellProfiler's MeasureObjectSizeShape takes it from regionprops), with the same
+  numbers bit for bit; only the hull (:class:`scipy.spatial.ConvexHull` on a few dozen
+  points) and its rasterisation run per object; and per channel
   ``Intensity`` (``MeanIntensity``,
   ``MedianIntensity``, ``StdIntensity``, ``MinIntensity``, ``MaxIntensity``,
   ``IntegratedIntensity``, ``MeanIntensityEdge``: the mean of the mask's inner boundary,
