@@ -10,7 +10,9 @@ measured. Columns, per field (median of ``--repeats``):
 - ``field none``: a detection-only field through the engine's processor
   (:class:`hcs.engine.processor.PipelineProcessor`, ``prepare`` + ``finish``: detection, cell
   table) without measurements; ``field basic`` / ``field full``: the same with measurements,
-  and ``+%``: what ``basic`` adds (target: <= 25 %);
+  and ``+%``: what ``basic`` adds (target: <= 25 %); the configurations are run in turn
+  within each repeat, so that the machine's changing load hits them alike (a last line gives
+  the same from each configuration's fastest repeat, the least disturbed by other jobs);
 - ``hcs basic`` / ``hcs full``: :func:`hcs.measure.measure_objects` alone;
 - ``plain basic``: ``skimage.measure.regionprops_table`` with the 3-channel intensity image,
   the same shape properties, ``intensity_mean/min/max/std``, a median ``extra_properties``
@@ -26,6 +28,7 @@ measured. Columns, per field (median of ``--repeats``):
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from functools import partial
@@ -40,6 +43,23 @@ def _timed(fn, repeats: int) -> tuple[float, object]:
         out = fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
+
+
+def _interleaved(fns: dict, repeats: int) -> dict[str, tuple[float, object]]:
+    """Median seconds of each of ``fns``, run in turn within every repeat (so that a change of
+    load on the shared machine hits all configurations alike, not the last one timed)."""
+    times: dict = {k: [] for k in fns}
+    outs: dict = {}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            outs[k] = fn()
+            times[k].append(time.perf_counter() - t0)
+    _MIN.update({k: min(v) for k, v in times.items()})
+    return {k: (statistics.median(v), outs[k]) for k, v in times.items()}
+
+
+_MIN: dict = {}  # fastest repeat of each configuration of the last _interleaved call
 
 
 def _field(processor, image: np.ndarray, meta) -> object:
@@ -115,7 +135,9 @@ def main() -> None:
     classified = {m: PipelineProcessor(EngineParams(plate="-", assay="livedead", model=model,
                                                     measure=m, device="cpu"))
                   for m in ("none", "basic")}
-    rows = []
+    rows: list = []
+    mins: list[dict] = []
+    load0 = os.getloadavg()
     for i in range(args.fields):
         img, truth = nuclei_field((1080, 1080), n_nuclei=args.nuclei, seed=100 + i)
         rng = np.random.default_rng(i)
@@ -123,10 +145,14 @@ def main() -> None:
                            rng.normal(500, 20, img.shape).clip(0).astype(np.uint16)])
         meta = FieldMeta("bench", "A01", 0, 0, i, channels, 0.598)
         image = planes[:, None]  # (c, z, y, x)
-        field = {m: _timed(partial(_field, p, image, meta), args.repeats)
-                 for m, p in procs.items()}
-        with_model = {m: _timed(partial(p.process, image, meta), args.repeats)[0]
-                      for m, p in classified.items()}
+        field = _interleaved({m: partial(_field, p, image, meta) for m, p in procs.items()},
+                             args.repeats)
+        fastest = {f"field {m}": _MIN[m] for m in procs}
+        with_model = {m: t for m, (t, _) in _interleaved(
+            {m: partial(p.process, image, meta) for m, p in classified.items()},
+            args.repeats).items()}
+        fastest.update({f"model {m}": _MIN[m] for m in classified})
+        mins.append(fastest)
         n = len(field["basic"][1])
         lab = truth.labels
         basic = partial(measure_objects, lab, planes, channels, pixel_size_um=0.598)
@@ -151,7 +177,13 @@ def main() -> None:
           f"livedead-sim model none {med[10]:.3f} s, basic {med[11]:.3f} s "
           f"(+{100 * (med[11] - med[10]) / med[10]:.0f} %); hcs basic {med[5]:.3f} s vs plain "
           f"{med[6]:.3f} s; hcs full {med[7]:.3f} s vs plain {med[8]:.3f} s; "
-          f"{med[9] / med[5]:.0f} cells/s (basic)")
+          f"{med[9] / med[5]:.0f} cells/s (basic); load average {load0[0]:.2f} at the start, "
+          f"{os.getloadavg()[0]:.2f} at the end")
+    fast = {k: statistics.median(m[k] for m in mins) for k in mins[0]}
+    print("fastest repeat (least contention), median over fields: " + ", ".join(
+        f"{k} {v:.3f} s" for k, v in fast.items()) + "; basic adds "
+        f"{100 * (fast['field basic'] / fast['field none'] - 1):+.0f} % (detection-only), "
+        f"{100 * (fast['model basic'] / fast['model none'] - 1):+.0f} % (classified)")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,59 @@ def test_full_level_adds_texture_and_correlation() -> None:
             np.corrcoef(noisy[0][mask], noisy[1][mask])[0, 1], rel=1e-9)
 
 
+def _awkward_labels(seed: int) -> np.ndarray:
+    """Irregular, touching, split (non-connected) objects cut by the image border, plus
+    one-pixel, one-row and one-column objects."""
+    from scipy import ndimage as ndi
+    from skimage.measure import label
+
+    rng = np.random.default_rng(seed)
+    smooth = ndi.gaussian_filter(rng.random((150, 140)), 3)
+    lab = label(smooth > np.quantile(smooth, 0.55)).astype(np.int64)
+    quad = (np.arange(150)[:, None] // 23 % 2) + 2 * (np.arange(140)[None] // 19 % 2)
+    lab = np.where(lab > 0, lab * 4 + quad, 0)  # neighbours with different ids touch
+    lab[0, 0], lab[149, 60:70], lab[70:80, 139], lab[100, 100] = 1, 2, 3, 5
+    return np.unique(lab, return_inverse=True)[1].reshape(lab.shape).astype(np.int32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_shape_and_edge_equal_regionprops_exactly(seed: int) -> None:
+    """Perimeter, solidity (convex hull image), median and the edge mean are computed for all
+    objects at once; they must equal scikit-image's per-object results bit for bit."""
+    from skimage.measure import regionprops_table
+    from skimage.segmentation import find_boundaries
+
+    lab = _awkward_labels(seed)
+    rng = np.random.default_rng(seed)
+    ints = rng.integers(-300, 4000, lab.shape).astype(np.int32)  # packed-sort path
+    floats = rng.normal(100, 30, lab.shape)  # lexsort path
+    m = measure_objects(lab, np.stack([ints, floats]), ["i", "f"])
+
+    def median(mask: np.ndarray, img: np.ndarray) -> float:
+        return float(np.median(img[mask]))
+
+    edge = np.where(find_boundaries(lab, mode="inner"), lab, 0)
+    for name, img in (("i", ints), ("f", floats)):
+        ref = regionprops_table(lab, intensity_image=img.astype(np.float64),
+                                properties=("label", "perimeter", "solidity", "intensity_min",
+                                            "intensity_max"), extra_properties=(median,))
+        edge_ref = regionprops_table(edge, intensity_image=img.astype(np.float64),
+                                     properties=("label", "intensity_mean"))
+        assert m.index.tolist() == ref["label"].tolist() == edge_ref["label"].tolist()
+        pairs = {"perimeter": "Nuclei_AreaShape_Perimeter",
+                 "solidity": "Nuclei_AreaShape_Solidity",
+                 "intensity_min": f"Nuclei_Intensity_MinIntensity_{name}",
+                 "intensity_max": f"Nuclei_Intensity_MaxIntensity_{name}",
+                 "median": f"Nuclei_Intensity_MedianIntensity_{name}"}
+        for k, col in pairs.items():
+            np.testing.assert_array_equal(m[col].to_numpy(), ref[k], err_msg=col)
+        np.testing.assert_allclose(m[f"Nuclei_Intensity_MeanIntensityEdge_{name}"],
+                                   edge_ref["intensity_mean"], rtol=1e-12)
+    # a one-pixel object: perimeter 0 as skimage, convex hull = the pixel
+    one = m.loc[lab[0, 0]]
+    assert one["Nuclei_AreaShape_Perimeter"] == 0 and one["Nuclei_AreaShape_Solidity"] == 1
+
+
 def test_ids_absent_from_the_mask_get_nan_and_none_is_empty() -> None:
     lab = np.zeros((8, 8), np.int32)
     lab[1:4, 1:4] = 2
