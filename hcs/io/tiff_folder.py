@@ -8,9 +8,11 @@ expression with named groups says what each file name means. Groups:
 - optional ``field``, ``channel``, ``z``, ``t``: any text; each axis is re-indexed densely in
   sorted order (numerically when all values are numbers), so fields may start at 0 or 1.
 
-The pattern is searched (``re.search``) in the file name, not the path. Non-TIFF files are
+The pattern is searched (``re.search``) in the file name, not the path. Hidden files (names
+starting with ``.``: macOS ``._`` resource forks, ``.DS_Store``) and non-TIFF files are
 ignored silently; TIFF files the pattern does not match are ignored too, with a warning, and
-their number is kept in ``Acquisition.attrs["ignored_files"]``.
+their number is kept in ``Acquisition.attrs["ignored_files"]``. Each file must hold one plane:
+a multi-page TIFF (a stack) or an RGB TIFF is an error naming it, never read as its first page.
 
 Pixel size, z step and channel names come from the files themselves when they state them
 (:func:`hcs.io.physical.tiff_physical`: OME-TIFF ``PhysicalSizeX`` and ``Channel Name``,
@@ -35,7 +37,9 @@ from hcs.io.acquisition import (
     Acquisition,
     Channel,
     check_unique_keys,
+    count_pages,
     dense_index,
+    multi_page_message,
     probe_tiff,
     resolve_inside,
 )
@@ -48,13 +52,14 @@ __all__ = ["read_tiff_folder", "DEFAULT_PATTERN"]
 #: (``s``/``f``), channel (``w``/``d``/``c``), ``z`` and ``t`` numbers, each optionally after
 #: ``_``, and the GUID ImageXpress may append. Matches ImageXpress ``Plate1_B03_s2_w1.tif`` and
 #: ``Plate1_B03_s2_w1D15D7E4E-3DBD-4C45-8B68-D9D6F1C0A5E4.tif`` (not its ``_thumb`` files),
-#: Cellomics-like ``AS_09047_050428030001_O01f00d2.TIF`` and plain ``B03_f1_c2_z0_t0.tiff``.
+#: Cellomics-like ``AS_09047_050428030001_O01f00d2.TIF``, plain ``B03_f1_c2_z0_t0.tiff`` and
+#: OME-TIFF ``B03_s1_w2.ome.tif``.
 DEFAULT_PATTERN = (
     r"(?:^|_)(?P<well>[A-Z]{1,2}\d{1,3})"
     r"(?:_?[sf](?P<field>\d+))?(?:_?[wdc](?P<channel>\d+))?"
     r"(?:_?z(?P<z>\d+))?(?:_?t(?P<t>\d+))?"
     r"(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})?"
-    r"\.(?i:tiff?)$"
+    r"\.(?i:(?:ome\.)?tiff?)$"
 )
 _TIFF_EXT = (".tif", ".tiff")
 
@@ -131,8 +136,8 @@ def read_tiff_folder(
     ignored: list[str] = []
     with os.scandir(folder) as it:  # no glob: names may contain [ ] and spaces
         for entry in it:
-            if not entry.is_file():
-                continue
+            if not entry.is_file() or entry.name.startswith("."):
+                continue  # hidden: macOS ._ resource forks, .DS_Store, editors' backups
             m = rx.search(entry.name)
             if m is None:
                 if entry.name.lower().endswith(_TIFF_EXT):
@@ -147,7 +152,10 @@ def read_tiff_folder(
                  "channel_text": g.get("channel") or ""}
             )
     if not records:
-        raise InputError(f"{folder}: no file name matches the pattern {pattern!r}")
+        which = "the default pattern" if pattern == DEFAULT_PATTERN else f"the pattern {pattern!r}"
+        example = (f"; {len(ignored)} TIFF file(s) such as {sorted(ignored)[0]!r} do not match: "
+                   "give --pattern (docs/formats.md)" if ignored else "; the folder holds no TIFF")
+        raise InputError(f"{folder}: no file name matches {which}{example}")
     if ignored:
         warnings.warn(
             f"{folder}: ignored {len(ignored)} TIFF file(s) not matching the pattern, e.g. "
@@ -179,6 +187,10 @@ def read_tiff_folder(
             f"{folder}: {len(channel_names)} channel name(s) given, but the file names hold "
             f"{len(texts)} channel(s): {', '.join(repr(t) for t in texts)}"
         )
+    for p in firsts["path"]:  # a stack would be read as its first page: refuse it here already
+        n_pages = count_pages(p)
+        if n_pages > 1:
+            raise InputError(multi_page_message(p, n_pages))
     physical = [tiff_physical(p) for p in firsts["path"]]
     pixel, z_step, sources = _agree(physical, list(firsts["path"]))
     file_names = [p.channel_names[0] if p.channel_names and len(p.channel_names) == 1 else None
