@@ -206,6 +206,10 @@ def run_plate(
         raise InputError(f"--out {run_dir}: exists and is not a folder; choose a run folder")
     pl = open_plate(plate_path)
     folder, card = model_card(model)
+    for what, inp in (("plate", plate_path), ("model folder", Path(folder).resolve())):
+        if run_dir.resolve().is_relative_to(inp):
+            raise InputError(f"--out {run_dir}: is or lies inside the {what} {inp}; hcs never "
+                             "writes into an input (choose a run folder outside it)")
     tp = choose_timepoint(int(pl.shape[0]), timepoint, plate_path)
     options = validate(RunParams, detector=detector, nucleus_channel=nucleus_channel,
                        channels=channel_map or {}, timepoint=timepoint, wells=wells,

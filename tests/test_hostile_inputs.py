@@ -1,0 +1,66 @@
+"""Hostile inputs found by a red-team pass after issues 14 and 15 (one test per finding).
+
+A tiny simulated plate (2 wells, 256 px) is built once per module; each test runs the CLI as a
+user does and checks the refusal (exit 2, one ``error:`` line naming the file) or the result,
+and that the inputs are byte for byte unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "models" / "cic-sim"
+
+
+def hcs(*args: str | Path, check: int | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m hcs ARGS`` as a user would; ``check``: the exit code expected."""
+    res = subprocess.run([sys.executable, "-m", "hcs", *map(str, args)], capture_output=True,
+                         text=True, cwd=REPO, timeout=600)
+    if check is not None:
+        assert res.returncode == check, (res.returncode, res.stdout, res.stderr)
+    return res
+
+
+def tree_sha(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` by relative path."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def one_line_error(res: subprocess.CompletedProcess[str], *names: str) -> str:
+    """Exit 2, one line on stderr starting ``error:`` and naming each of ``names``."""
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    for n in names:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def plate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A converted 2-well cic plate (one 256 px field per well)."""
+    root = tmp_path_factory.mktemp("hostile")
+    layout = root / "layout.csv"
+    layout.write_text("well,condition,role\nA01,control,negative_control\nA02,drug,sample\n")
+    hcs("simulate", root / "s", "--layout", layout, "--assay", "cic", "--fields", "1",
+        "--size", "256", check=0)
+    hcs("convert", root / "s" / "export", root / "p.ome.zarr", check=0)
+    return root / "p.ome.zarr"
+
+
+@pytest.mark.parametrize("where", ["{plate}", "{plate}/run", "{model}/run"])
+def test_run_out_inside_the_plate_or_model_is_refused(plate: Path, where: str) -> None:
+    # before: `hcs run P -o P` exited 0 and wrote cells/, run.json into the plate folder
+    out = where.format(plate=plate, model=MODEL)
+    before, model_before = tree_sha(plate), tree_sha(MODEL)
+    res = hcs("run", plate, "-a", "cic", "-m", MODEL, "-o", out, "--workers", "1", "-q")
+    one_line_error(res, f"--out {out}", "hcs never writes into an input")
+    assert tree_sha(plate) == before and tree_sha(MODEL) == model_before
+    assert not (MODEL / "run").exists()
