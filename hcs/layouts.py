@@ -108,6 +108,12 @@ def _tidy(records: list[dict], path: Path, geometry: PlateGeometry | None,
                            zip(df["construct"], df["dose"], df["dose_unit"], strict=True)]
     df["role"] = [r if not pd.isna(r) else ("sample" if not pd.isna(c) else "empty")
                   for r, c in zip(df["role"], df["condition"], strict=True)]
+    # a sample or control without a condition would silently drop out of every comparison
+    raise_all(path, [f"{_where(path, ln)}: well {w} has role {r} but no condition (leave the "
+                     "role empty, or write 'empty', for an unused well)"
+                     for w, r, c, ln in zip(df["well"], df["role"], df["condition"], lines,
+                                            strict=True)
+                     if pd.isna(c) and r != "empty"])
     df["dose"] = pd.to_numeric(df["dose"]).astype("float64")
     if df["replicate"].isna().all():
         keys = ["plate", "condition"] if "plate" in df else ["condition"]

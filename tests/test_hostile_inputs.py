@@ -64,3 +64,18 @@ def test_run_out_inside_the_plate_or_model_is_refused(plate: Path, where: str) -
     one_line_error(res, f"--out {out}", "hcs never writes into an input")
     assert tree_sha(plate) == before and tree_sha(MODEL) == model_before
     assert not (MODEL / "run").exists()
+
+
+def test_layout_sample_without_condition_is_refused(tmp_path: Path) -> None:
+    # before: `hcs layout check` and `hcs aggregate` accepted it; the well silently had no
+    # condition and dropped out of every comparison
+    layout = tmp_path / "layout.csv"
+    layout.write_text("well,condition,role\nA01,control,negative_control\nA02,,sample\n"
+                      "A03,drug,sample\nA04,,\n")
+    line = one_line_error(hcs("layout", "check", layout),
+                          f"{layout}:3: well A02 has role sample but no condition")
+    assert "A04" not in line  # no role and no condition: an unused well, as before
+    ok = tmp_path / "ok.csv"
+    ok.write_text("well,condition,role\nA01,control,negative_control\nA04,,empty\n")
+    res = hcs("layout", "check", ok, check=0)
+    assert "empty: 1 wells" in res.stdout
