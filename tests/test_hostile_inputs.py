@@ -79,3 +79,21 @@ def test_layout_sample_without_condition_is_refused(tmp_path: Path) -> None:
     ok.write_text("well,condition,role\nA01,control,negative_control\nA04,,empty\n")
     res = hcs("layout", "check", ok, check=0)
     assert "empty: 1 wells" in res.stdout
+
+
+def test_stats_reference_that_is_no_condition_is_refused(tmp_path: Path) -> None:
+    # before: `hcs stats -r Control` (layout says 'control') exited 0 with a warning and wrote a
+    # stats.parquet whose every comparison was "reference_missing"
+    import pandas as pd
+
+    wells = pd.DataFrame({
+        "plate": "P", "well": ["A01", "A02", "A03", "A04"], "row": 0, "col": [0, 1, 2, 3],
+        "condition": ["control", "control", "drug", "drug"], "role": ["negative_control"] * 2
+        + ["sample"] * 2, "n_analysed": 50, "usable": True, "freq_x": [0.1, 0.12, 0.3, 0.33]})
+    wells.to_parquet(tmp_path / "wells.parquet")
+    before = tree_sha(tmp_path)
+    one_line_error(hcs("stats", tmp_path / "wells.parquet", "-r", "Control"),
+                   "--reference 'Control' is not a condition", "did you mean 'control'?")
+    assert tree_sha(tmp_path) == before  # no stats.parquet
+    hcs("stats", tmp_path / "wells.parquet", "-r", "control", check=0)
+    assert (tmp_path / "stats.parquet").is_file()

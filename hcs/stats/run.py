@@ -212,6 +212,12 @@ def run_stats(
                                                           "empty"))
         wells.loc[wells["role"] == "empty", "condition"] = None
     reference = default_reference(wells) if reference is None else reference
+    conditions = sorted(wells["condition"].dropna().astype(str).unique())
+    if conditions and reference not in conditions:  # a typo would make every test "missing"
+        near = [c for c in conditions if c.casefold() == str(reference).casefold()]
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise InputError(f"--reference {reference!r} is not a condition of the layout "
+                         f"(its conditions: {', '.join(conditions)}){hint}")
     cols = _readouts(wells, readouts)
     values, bad = nonfinite_readouts(wells, readout_values(wells, cols, transform))
     plates = sorted(wells["plate"].unique())
