@@ -140,3 +140,19 @@ def test_bit_depths_keep_every_pixel(tmp_path: Path, dtype: type, high: int) -> 
     assert data.dtype == dtype and data.shape == (1, 4, 1, *SHAPE)
     for c in (1, 2, 3, 4):
         np.testing.assert_array_equal(data[0, c - 1, 0], imgs[c])
+
+
+def test_tiffs_in_a_subfolder_are_named(tmp_path: Path) -> None:
+    # ImageXpress puts the images in TimePoint_1/ (and ZStep_N/); the reader is not recursive.
+    # before: "no file name matches the pattern '<60-character regex>'" and nothing else
+    src = tmp_path / "Plate1"
+    (src / "TimePoint_1").mkdir(parents=True)
+    tifffile.imwrite(src / "TimePoint_1" / "Plate1_B03_s1_w1.tif", np.ones(SHAPE, np.uint16))
+    line = _error_line(_convert(src, tmp_path / "p.ome.zarr"))
+    assert "the folder holds no TIFF, but TimePoint_1/ does" in line
+    assert _convert(src / "TimePoint_1", tmp_path / "p.ome.zarr").returncode == 0
+    # and without --format, the auto-detection says how to read a plain TIFF folder
+    res = subprocess.run([sys.executable, "-m", "hcs", "convert", str(src / "TimePoint_1"),
+                          str(tmp_path / "q.ome.zarr")], capture_output=True, text=True)
+    assert "cannot tell the export format" in _error_line(res)
+    assert "--format tiff-folder" in res.stderr

@@ -154,7 +154,7 @@ def read_tiff_folder(
     if not records:
         which = "the default pattern" if pattern == DEFAULT_PATTERN else f"the pattern {pattern!r}"
         example = (f"; {len(ignored)} TIFF file(s) such as {sorted(ignored)[0]!r} do not match: "
-                   "give --pattern (docs/formats.md)" if ignored else "; the folder holds no TIFF")
+                   "give --pattern (docs/formats.md)" if ignored else _no_tiff_hint(folder))
         raise InputError(f"{folder}: no file name matches {which}{example}")
     if ignored:
         warnings.warn(
@@ -227,6 +227,20 @@ def read_tiff_folder(
     return apply_user_metadata(acq, pixel_size_um=pixel_size_um, z_step_um=z_step_um,
                                channel_names=channel_names,
                                override_metadata=override_metadata)
+
+
+def _no_tiff_hint(folder: Path) -> str:
+    """Why a folder holds no TIFF: name the first subfolder that does (ImageXpress puts its
+    images in ``TimePoint_1/``; the reader does not search subfolders)."""
+    for depth in range(1, 4):  # a few levels, breadth first: never a walk of a whole disk
+        for sub in sorted(folder.glob("/".join(["*"] * depth))):
+            if not sub.is_dir() or any(part.startswith(".") for part in sub.parts[-depth:]):
+                continue
+            with os.scandir(sub) as it:
+                if any(e.is_file() and e.name.lower().endswith(_TIFF_EXT) for e in it):
+                    return (f"; the folder holds no TIFF, but {sub.relative_to(folder)}/ does "
+                            "(the reader does not search subfolders: give that folder)")
+    return "; the folder holds no TIFF"
 
 
 def _agree(physical: list[TiffPhysical], paths: list[str]
