@@ -84,8 +84,11 @@ def _tidy(records: list[dict], path: Path, geometry: PlateGeometry | None,
         good.append(rec)
         coords.append((r, c))
     if geometry is None and coords:
-        geometry = PlateGeometry.smallest_fitting(max(r for r, _ in coords),
-                                                  max(c for _, c in coords))
+        try:
+            geometry = PlateGeometry.smallest_fitting(max(r for r, _ in coords),
+                                                      max(c for _, c in coords))
+        except InputError:  # the largest plate made; each well beyond it is named below
+            geometry = PlateGeometry.from_format(1536)
     records = []
     for rec, (r, c) in zip(good, coords, strict=True):
         if not geometry.contains(r, c):

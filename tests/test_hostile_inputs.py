@@ -97,3 +97,10 @@ def test_stats_reference_that_is_no_condition_is_refused(tmp_path: Path) -> None
     assert tree_sha(tmp_path) == before  # no stats.parquet
     hcs("stats", tmp_path / "wells.parquet", "-r", "control", check=0)
     assert (tmp_path / "stats.parquet").is_file()
+
+
+def test_layout_well_beyond_the_largest_plate_names_the_line(tmp_path: Path) -> None:
+    # before: "well (0, 98) does not fit a 1536-well plate", no file, no line
+    layout = tmp_path / "layout.csv"
+    layout.write_text("well,condition\nA01,c\nA99,d\n")
+    one_line_error(hcs("layout", "check", layout), f"{layout}:3: well A99 is outside the 32 x 48")

@@ -156,3 +156,13 @@ def test_tiffs_in_a_subfolder_are_named(tmp_path: Path) -> None:
                           str(tmp_path / "q.ome.zarr")], capture_output=True, text=True)
     assert "cannot tell the export format" in _error_line(res)
     assert "--format tiff-folder" in res.stderr
+
+
+def test_well_beyond_the_largest_plate_names_the_file(tmp_path: Path) -> None:
+    # before: "well (0, 98) does not fit a 1536-well plate" (0-based, no file)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("A01_s1_w1.tif", "A99_s1_w1.tif"):
+        tifffile.imwrite(src / name, np.ones(SHAPE, np.uint16))
+    line = _error_line(_convert(src, tmp_path / "p.ome.zarr"))
+    assert "A99_s1_w1.tif: well A99 (row 1, column 99) does not fit a 1536-well plate" in line

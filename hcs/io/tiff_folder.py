@@ -174,7 +174,11 @@ def read_tiff_folder(
                 f"{geometry.columns} plate (--plate-format {plate_format})"
             )
     else:
-        geometry = PlateGeometry.smallest_fitting(max_row, max_col)
+        try:
+            geometry = PlateGeometry.smallest_fitting(max_row, max_col)
+        except InputError as exc:
+            far = planes[(planes["row"] >= 32) | (planes["col"] >= 48)]["file"].iloc[0]
+            raise InputError(f"{folder / far}: {exc}") from None
 
     for axis in ("field", "z", "t"):
         planes[axis] = dense_index(_sort_key(planes[axis]))
