@@ -104,3 +104,21 @@ def test_layout_well_beyond_the_largest_plate_names_the_line(tmp_path: Path) -> 
     layout = tmp_path / "layout.csv"
     layout.write_text("well,condition\nA01,c\nA99,d\n")
     one_line_error(hcs("layout", "check", layout), f"{layout}:3: well A99 is outside the 32 x 48")
+
+
+def test_layout_in_a_windows_encoding_or_excel_names_the_fix(tmp_path: Path) -> None:
+    # before: "not a text layout file (invalid continuation byte)", no line, no fix
+    latin1 = tmp_path / "layout.csv"
+    latin1.write_bytes("well,condition\nA01,contrôle\nA02,drug\n".encode("cp1252"))
+    one_line_error(hcs("layout", "check", latin1),
+                   f"{latin1}:2: byte 0xf4 is not UTF-8", "'CSV UTF-8'")
+    xlsx = tmp_path / "layout.xlsx"
+    import zipfile
+
+    with zipfile.ZipFile(xlsx, "w") as z:  # an .xlsx is a zip of XML parts
+        z.writestr("xl/workbook.xml", "\u00e9" * 50)
+    one_line_error(hcs("layout", "check", xlsx), f"{xlsx}: an Excel workbook, not a CSV")
+    # the same layout saved as UTF-8 (with Excel's BOM and CRLF) reads
+    utf8 = tmp_path / "utf8.csv"
+    utf8.write_bytes("\ufeffwell,condition\r\nA01,contrôle\r\nA02,drug\r\n".encode())
+    assert "contrôle (sample): 1 wells" in hcs("layout", "check", utf8, check=0).stdout
