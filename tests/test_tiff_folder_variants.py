@@ -166,3 +166,17 @@ def test_well_beyond_the_largest_plate_names_the_file(tmp_path: Path) -> None:
         tifffile.imwrite(src / name, np.ones(SHAPE, np.uint16))
     line = _error_line(_convert(src, tmp_path / "p.ome.zarr"))
     assert "A99_s1_w1.tif: well A99 (row 1, column 99) does not fit a 1536-well plate" in line
+
+
+@pytest.mark.parametrize("value", ["598", "1e9", "0.005"])
+def test_implausible_pixel_size_is_refused(tmp_path: Path, value: str) -> None:
+    # before: --pixel-size 598 (0.598 with a lost decimal point, or nm) converted with exit 0,
+    # and every area downstream was off by 1e6
+    src = tmp_path / "src"
+    src.mkdir()
+    tifffile.imwrite(src / "B03_s1_w1.tif", np.ones(SHAPE, np.uint16))
+    p = subprocess.run([sys.executable, "-m", "hcs", "convert", str(src),
+                        str(tmp_path / "p.ome.zarr"), "--format", "tiff-folder",
+                        "--pixel-size", value], capture_output=True, text=True)
+    assert "not a microscope pixel size in um (0.01-50" in _error_line(p)
+    assert not (tmp_path / "p.ome.zarr").exists()
