@@ -122,3 +122,13 @@ def test_layout_in_a_windows_encoding_or_excel_names_the_fix(tmp_path: Path) -> 
     utf8 = tmp_path / "utf8.csv"
     utf8.write_bytes("\ufeffwell,condition\r\nA01,contrôle\r\nA02,drug\r\n".encode())
     assert "contrôle (sample): 1 wells" in hcs("layout", "check", utf8, check=0).stdout
+
+
+def test_run_on_an_export_or_a_missing_path_says_what_to_do(plate: Path) -> None:
+    export = plate.parent / "s" / "export"
+    one_line_error(hcs("run", export, "-a", "cic", "-m", MODEL, "-o", plate.parent / "r1"),
+                   "not an OME-NGFF plate", "converted first (hcs convert, or hcs analyze)")
+    missing = plate.parent / "typo.ome.zarr"
+    one_line_error(hcs("run", missing, "-a", "cic", "-m", MODEL, "-o", plate.parent / "r2"),
+                   f"{missing}: no such plate")
+    assert not (plate.parent / "r1").exists() and not (plate.parent / "r2").exists()
