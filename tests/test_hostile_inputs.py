@@ -132,3 +132,43 @@ def test_run_on_an_export_or_a_missing_path_says_what_to_do(plate: Path) -> None
     one_line_error(hcs("run", missing, "-a", "cic", "-m", MODEL, "-o", plate.parent / "r2"),
                    f"{missing}: no such plate")
     assert not (plate.parent / "r1").exists() and not (plate.parent / "r2").exists()
+
+
+@pytest.fixture(scope="module")
+def run_dir(plate: Path) -> Path:
+    """A run of the tiny plate, aggregated."""
+    out = plate.parent / "run"
+    hcs("run", plate, "-a", "cic", "-m", MODEL, "-o", out, "--workers", "1", "-q", check=0)
+    hcs("aggregate", out, check=0)
+    return out
+
+
+@pytest.mark.parametrize(("cmd", "target"), [
+    ("aggregate", "layout"), ("aggregate", "run.json"), ("aggregate", "failures.parquet"),
+    ("stats", "layout"), ("stats", "wells.parquet"), ("stats", "run.json"),
+    ("report", "layout"), ("report", "wells.parquet"), ("report", "run.json")])
+def test_overwrite_never_replaces_an_input_file(run_dir: Path, tmp_path: Path, cmd: str,
+                                                target: str) -> None:
+    # before: `hcs aggregate RUN -l L.csv -o L.csv --overwrite` replaced the layout with a
+    # Parquet table; `hcs report RUN -o RUN/wells.parquet --overwrite` the wells table
+    layout = tmp_path / "layout.csv"
+    layout.write_text("well,condition,role\nA01,control,negative_control\nA02,drug,sample\n")
+    out = layout if target == "layout" else run_dir / target
+    before = {**tree_sha(run_dir), "layout": tree_sha(tmp_path)}
+    args = {"aggregate": ["-l", layout], "stats": ["-l", layout, "-r", "control"],
+            "report": []}[cmd]
+    res = hcs(cmd, run_dir, *args, "-o", out, "--overwrite")
+    line = one_line_error(res, str(out))
+    assert "is an input of this command" in line or "not a report hcs wrote" in line
+    assert {**tree_sha(run_dir), "layout": tree_sha(tmp_path)} == before
+
+
+def test_overwrite_replaces_only_a_file_of_the_output_kind(run_dir: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    line = one_line_error(hcs("aggregate", run_dir, "-o", notes, "--overwrite"), str(notes))
+    assert "not a Parquet file" in line and notes.read_text() == "my notes\n"
+    hcs("aggregate", run_dir, "-o", tmp_path / "w.parquet", check=0)
+    hcs("aggregate", run_dir, "-o", tmp_path / "w.parquet", "--overwrite", check=0)
+    hcs("report", run_dir, "-o", tmp_path / "r.html", check=0)
+    hcs("report", run_dir, "-o", tmp_path / "r.html", "--overwrite", check=0)
