@@ -180,3 +180,26 @@ def test_implausible_pixel_size_is_refused(tmp_path: Path, value: str) -> None:
                         "--pixel-size", value], capture_output=True, text=True)
     assert "not a microscope pixel size in um (0.01-50" in _error_line(p)
     assert not (tmp_path / "p.ome.zarr").exists()
+
+
+def test_harmony_images_without_index_get_a_pattern_that_reads_them(tmp_path: Path) -> None:
+    # Harmony TIFFs copied without Index.xml: the error suggests the pattern, which then reads
+    # every plane in place (row/col numbers, planes p as z, sk as t)
+    src = tmp_path / "Images"
+    src.mkdir()
+    planes = {}
+    for r, c, f, p, ch in [(2, 3, 1, 1, 1), (2, 3, 1, 1, 2), (2, 3, 2, 1, 1), (2, 3, 2, 1, 2),
+                           (4, 11, 1, 1, 1), (4, 11, 1, 1, 2), (4, 11, 2, 1, 1), (4, 11, 2, 1, 2)]:
+        img = np.full(SHAPE, r * 1000 + c * 10 + f + ch * 100, np.uint16)
+        name = f"r{r:02d}c{c:02d}f{f:02d}p{p:02d}-ch{ch}sk1fk1fl1.tiff"
+        tifffile.imwrite(src / name, img)
+        planes[(r, c, f, ch)] = img
+    line = _error_line(_convert(src, tmp_path / "p.ome.zarr"))
+    pattern = line.split("give --pattern such as '")[1].split("' (Harmony")[0]
+    p = _convert(src, tmp_path / "p.ome.zarr", "--pattern", pattern)
+    assert p.returncode == 0, p.stderr
+    plate = open_plate(tmp_path / "p.ome.zarr")
+    assert sorted(plate.wells) == ["B03", "D11"]
+    for (r, c, f, ch), img in planes.items():
+        well = f"{chr(64 + r)}{c:02d}"
+        np.testing.assert_array_equal(np.asarray(plate.field(well, f - 1))[0, ch - 1, 0], img)

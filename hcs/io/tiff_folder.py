@@ -154,7 +154,8 @@ def read_tiff_folder(
     if not records:
         which = "the default pattern" if pattern == DEFAULT_PATTERN else f"the pattern {pattern!r}"
         example = (f"; {len(ignored)} TIFF file(s) such as {sorted(ignored)[0]!r} do not match: "
-                   "give --pattern (docs/formats.md)" if ignored else _no_tiff_hint(folder))
+                   f"give --pattern{_pattern_hint(sorted(ignored)[0])} (docs/formats.md)"
+                   if ignored else _no_tiff_hint(folder))
         raise InputError(f"{folder}: no file name matches {which}{example}")
     if ignored:
         warnings.warn(
@@ -231,6 +232,23 @@ def read_tiff_folder(
     return apply_user_metadata(acq, pixel_size_um=pixel_size_um, z_step_um=z_step_um,
                                channel_names=channel_names,
                                override_metadata=override_metadata)
+
+
+#: Well-known file-name schemes the default pattern does not read, with the pattern that does.
+KNOWN_PATTERNS = {
+    # Harmony (Opera Phenix, Operetta CLS) images copied without their index XML
+    r"^r\d+c\d+f\d+p\d+-ch\d+sk\d+": (
+        r"r(?P<row>\d+)c(?P<col>\d+)f(?P<field>\d+)p(?P<z>\d+)-ch(?P<channel>\d+)"
+        r"sk(?P<t>\d+)fk\d+fl\d+\.tiff?$"),
+}
+
+
+def _pattern_hint(name: str) -> str:
+    """`` such as '...'`` when ``name`` follows a known scheme, else ``""``."""
+    for rx, suggestion in KNOWN_PATTERNS.items():
+        if re.search(rx, name):
+            return f" such as '{suggestion}' (Harmony images without their index XML)"
+    return ""
 
 
 def _no_tiff_hint(folder: Path) -> str:
