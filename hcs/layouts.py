@@ -117,6 +117,17 @@ def _tidy(records: list[dict], path: Path, geometry: PlateGeometry | None,
                      for w, r, c, ln in zip(df["well"], df["role"], df["condition"], lines,
                                             strict=True)
                      if pd.isna(c) and r != "empty"])
+    # one condition, one role: else the reference's wells and a condition's would mix silently
+    first_role: dict[object, tuple[object, object]] = {}
+    mixed = []
+    for w, r, c, ln in zip(df["well"], df["role"], df["condition"], lines, strict=True):
+        if pd.isna(c):
+            continue
+        r0, ln0 = first_role.setdefault(c, (r, ln))
+        if r != r0:
+            mixed.append(f"{_where(path, ln)}: well {w} gives condition {c!r} the role {r}, "
+                         f"but {_where(path, ln0)} gives it {r0}")
+    raise_all(path, mixed)
     df["dose"] = pd.to_numeric(df["dose"]).astype("float64")
     if df["replicate"].isna().all():
         keys = ["plate", "condition"] if "plate" in df else ["condition"]
@@ -157,7 +168,8 @@ def _check_values(rec: dict, path: Path) -> list[str]:
             problems.append(f"{where}: dose {dose!r} of well {rec['well']} is not a number")
         else:
             if not math.isfinite(value) or value < 0:
-                problems.append(f"{where}: dose {dose!r} of well {rec['well']} must be >= 0")
+                problems.append(f"{where}: dose {dose!r} of well {rec['well']} must be a "
+                                "finite number >= 0")
             elif rec.get("dose_unit") is None:
                 problems.append(f"{where}: well {rec['well']} has a dose ({dose}) but no "
                                 "dose_unit")

@@ -172,3 +172,13 @@ def test_overwrite_replaces_only_a_file_of_the_output_kind(run_dir: Path, tmp_pa
     hcs("aggregate", run_dir, "-o", tmp_path / "w.parquet", "--overwrite", check=0)
     hcs("report", run_dir, "-o", tmp_path / "r.html", check=0)
     hcs("report", run_dir, "-o", tmp_path / "r.html", "--overwrite", check=0)
+
+
+def test_layout_condition_with_two_roles_is_refused(tmp_path: Path) -> None:
+    # before: accepted; the condition's control and sample wells mixed silently in the tests
+    layout = tmp_path / "layout.csv"
+    layout.write_text("well,condition,role\nA01,DMSO,negative_control\nA02,DMSO,sample\n"
+                      "A03,drug,sample\n")
+    one_line_error(hcs("layout", "check", layout),
+                   f"{layout}:3: well A02 gives condition 'DMSO' the role sample, but "
+                   f"{layout}:2 gives it negative_control")
