@@ -203,3 +203,19 @@ def test_harmony_images_without_index_get_a_pattern_that_reads_them(tmp_path: Pa
     for (r, c, f, ch), img in planes.items():
         well = f"{chr(64 + r)}{c:02d}"
         np.testing.assert_array_equal(np.asarray(plate.field(well, f - 1))[0, ch - 1, 0], img)
+
+
+def test_channels_of_different_bit_depths_share_a_type_that_holds_both(tmp_path: Path) -> None:
+    # before: an 8-bit brightfield w1 next to a 16-bit w2 was refused ("convert with --dtype")
+    src = tmp_path / "src"
+    src.mkdir()
+    bf = np.arange(SHAPE[0] * SHAPE[1], dtype=np.uint8).reshape(SHAPE)
+    fl = (np.arange(SHAPE[0] * SHAPE[1], dtype=np.uint16) * 200).reshape(SHAPE)
+    tifffile.imwrite(src / "B03_s1_w1.tif", bf)
+    tifffile.imwrite(src / "B03_s1_w2.tif", fl)
+    p = _convert(src, tmp_path / "p.ome.zarr")
+    assert p.returncode == 0, p.stderr
+    data = np.asarray(open_plate(tmp_path / "p.ome.zarr").field("B03", 0))
+    assert data.dtype == np.uint16
+    np.testing.assert_array_equal(data[0, 0, 0], bf)
+    np.testing.assert_array_equal(data[0, 1, 0], fl)

@@ -215,6 +215,9 @@ def read_tiff_folder(
         planes[col] = float("nan")
     check_unique_keys(planes, folder)
     shape, dtype = probe_tiff(planes["path"].iloc[0])
+    # channels of different bit depths (an 8-bit brightfield next to 16-bit fluorescence): the
+    # plate takes the type holding every channel's first file (each plane is still checked)
+    dtype = np.result_type(dtype, *(probe_tiff(p)[1] for p in firsts["path"]))
     acq = Acquisition(
         plate_name=folder.resolve().name,
         geometry=geometry,
