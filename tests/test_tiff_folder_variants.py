@@ -219,3 +219,14 @@ def test_channels_of_different_bit_depths_share_a_type_that_holds_both(tmp_path:
     assert data.dtype == np.uint16
     np.testing.assert_array_equal(data[0, 0, 0], bf)
     np.testing.assert_array_equal(data[0, 1, 0], fl)
+
+
+def test_files_with_and_without_an_axis_are_refused(tmp_path: Path) -> None:
+    # before: 'B03_s1.tif' next to 'B03_s1_w2.tif' converted as two channels, 'channel' and
+    # '2', with a plane of each well silently "missing"
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("B03_s1.tif", "B03_s1_w2.tif", "B04_s1_w2.tif"):
+        tifffile.imwrite(src / name, np.ones(SHAPE, np.uint16))
+    line = _error_line(_convert(src, tmp_path / "p.ome.zarr"))
+    assert "finds a channel in 'B03_s1_w2.tif' but none in 'B03_s1.tif'" in line

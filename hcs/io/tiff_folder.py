@@ -149,7 +149,8 @@ def read_tiff_folder(
             records.append(
                 {"row": row, "col": col, "path": str(p), "file": entry.name,
                  **{k: g.get(k) or "0" for k in ("field", "z", "t")},
-                 "channel_text": g.get("channel") or ""}
+                 "channel_text": g.get("channel") or "",
+                 **{f"_has_{k}": bool(g.get(k)) for k in ("field", "channel", "z", "t")}}
             )
     if not records:
         which = "the default pattern" if pattern == DEFAULT_PATTERN else f"the pattern {pattern!r}"
@@ -164,6 +165,13 @@ def read_tiff_folder(
             stacklevel=2,
         )
     planes = pd.DataFrame.from_records(records).sort_values("file", ignore_index=True)
+    for axis in ("field", "channel", "z", "t"):  # 'B03_s1.tif' next to 'B03_s1_w2.tif'
+        has = planes.pop(f"_has_{axis}")
+        if has.any() and not has.all():
+            raise InputError(
+                f"{folder}: the pattern finds a {axis} in {planes['file'][has].iloc[0]!r} but "
+                f"none in {planes['file'][~has].iloc[0]!r}; every file needs the same parts "
+                "(move the others away, or give a --pattern that excludes them)")
 
     max_row, max_col = int(planes["row"].max()), int(planes["col"].max())
     if plate_format is not None:
