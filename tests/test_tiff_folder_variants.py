@@ -230,3 +230,15 @@ def test_files_with_and_without_an_axis_are_refused(tmp_path: Path) -> None:
         tifffile.imwrite(src / name, np.ones(SHAPE, np.uint16))
     line = _error_line(_convert(src, tmp_path / "p.ome.zarr"))
     assert "finds a channel in 'B03_s1_w2.tif' but none in 'B03_s1.tif'" in line
+
+
+def test_missing_tiff_is_named_as_such(tmp_path: Path) -> None:
+    # a TIFF folder has no index: a plane without a file says so (was "not listed in index")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("B03_s1_w1.tif", "B03_s1_w2.tif", "B04_s1_w1.tif"):
+        tifffile.imwrite(src / name, np.ones(SHAPE, np.uint16))
+    assert _convert(src, tmp_path / "p.ome.zarr").returncode == 0
+    missing = open_plate(tmp_path / "p.ome.zarr").missing_planes()
+    assert [(m["well"], m["c"], m["reason"]) for m in missing] == [
+        ("B04", 1, "no file matching the pattern")]

@@ -226,7 +226,9 @@ class Acquisition:
             have = p[KEY_COLUMNS].drop_duplicates()
             absent = grid.merge(have, how="left", on=KEY_COLUMNS, indicator=True)
             absent = absent[absent["_merge"] == "left_only"][KEY_COLUMNS]
-            out.append(absent.assign(path=None, reason="not listed in index"))
+            out.append(absent.assign(path=None, reason=(
+                "no file matching the pattern" if self.vendor_format == "tiff-folder"
+                else "not listed in index")))
         res = pd.concat([o for o in out if len(o)], ignore_index=True) if any(
             len(o) for o in out
         ) else pd.DataFrame(columns=KEY_COLUMNS + ["path", "reason"])
