@@ -229,6 +229,67 @@ def check_replaceable(
             )
 
 
+#: What an existing output file must look like to be replaced with ``--overwrite``.
+_FILE_KINDS = {"parquet": "a Parquet table", "html": "a report hcs wrote"}
+
+
+def file_not_ours(path: str | Path, kind: str) -> str | None:
+    """Why the file ``path`` may not be replaced as an output of ``kind``, or ``None``.
+
+    ``kind`` ``"parquet"``: a regular Parquet file (``PAR1`` magic); ``"html"``: an HTML report
+    with hcs's ``generator`` tag. A symlink or a folder is never replaced.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        return "a symlink"
+    if not path.is_file():
+        return "not a file"
+    with open(path, "rb") as fh:
+        head = fh.read(2048)
+    if kind == "parquet" and not head.startswith(b"PAR1"):
+        return "not a Parquet file"
+    if kind == "html" and b'<meta name="generator" content="hcs ' not in head:
+        return "not a report hcs wrote"
+    return None
+
+
+def check_file_replaceable(
+    out: str | Path,
+    *,
+    inputs: Iterable[str | Path] = (),
+    overwrite: bool = False,
+    kind: str = "parquet",
+) -> None:
+    """Refuse to write the output file ``out`` over an input or over a file that is not hcs's.
+
+    The rule for single-file outputs (``wells.parquet``, ``stats.parquet``, the report):
+    ``out`` may not be one of ``inputs`` (files) nor lie inside one (folders), and an existing
+    ``out`` is replaced only with ``overwrite`` and only when it is of the output's ``kind``
+    (:func:`file_not_ours`): ``-o layout.csv --overwrite`` never replaces the layout.
+
+    Raises
+    ------
+    InputError
+        ``out`` is an input, or exists and is not of ``kind`` (the message names both).
+    OutputExistsError
+        ``out`` exists and ``overwrite`` is false.
+    """
+    out = Path(out)
+    out_r = out.resolve()
+    for inp in inputs:
+        inp_r = Path(inp).resolve()
+        if out_r == inp_r or (Path(inp).is_dir() and out_r.is_relative_to(inp_r)):
+            raise InputError(f"{out}: is {'inside ' if out_r != inp_r else ''}an input of this "
+                             f"command ({inp}); hcs never replaces an input (choose another --out)")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+        why = file_not_ours(out, kind)
+        if why is not None:
+            raise InputError(f"{out}: not replaced: {why}; --overwrite only replaces "
+                             f"{_FILE_KINDS[kind]} (choose another --out)")
+
+
 def _partial_owner(folder: Path) -> dict[str, Any] | None:
     return _read_json(folder / PARTIAL_MARKER)
 

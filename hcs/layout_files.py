@@ -79,7 +79,14 @@ def csv_lines(path: Path) -> list[tuple[int, list[str]]]:
     except FileNotFoundError:
         raise InputError(f"layout file not found: {path}") from None
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not a text layout file ({exc.reason})") from None
+        raw = path.read_bytes()
+        if raw[:4] == b"PK\x03\x04" or raw[:4] == b"\xd0\xcf\x11\xe0":
+            raise InputError(f"{path}: an Excel workbook, not a CSV; save the sheet as "
+                             "'CSV UTF-8' and give that file") from None
+        line = raw[:exc.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text "
+                         "(a CSV saved in a Windows encoding?); save the layout as 'CSV UTF-8'"
+                         ) from None
     first = next((ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")), "")
     delim = max([",", ";", "\t"], key=first.count)
     rows = []

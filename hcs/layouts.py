@@ -84,8 +84,11 @@ def _tidy(records: list[dict], path: Path, geometry: PlateGeometry | None,
         good.append(rec)
         coords.append((r, c))
     if geometry is None and coords:
-        geometry = PlateGeometry.smallest_fitting(max(r for r, _ in coords),
-                                                  max(c for _, c in coords))
+        try:
+            geometry = PlateGeometry.smallest_fitting(max(r for r, _ in coords),
+                                                      max(c for _, c in coords))
+        except InputError:  # the largest plate made; each well beyond it is named below
+            geometry = PlateGeometry.from_format(1536)
     records = []
     for rec, (r, c) in zip(good, coords, strict=True):
         if not geometry.contains(r, c):
@@ -108,6 +111,23 @@ def _tidy(records: list[dict], path: Path, geometry: PlateGeometry | None,
                            zip(df["construct"], df["dose"], df["dose_unit"], strict=True)]
     df["role"] = [r if not pd.isna(r) else ("sample" if not pd.isna(c) else "empty")
                   for r, c in zip(df["role"], df["condition"], strict=True)]
+    # a sample or control without a condition would silently drop out of every comparison
+    raise_all(path, [f"{_where(path, ln)}: well {w} has role {r} but no condition (leave the "
+                     "role empty, or write 'empty', for an unused well)"
+                     for w, r, c, ln in zip(df["well"], df["role"], df["condition"], lines,
+                                            strict=True)
+                     if pd.isna(c) and r != "empty"])
+    # one condition, one role: else the reference's wells and a condition's would mix silently
+    first_role: dict[object, tuple[object, object]] = {}
+    mixed = []
+    for w, r, c, ln in zip(df["well"], df["role"], df["condition"], lines, strict=True):
+        if pd.isna(c):
+            continue
+        r0, ln0 = first_role.setdefault(c, (r, ln))
+        if r != r0:
+            mixed.append(f"{_where(path, ln)}: well {w} gives condition {c!r} the role {r}, "
+                         f"but {_where(path, ln0)} gives it {r0}")
+    raise_all(path, mixed)
     df["dose"] = pd.to_numeric(df["dose"]).astype("float64")
     if df["replicate"].isna().all():
         keys = ["plate", "condition"] if "plate" in df else ["condition"]
@@ -148,7 +168,8 @@ def _check_values(rec: dict, path: Path) -> list[str]:
             problems.append(f"{where}: dose {dose!r} of well {rec['well']} is not a number")
         else:
             if not math.isfinite(value) or value < 0:
-                problems.append(f"{where}: dose {dose!r} of well {rec['well']} must be >= 0")
+                problems.append(f"{where}: dose {dose!r} of well {rec['well']} must be a "
+                                "finite number >= 0")
             elif rec.get("dose_unit") is None:
                 problems.append(f"{where}: well {rec['well']} has a dose ({dose}) but no "
                                 "dose_unit")

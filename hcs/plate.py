@@ -132,7 +132,8 @@ class PlateGeometry:
             r, c = PLATE_FORMATS[n]
             if max_row < r and max_col < c:
                 return cls(r, c)
-        raise InputError(f"well ({max_row}, {max_col}) does not fit a 1536-well plate")
+        raise InputError(f"well {well_name(max_row, max_col)} (row {max_row + 1}, column "
+                         f"{max_col + 1}) does not fit a 1536-well plate (32 x 48)")
 
     @property
     def n_wells(self) -> int:

@@ -125,8 +125,9 @@ def test_degenerate_rows_have_a_status_and_stay_out_of_the_family():
     np.testing.assert_allclose(tested["p_adj"], multipletests(tested["p"], method="fdr_bh")[1])
     z = comparisons(run_stats(flat_ref, "ctrl", qc=False)).loc[("freq_x", "flat")]
     assert z["status"] == "zero_variance" and np.isnan(z["p"]) and z["diff"] == pytest.approx(0.2)
-    m = comparisons(run_stats(wells, "nonexistent", qc=False))
-    assert (m["status"] == "reference_missing").all() and m["p"].isna().all()
+    # a reference that is no condition at all is a typo: one error, not a table of "missing"
+    with pytest.raises(InputError, match=r"--reference 'CTRL' is not a condition.*'ctrl'\?"):
+        run_stats(wells, "CTRL", qc=False)
 
 
 def test_reference_without_cells():

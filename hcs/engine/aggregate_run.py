@@ -161,10 +161,11 @@ def aggregate_run(
     specs = [parse_positive(p) for p in positive or ()]
     thresholds = _thresholds(cells, specs)
     out = Path(out) if out else run_dir / "wells.parquet"
-    if out.exists() and not overwrite:
-        from hcs.errors import OutputExistsError
+    from hcs.atomic import check_file_replaceable
 
-        raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    check_file_replaceable(out, overwrite=overwrite, inputs=[
+        cells, run_dir / "run.json", run_dir / "failures.parquet", run_dir / "run.lock",
+        *([layout] if layout is not None else [])])
     failed = run_dir / "failures.parquet"
     fails = _read(failed, "the failure table") if failed.exists() else pd.DataFrame({"well": []})
     plate_name = _plate_name(meta, cells)

@@ -225,6 +225,12 @@ def run_plate(
     if assay is not None and model is None:
         raise InputError(f"--assay {assay}: give the model (--model) or neither, for a "
                          "detection-only run")
+    inputs = [("plate", plate_path)] + ([("model folder", Path(folder).resolve())]
+                                        if folder is not None else [])
+    for what, inp in inputs:
+        if run_dir.resolve().is_relative_to(inp):
+            raise InputError(f"--out {run_dir}: is or lies inside the {what} {inp}; hcs never "
+                             "writes into an input (choose a run folder outside it)")
     tp = choose_timepoint(int(pl.shape[0]), timepoint, plate_path)
     options = validate(RunParams, detector=detector, nucleus_channel=nucleus_channel,
                        channels=channel_map or {}, timepoint=timepoint, wells=wells,

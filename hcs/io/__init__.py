@@ -162,7 +162,8 @@ def _read(src: Path, fmt: str, pattern: str | None, plate_format: int | str | No
                 f"{src}: cannot tell the export format: looked for a Harmony index "
                 "(Index.xml, Index.idx.xml, Index.ref.xml, Index.flex.xml in the folder or "
                 "Images/), ScanR metadata (data/metadata.ome.xml, experiment_descriptor.xml) or "
-                "ScanR file names (--W00001--); for a plain TIFF folder pass --pattern"
+                "ScanR file names (--W00001--); for a plain TIFF folder pass --format "
+                "tiff-folder (and --pattern unless the names are like B03_s1_w1.tif)"
             )
     if fmt == "harmony":
         from hcs.io.harmony import read_harmony

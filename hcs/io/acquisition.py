@@ -226,7 +226,9 @@ class Acquisition:
             have = p[KEY_COLUMNS].drop_duplicates()
             absent = grid.merge(have, how="left", on=KEY_COLUMNS, indicator=True)
             absent = absent[absent["_merge"] == "left_only"][KEY_COLUMNS]
-            out.append(absent.assign(path=None, reason="not listed in index"))
+            out.append(absent.assign(path=None, reason=(
+                "no file matching the pattern" if self.vendor_format == "tiff-folder"
+                else "not listed in index")))
         res = pd.concat([o for o in out if len(o)], ignore_index=True) if any(
             len(o) for o in out
         ) else pd.DataFrame(columns=KEY_COLUMNS + ["path", "reason"])
@@ -329,7 +331,11 @@ def inside_export(base: Path, path: str | Path, what: str = "metadata file") -> 
 
 
 def read_plane(
-    path: str | Path, page: int = 0, *, expect_shape: tuple[int, int] | None = None
+    path: str | Path,
+    page: int = 0,
+    *,
+    expect_shape: tuple[int, int] | None = None,
+    single_page: bool = False,
 ) -> np.ndarray:
     """Read one 2-D plane from a TIFF, with an error naming the file when it is unreadable.
 
@@ -341,13 +347,19 @@ def read_plane(
         Page index inside the file.
     expect_shape
         (y, x) the metadata promises; a different shape is an error.
+    single_page
+        The file must hold one plane (a TIFF folder: one file per plane); a multi-page file
+        (a z stack, a time series, channels as pages) is an error, never read as its first page.
     """
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tf:
-            if page >= len(tf.pages):
-                raise InputError(f"{path}: has {len(tf.pages)} pages, page {page} requested")
+            n_pages = len(tf.pages)
+            if single_page and n_pages > 1:
+                raise InputError(multi_page_message(path, n_pages))
+            if page >= n_pages:
+                raise InputError(f"{path}: has {n_pages} pages, page {page} requested")
             arr = tf.pages[page].asarray()
     except InputError:
         raise
@@ -355,6 +367,12 @@ def read_plane(
         raise InputError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from exc
     if arr.ndim != 2:
         arr = np.squeeze(arr)
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            raise InputError(
+                f"{path}: an RGB(A) image ({arr.shape[0]} x {arr.shape[1]} px, {arr.shape[-1]} "
+                "samples per pixel); hcs reads one grey-level plane per channel: save each "
+                "channel as a grey-level TIFF"
+            )
         if arr.ndim != 2:
             raise InputError(f"{path}: expected a 2-D plane, got shape {arr.shape}")
     if expect_shape is not None and tuple(arr.shape) != tuple(expect_shape):
@@ -363,6 +381,25 @@ def read_plane(
             f"{expect_shape[0]} x {expect_shape[1]}"
         )
     return arr
+
+
+def multi_page_message(path: str | Path, n_pages: int) -> str:
+    """The one-line refusal of a multi-page TIFF where one plane per file is expected."""
+    return (
+        f"{path}: holds {n_pages} pages (a stack); a TIFF folder needs one plane per file, "
+        "with z, t and channel in the file name: split the stack into single-plane TIFFs"
+    )
+
+
+def count_pages(path: str | Path) -> int:
+    """Number of pages (IFDs) in a TIFF, with an error naming the file when it is unreadable."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            return len(tf.pages)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read TIFF header ({type(exc).__name__}: {exc})") from exc
 
 
 def probe_tiff(path: str | Path, page: int = 0) -> tuple[tuple[int, int], np.dtype]:

@@ -159,6 +159,7 @@ def _write_field(
     zarr_format: int,
     rate: _Rate,
     reinterpret_signed: bool = False,
+    single_page: bool = False,
 ) -> np.ndarray:
     """Read one field's planes, write its pyramid; return per-channel (p0.1, p99.9) of the
     lowest level for the display window."""
@@ -167,7 +168,8 @@ def _write_field(
     for rec in planes.itertuples(index=False):
         key = (int(rec.row), int(rec.col), int(rec.field), int(rec.z), int(rec.channel), int(rec.t))
         if key not in missing:
-            plane = read_plane(rec.path, int(rec.page), expect_shape=size[3:])
+            plane = read_plane(rec.path, int(rec.page), expect_shape=size[3:],
+                               single_page=single_page)
             data[int(rec.t), int(rec.channel), int(rec.z)] = fit_plane(
                 plane, dtype, rec.path, reinterpret_signed=reinterpret_signed
             )
@@ -311,6 +313,13 @@ def write_plate(
     shape, plate_dtype = _image_shape_dtype(acq, missing)
     if dtype is not None:
         plate_dtype = np.dtype(dtype)
+    elif plate_dtype == np.bool_:
+        plate_dtype = np.dtype("uint8")  # a 1-bit TIFF: 0/1 as uint8, values unchanged
+    elif str(plate_dtype) not in PLATE_DTYPES:
+        raise InputError(
+            f"{acq.planes['path'].iloc[0]}: {plate_dtype} images cannot be stored in a plate; "
+            f"convert with --dtype (one of {', '.join(PLATE_DTYPES)}) that holds their values"
+        )
 
     try:
         with atomic_dir(out, inputs=inputs, overwrite=overwrite) as partial:
@@ -368,7 +377,7 @@ def _write_tree(
                 pool.submit(
                     _write_field, well_groups[(r, c)], int(f), sub, missing,
                     (*size_tcz, *shape), dtype, levels, zarr_format, rate,
-                    acq.vendor_format == "scanr",
+                    acq.vendor_format == "scanr", acq.vendor_format == "tiff-folder",
                 )
                 for (r, c, f), sub in groups.items()
             ]

@@ -72,7 +72,10 @@ class Plate:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not is_plate(self.path):
-            raise InputError(f"{self.path}: not an OME-NGFF plate (no plate metadata found)")
+            if not self.path.exists():
+                raise InputError(f"{self.path}: no such plate (the path does not exist)")
+            raise InputError(f"{self.path}: not an OME-NGFF plate (no plate metadata found); "
+                             "an export is converted first (hcs convert, or hcs analyze)")
         self._root = zarr.open_group(str(self.path), mode="r")
         ome = _ome_attrs(self._root)
         plate = ome["plate"]

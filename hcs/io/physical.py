@@ -301,6 +301,10 @@ def apply_user_metadata(
               else (float(pixel_size_um), float(pixel_size_um)))
         if len(yx) != 2 or not all(math.isfinite(v) and v > 0 for v in yx):
             raise InputError(f"--pixel-size {pixel_size_um}: expected a positive size in um")
+        lo, hi = PLAUSIBLE_UM
+        if not all(lo <= v <= hi for v in yx):  # nm or a lost decimal point: areas off by 1e6
+            raise InputError(f"--pixel-size {pixel_size_um}: not a microscope pixel size in um "
+                             f"({lo:g}-{hi:g}; 0.65 um for a 10x objective, 0.1-0.2 at 60x)")
         old = acq.pixel_size_um
         if old is not None and any(_differs(a, b) for a, b in zip(old, yx, strict=True)):
             if not override_metadata:

@@ -8,9 +8,11 @@ expression with named groups says what each file name means. Groups:
 - optional ``field``, ``channel``, ``z``, ``t``: any text; each axis is re-indexed densely in
   sorted order (numerically when all values are numbers), so fields may start at 0 or 1.
 
-The pattern is searched (``re.search``) in the file name, not the path. Non-TIFF files are
+The pattern is searched (``re.search``) in the file name, not the path. Hidden files (names
+starting with ``.``: macOS ``._`` resource forks, ``.DS_Store``) and non-TIFF files are
 ignored silently; TIFF files the pattern does not match are ignored too, with a warning, and
-their number is kept in ``Acquisition.attrs["ignored_files"]``.
+their number is kept in ``Acquisition.attrs["ignored_files"]``. Each file must hold one plane:
+a multi-page TIFF (a stack) or an RGB TIFF is an error naming it, never read as its first page.
 
 Pixel size, z step and channel names come from the files themselves when they state them
 (:func:`hcs.io.physical.tiff_physical`: OME-TIFF ``PhysicalSizeX`` and ``Channel Name``,
@@ -35,7 +37,9 @@ from hcs.io.acquisition import (
     Acquisition,
     Channel,
     check_unique_keys,
+    count_pages,
     dense_index,
+    multi_page_message,
     probe_tiff,
     resolve_inside,
 )
@@ -48,13 +52,14 @@ __all__ = ["read_tiff_folder", "DEFAULT_PATTERN"]
 #: (``s``/``f``), channel (``w``/``d``/``c``), ``z`` and ``t`` numbers, each optionally after
 #: ``_``, and the GUID ImageXpress may append. Matches ImageXpress ``Plate1_B03_s2_w1.tif`` and
 #: ``Plate1_B03_s2_w1D15D7E4E-3DBD-4C45-8B68-D9D6F1C0A5E4.tif`` (not its ``_thumb`` files),
-#: Cellomics-like ``AS_09047_050428030001_O01f00d2.TIF`` and plain ``B03_f1_c2_z0_t0.tiff``.
+#: Cellomics-like ``AS_09047_050428030001_O01f00d2.TIF``, plain ``B03_f1_c2_z0_t0.tiff`` and
+#: OME-TIFF ``B03_s1_w2.ome.tif``.
 DEFAULT_PATTERN = (
     r"(?:^|_)(?P<well>[A-Z]{1,2}\d{1,3})"
     r"(?:_?[sf](?P<field>\d+))?(?:_?[wdc](?P<channel>\d+))?"
     r"(?:_?z(?P<z>\d+))?(?:_?t(?P<t>\d+))?"
     r"(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})?"
-    r"\.(?i:tiff?)$"
+    r"\.(?i:(?:ome\.)?tiff?)$"
 )
 _TIFF_EXT = (".tif", ".tiff")
 
@@ -131,8 +136,8 @@ def read_tiff_folder(
     ignored: list[str] = []
     with os.scandir(folder) as it:  # no glob: names may contain [ ] and spaces
         for entry in it:
-            if not entry.is_file():
-                continue
+            if not entry.is_file() or entry.name.startswith("."):
+                continue  # hidden: macOS ._ resource forks, .DS_Store, editors' backups
             m = rx.search(entry.name)
             if m is None:
                 if entry.name.lower().endswith(_TIFF_EXT):
@@ -144,10 +149,15 @@ def read_tiff_folder(
             records.append(
                 {"row": row, "col": col, "path": str(p), "file": entry.name,
                  **{k: g.get(k) or "0" for k in ("field", "z", "t")},
-                 "channel_text": g.get("channel") or ""}
+                 "channel_text": g.get("channel") or "",
+                 **{f"_has_{k}": bool(g.get(k)) for k in ("field", "channel", "z", "t")}}
             )
     if not records:
-        raise InputError(f"{folder}: no file name matches the pattern {pattern!r}")
+        which = "the default pattern" if pattern == DEFAULT_PATTERN else f"the pattern {pattern!r}"
+        example = (f"; {len(ignored)} TIFF file(s) such as {sorted(ignored)[0]!r} do not match: "
+                   f"give --pattern{_pattern_hint(sorted(ignored)[0])} (docs/formats.md)"
+                   if ignored else _no_tiff_hint(folder))
+        raise InputError(f"{folder}: no file name matches {which}{example}")
     if ignored:
         warnings.warn(
             f"{folder}: ignored {len(ignored)} TIFF file(s) not matching the pattern, e.g. "
@@ -155,6 +165,13 @@ def read_tiff_folder(
             stacklevel=2,
         )
     planes = pd.DataFrame.from_records(records).sort_values("file", ignore_index=True)
+    for axis in ("field", "channel", "z", "t"):  # 'B03_s1.tif' next to 'B03_s1_w2.tif'
+        has = planes.pop(f"_has_{axis}")
+        if has.any() and not has.all():
+            raise InputError(
+                f"{folder}: the pattern finds a {axis} in {planes['file'][has].iloc[0]!r} but "
+                f"none in {planes['file'][~has].iloc[0]!r}; every file needs the same parts "
+                "(move the others away, or give a --pattern that excludes them)")
 
     max_row, max_col = int(planes["row"].max()), int(planes["col"].max())
     if plate_format is not None:
@@ -166,7 +183,11 @@ def read_tiff_folder(
                 f"{geometry.columns} plate (--plate-format {plate_format})"
             )
     else:
-        geometry = PlateGeometry.smallest_fitting(max_row, max_col)
+        try:
+            geometry = PlateGeometry.smallest_fitting(max_row, max_col)
+        except InputError as exc:
+            far = planes[(planes["row"] >= 32) | (planes["col"] >= 48)]["file"].iloc[0]
+            raise InputError(f"{folder / far}: {exc}") from None
 
     for axis in ("field", "z", "t"):
         planes[axis] = dense_index(_sort_key(planes[axis]))
@@ -179,6 +200,10 @@ def read_tiff_folder(
             f"{folder}: {len(channel_names)} channel name(s) given, but the file names hold "
             f"{len(texts)} channel(s): {', '.join(repr(t) for t in texts)}"
         )
+    for p in firsts["path"]:  # a stack would be read as its first page: refuse it here already
+        n_pages = count_pages(p)
+        if n_pages > 1:
+            raise InputError(multi_page_message(p, n_pages))
     physical = [tiff_physical(p) for p in firsts["path"]]
     pixel, z_step, sources = _agree(physical, list(firsts["path"]))
     file_names = [p.channel_names[0] if p.channel_names and len(p.channel_names) == 1 else None
@@ -198,6 +223,9 @@ def read_tiff_folder(
         planes[col] = float("nan")
     check_unique_keys(planes, folder)
     shape, dtype = probe_tiff(planes["path"].iloc[0])
+    # channels of different bit depths (an 8-bit brightfield next to 16-bit fluorescence): the
+    # plate takes the type holding every channel's first file (each plane is still checked)
+    dtype = np.result_type(dtype, *(probe_tiff(p)[1] for p in firsts["path"]))
     acq = Acquisition(
         plate_name=folder.resolve().name,
         geometry=geometry,
@@ -215,6 +243,37 @@ def read_tiff_folder(
     return apply_user_metadata(acq, pixel_size_um=pixel_size_um, z_step_um=z_step_um,
                                channel_names=channel_names,
                                override_metadata=override_metadata)
+
+
+#: Well-known file-name schemes the default pattern does not read, with the pattern that does.
+KNOWN_PATTERNS = {
+    # Harmony (Opera Phenix, Operetta CLS) images copied without their index XML
+    r"^r\d+c\d+f\d+p\d+-ch\d+sk\d+": (
+        r"r(?P<row>\d+)c(?P<col>\d+)f(?P<field>\d+)p(?P<z>\d+)-ch(?P<channel>\d+)"
+        r"sk(?P<t>\d+)fk\d+fl\d+\.tiff?$"),
+}
+
+
+def _pattern_hint(name: str) -> str:
+    """`` such as '...'`` when ``name`` follows a known scheme, else ``""``."""
+    for rx, suggestion in KNOWN_PATTERNS.items():
+        if re.search(rx, name):
+            return f" such as '{suggestion}' (Harmony images without their index XML)"
+    return ""
+
+
+def _no_tiff_hint(folder: Path) -> str:
+    """Why a folder holds no TIFF: name the first subfolder that does (ImageXpress puts its
+    images in ``TimePoint_1/``; the reader does not search subfolders)."""
+    for depth in range(1, 4):  # a few levels, breadth first: never a walk of a whole disk
+        for sub in sorted(folder.glob("/".join(["*"] * depth))):
+            if not sub.is_dir() or any(part.startswith(".") for part in sub.parts[-depth:]):
+                continue
+            with os.scandir(sub) as it:
+                if any(e.is_file() and e.name.lower().endswith(_TIFF_EXT) for e in it):
+                    return (f"; the folder holds no TIFF, but {sub.relative_to(folder)}/ does "
+                            "(the reader does not search subfolders: give that folder)")
+    return "; the folder holds no TIFF"
 
 
 def _agree(physical: list[TiffPhysical], paths: list[str]

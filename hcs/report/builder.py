@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 
 import hcs.report.sections as sections
-from hcs.atomic import atomic_write_text
-from hcs.errors import InputError, OutputExistsError
+from hcs.atomic import atomic_write_text, check_file_replaceable
+from hcs.errors import InputError
 from hcs.plate import PlateGeometry
 from hcs.report.figures import PALETTE, figure_json
 
@@ -195,7 +195,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, overwrite: 
     """
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else Path("reports") / f"{run_dir.resolve().name}.html"
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    check_file_replaceable(out, overwrite=overwrite, kind="html", inputs=[
+        run_dir / n for n in ("cells", "run.json", "failures.parquet", "wells.parquet",
+                              "stats.parquet", "embeddings.parquet")])
     page = render(build_context(load_run(run_dir), gallery=gallery))
     return atomic_write_text(out, page)

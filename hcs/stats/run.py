@@ -227,6 +227,12 @@ def run_stats(
                                                           "empty"))
         wells.loc[wells["role"] == "empty", "condition"] = None
     reference = default_reference(wells) if reference is None else reference
+    conditions = sorted(wells["condition"].dropna().astype(str).unique())
+    if conditions and reference not in conditions:  # a typo would make every test "missing"
+        near = [c for c in conditions if c.casefold() == str(reference).casefold()]
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise InputError(f"--reference {reference!r} is not a condition of the layout "
+                         f"(its conditions: {', '.join(conditions)}){hint}")
     cols = _readouts(wells, readouts)
     values, bad = nonfinite_readouts(wells, readout_values(wells, cols, transform))
     plates = sorted(wells["plate"].unique())
@@ -326,10 +332,12 @@ def stats_for_run(
     wells = load_wells(source)
     folder = source if source.is_dir() else source.parent
     out = Path(out) if out is not None else folder / "stats.parquet"
-    if out.exists() and not overwrite:
-        from hcs.errors import OutputExistsError
+    from hcs.atomic import check_file_replaceable
 
-        raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    check_file_replaceable(out, overwrite=overwrite, inputs=[
+        source / "wells.parquet" if source.is_dir() else source, folder / "run.json",
+        folder / "cells", folder / "failures.parquet",
+        *([layout] if layout is not None else [])])
     geometry = PlateGeometry.from_format(plate_format) if plate_format else None
     lay = read_layout(layout, geometry) if layout is not None else None
     if lay is not None:  # the plate of the run the wells come from, when it is known
