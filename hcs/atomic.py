@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from hcs.errors import InputError, OutputExistsError
+from hcs.records import process_alive, process_record
 
 
 def _umask() -> int:
@@ -325,10 +326,14 @@ def clean_stale_partials(out: str | Path, not_ours: Callable[[Path], str | None]
         pid_text = name.rsplit("-", 1)[1]
         if not pid_text.isdigit() or int(pid_text) == os.getpid() or entry.is_symlink():
             continue
-        from hcs.records import process_alive  # the run lock's rule for "this process is gone"
-
         owner = _partial_owner(entry) if entry.is_dir() else None
-        if owner is not None and owner.get("written_by") == WRITTEN_BY \
+        swap = _read_json(_swap_record(out, pid_text)) if name.startswith(prefix_o) else None
+        if swap is not None and swap.get("written_by") == WRITTEN_BY \
+                and str(swap.get("pid")) == pid_text and swap.get("old") == name:
+            # the previous output, swapped out by a writer that recorded the swap first: its
+            # deletion may have been cut short, so its content no longer proves anything
+            owner, dead, proven = swap, not process_alive(swap), True
+        elif owner is not None and owner.get("written_by") == WRITTEN_BY \
                 and str(owner.get("pid")) == pid_text:
             dead = not process_alive(owner)
             proven = True
@@ -343,13 +348,28 @@ def clean_stale_partials(out: str | Path, not_ours: Callable[[Path], str | None]
                               stacklevel=2)
                 continue
             shutil.rmtree(entry, ignore_errors=True)
+            _swap_record(out, pid_text).unlink(missing_ok=True)
             continue
         why = ("its process is still running, or runs on another host" if proven
                else "hcs cannot prove it wrote it")
         kept.append(f"{entry}: left over from an earlier run, not removed ({why})")
+    for rec in parent.glob(f".{out.name}.swap-*.json"):
+        pid_text = rec.name.rsplit("-", 1)[1][:-len(".json")]
+        info = _read_json(rec)
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and info is not None \
+                and info.get("written_by") == WRITTEN_BY and not process_alive(info) \
+                and not (parent / str(info.get("old", ""))).exists():
+            rec.unlink(missing_ok=True)
     for line in kept:
         warnings.warn(line, stacklevel=2)
     return kept
+
+
+def _swap_record(out: Path, pid: str | int) -> Path:
+    """``.OUT.swap-<pid>.json``: written before a writer swaps ``OUT`` out to
+    ``OUT.old-<pid>``, removed once the old one is deleted, so a writer killed while deleting
+    it leaves proof that the half-deleted ``OUT.old-<pid>`` is hcs's."""
+    return out.parent / f".{out.name}.swap-{pid}.json"
 
 
 def _pid_exists(pid: int) -> bool:
@@ -394,8 +414,6 @@ def atomic_dir(
         shutil.rmtree(partial)
     partial.mkdir()
     try:
-        from hcs.records import process_record
-
         marker = {**process_record(), "written_by": WRITTEN_BY, "target": str(out)}
         (partial / PARTIAL_MARKER).write_text(json.dumps(marker), encoding="utf-8")
         yield partial
@@ -403,9 +421,13 @@ def atomic_dir(
         if out.exists() or out.is_symlink():
             check_replaceable(out, inputs=inputs, overwrite=overwrite, not_ours=not_ours)
             old = out.parent / f"{out.name}.old-{os.getpid()}"
+            record = _swap_record(out, os.getpid())
+            record.write_text(json.dumps({**process_record(), "written_by": WRITTEN_BY,
+                                          "old": old.name}), encoding="utf-8")
             out.rename(old)
             partial.rename(out)
             shutil.rmtree(old, ignore_errors=True)
+            record.unlink(missing_ok=True)
         else:
             partial.rename(out)
     except BaseException:

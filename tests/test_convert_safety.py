@@ -258,6 +258,32 @@ def test_swap_killed_between_renames_restores_the_previous_plate(
     assert tree_sums(out) == sums and not leftovers(tmp_path)
 
 
+def test_half_deleted_swapped_out_plate_is_removed_only_with_its_swap_record(
+    export: Path, tmp_path: Path
+) -> None:
+    """A writer killed while deleting the plate it replaced (``OUT.old-<pid>``, half deleted,
+    so its content proves nothing) leaves a swap record; the next write removes the old plate
+    when the record names it and its writer is dead, and keeps (and names) one without."""
+    from hcs.records import process_record
+
+    out = tmp_path / "p.ome.zarr"
+    assert hcs("convert", export, out).returncode == 0
+    sums = tree_sums(out)
+    for pid, recorded in ((999999991, True), (999999992, False)):  # pids of no process
+        old = tmp_path / f"p.ome.zarr.old-{pid}"
+        shutil.copytree(out, old)
+        (old / "zarr.json").unlink()  # the deletion was cut short: no longer a plate
+        if recorded:
+            rec = {**process_record(), "pid": pid, "written_by": "hcs", "old": old.name}
+            (tmp_path / f".p.ome.zarr.swap-{pid}.json").write_text(json.dumps(rec))
+    res = hcs("convert", export, out, "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert tree_sums(out).keys() == sums.keys()
+    assert leftovers(tmp_path) == ["p.ome.zarr.old-999999992"]  # unproven: kept and named
+    assert "p.ome.zarr.old-999999992" in res.stderr and "cannot prove" in res.stderr
+    assert not list(tmp_path.glob(".p.ome.zarr.swap-*"))
+
+
 # --- item 4: planes the plate dtype cannot hold --------------------------------------------------
 
 
