@@ -60,12 +60,8 @@ def _remove_stale_temps(path: Path) -> None:
         m = pattern.match(entry.name)
         if m is None or int(m.group(1)) == os.getpid() or not entry.is_file():
             continue
-        try:
-            os.kill(int(m.group(1)), 0)
-        except ProcessLookupError:
+        if not _pid_exists(int(m.group(1))):
             entry.unlink(missing_ok=True)
-        except (PermissionError, OSError):
-            pass  # alive (another user's) or unknown: not provably stale
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None], *, fsync: bool = False) -> Path:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_checks import one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "cic-sim"
@@ -32,15 +33,6 @@ def tree_sha(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
 
-
-def one_line_error(res: subprocess.CompletedProcess[str], *names: str) -> str:
-    """Exit 2, one line on stderr starting ``error:`` and naming each of ``names``."""
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    for n in names:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

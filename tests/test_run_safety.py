@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_checks import one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUT = REPO / "plate_layouts" / "arhgap36_truncations.csv"
@@ -48,15 +49,6 @@ def tree_sha(root: Path) -> dict[str, str]:
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
-
-def one_line_error(res: subprocess.CompletedProcess, *names: str) -> str:
-    """The refusal: exit 2, one line on stderr starting ``error:`` and naming each of ``names``."""
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    for n in names:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
