@@ -22,6 +22,7 @@ from hcs.atomic import atomic_write_text, check_file_replaceable
 from hcs.errors import InputError
 from hcs.plate import PlateGeometry
 from hcs.report.figures import PALETTE, figure_json
+from hcs.runinfo import run_plate_path
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -65,17 +66,6 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     return data
 
 
-def _plate_path(run: dict[str, Any], run_dir: Path) -> Path | None:
-    p = run.get("plate")
-    p = p.get("path") if isinstance(p, dict) else p
-    if not p:
-        return None
-    path = Path(str(p))
-    if not path.is_absolute() and not path.exists():
-        path = run_dir / path
-    return path if path.is_dir() else None
-
-
 def _geometry(wells: pd.DataFrame, run: dict[str, Any], plate: Path | None) -> PlateGeometry:
     """Plate geometry: the layout's (wells attrs), run.json's, the plate's, else the smallest
     standard plate holding every well."""
@@ -117,7 +107,7 @@ def build_context(data: dict[str, Any], gallery: bool = True) -> dict[str, Any]:
     """Everything the template shows, section by section (figures as JSON text)."""
     run, wells, stats = data["run"], data["wells"], data["stats"]
     stats = stats if stats is not None else pd.DataFrame(columns=["kind"])
-    plate = _plate_path(run, data["dir"])
+    plate = run_plate_path(run, data["dir"])
     classes, assay = _classes(run, wells)
     colours = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(classes)}
     ctx: dict[str, Any] = {"sections": [], "figures": {}, "title": _title(run, wells, data),
