@@ -86,15 +86,21 @@ def _geometry(wells: pd.DataFrame, run: dict[str, Any], plate: Path | None) -> P
 
 
 def _classes(run: dict[str, Any], wells: pd.DataFrame | None) -> tuple[list[str], str | None]:
-    """Class names (assay order) and the assay name, from run.json or the wells table."""
-    from hcs.assays import ASSAYS
+    """Class names (assay order) and the assay name, from run.json (a built-in assay, or a
+    user-defined one by its definition or model card) or the wells table."""
+    from hcs.assays import run_assay
 
     name = run.get("assay")
     name = name.get("name") if isinstance(name, dict) else name
     if name is None and wells is not None:
         name = wells.attrs.get("assay")
-    if name is not None and str(name).lower() in ASSAYS:
-        return list(ASSAYS[str(name).lower()].classes), str(name)
+    if name is not None:
+        try:
+            assay = run_assay(run, str(name))
+        except InputError:  # neither built in nor defined: the wells table's columns below
+            assay = None
+        if assay is not None:
+            return list(assay.classes), str(name)
     if wells is None:
         return [], name
     skip = {"n_detected", "n_analysed"} | {f"n_{p['channel']}_positive"  # stains, not classes
