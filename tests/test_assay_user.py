@@ -11,8 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hcs.assays import (assay_from_classes, assay_from_dict, assay_to_dict, load_assay_file,
-                        run_assay)
+from hcs.assays import (
+    assay_from_classes,
+    assay_from_dict,
+    assay_to_dict,
+    load_assay_file,
+    run_assay,
+)
 from hcs.errors import InputError
 
 

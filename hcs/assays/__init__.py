@@ -4,8 +4,13 @@ assay (classes, exclusions, composites, input channels and crop, decision rule).
 from hcs.assays.inputs import InputChannel, InputSpec
 from hcs.assays.registry import ASSAYS, Assay, DecisionRule, get_assay, get_input_spec
 from hcs.assays.rules import apply_rule, counted, get_rule
-from hcs.assays.user import (assay_from_classes, assay_from_dict, assay_to_dict, load_assay_file,
-                             run_assay)
+from hcs.assays.user import (
+                             assay_from_classes,
+                             assay_from_dict,
+                             assay_to_dict,
+                             load_assay_file,
+                             run_assay,
+)
 
 __all__ = ["ASSAYS", "Assay", "DecisionRule", "InputChannel", "InputSpec", "apply_rule",
            "assay_from_classes", "assay_from_dict", "assay_to_dict", "counted", "get_assay",
