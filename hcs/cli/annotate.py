@@ -1,0 +1,99 @@
+"""``hcs annotate``: label cells of a run in the browser (or export / import them)."""
+
+from __future__ import annotations
+
+import typer
+
+from hcs.cli.app import app, user_errors
+
+
+@app.command("annotate")
+@user_errors
+def annotate_cmd(
+    run_dir: str = typer.Argument(None, help="Run folder whose cells are labelled (not needed "
+                                  "with --import, or to continue an existing --out)."),
+    out: str = typer.Option(..., "--out", "-o", help="Annotation folder (labels.csv, images); "
+                            "an existing one is continued."),
+    classes: str = typer.Option(None, "--classes", help="Classes to label: a,b,c (model "
+                                "output order; keys 1-9)."),
+    assay: str = typer.Option(None, "--assay", help="A built-in assay whose classes are "
+                              "labelled (cic, livedead, cancer, mitosis)."),
+    assay_file: str = typer.Option(None, "--assay-file", help="assay.yaml: classes, input "
+                                   "channel roles, excluded classes, composite readouts."),
+    n: int = typer.Option(200, "--n", help="Cells to draw in this round."),
+    strategy: str = typer.Option("spread", "--strategy", help="spread (over conditions, "
+                                 "wells, fields) or uncertain (smallest margin of --model)."),
+    model: str = typer.Option(None, "--model", help="Model folder: its crop is shown, its "
+                              "margins rank the cells for --strategy uncertain."),
+    channels: str = typer.Option(None, "--channels", help="Input role -> plate channel: "
+                                 "nucleus=DAPI,membrane=WGA (over the run's map)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the sampling."),
+    plate: str = typer.Option(None, "--plate", help="The run's plate, if run.json's path is "
+                              "not valid here."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8765, "--port", help="Port (0: any free port)."),
+    annotator: str = typer.Option(None, "--annotator", help="Name written with each label "
+                                  "(default: your login name)."),
+    no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
+    export: str = typer.Option(None, "--export", help="Write the sample's crops for another "
+                               "tool (folders | via) instead of serving the page."),
+    import_: str = typer.Option(None, "--import", help="Read labels from a folder of class "
+                                "subfolders or a VIA JSON file into --out's labels.csv."),
+) -> None:
+    """Label cells of a run in the browser: a sample of cells, each crop as the model sees it
+    beside its context, keys 1-9 per class; every label saved at once to OUT/labels.csv."""
+    from pathlib import Path
+
+    from hcs.errors import InputError
+
+    if import_ is not None:
+        from hcs.annotate.exchange import import_labels
+
+        counts = import_labels(import_, out, annotator)
+        typer.echo(f"imported {sum(counts.values())} labels into {Path(out) / 'labels.csv'}: "
+                   + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return
+    from hcs.annotate.session import prepare_session, read_session
+    from hcs.params import parse_channel_map
+
+    given = [x for x in (classes, assay, assay_file) if x]
+    if len(given) > 1:
+        raise InputError("give the classes once: --classes, --assay or --assay-file")
+    if run_dir is None:
+        if given or not (Path(out) / "annotate.json").is_file():
+            raise InputError("give the RUN folder whose cells are labelled")
+        session = read_session(out)
+    else:
+        from hcs.assays import assay_from_classes, get_assay, load_assay_file
+
+        cmap = parse_channel_map(channels)
+        if classes:
+            a = assay_from_classes(classes, channels=list(cmap) or None)
+        elif assay_file:
+            a = load_assay_file(assay_file)
+        elif assay:
+            a = get_assay(assay)
+        elif (Path(out) / "annotate.json").is_file():
+            from hcs.assays import assay_from_dict
+
+            a = assay_from_dict(read_session(out).meta["assay"], f"{out}/annotate.json")
+        else:
+            raise InputError("name the classes: --classes a,b,c, --assay NAME or --assay-file "
+                             "assay.yaml")
+        session = prepare_session(run_dir, out, a, n=n, strategy=strategy, model=model,
+                                  channels=cmap, seed=seed, plate=plate)
+    typer.echo(f"{out}: {len(session.sample)} cells, {len(session.store.labels)} labelled, "
+               f"{len(session.store.skipped)} skipped; classes {', '.join(session.classes)}")
+    if export is not None:
+        from hcs.annotate.exchange import export_session
+
+        folder = export_session(out, export)
+        typer.echo(f"wrote {folder} ({len(session.sample)} crops; see README.txt there)")
+        return
+    from hcs.annotate.server import serve
+
+    try:
+        serve(out, host=host, port=port, annotator=annotator, open_browser=not no_browser)
+    except KeyboardInterrupt:
+        final = read_session(out)
+        typer.echo(f"stopped; {len(final.store.labels)} labels in {Path(out) / 'labels.csv'}")
