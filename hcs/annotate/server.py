@@ -141,9 +141,8 @@ def serve(ann_dir: str | Path, host: str = "127.0.0.1", port: int = 8765,
     token
         The access token (default: a new random one).
     """
-    import getpass
-
     import asyncio
+    import getpass
 
     import tornado.httpserver
     import tornado.netutil

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hcs.annotate.cells import KEY, CropSpec, cell_crops, read_field_planes, read_run_cells
+from hcs.annotate.cells import CropSpec, cell_crops, read_field_planes, read_run_cells
 from hcs.atomic import atomic_write, atomic_write_text
 from hcs.errors import InputError
 
