@@ -79,7 +79,7 @@ def make_app(ann_dir: str | Path, token: str, annotator: str) -> Any:
             cfg = json.dumps({"token": token, "annotator": annotator}).replace("</", "<\\/")
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.set_header("Content-Security-Policy",
-                            "default-src 'none'; img-src 'self'; connect-src 'self'; "
+                            "default-src 'none'; img-src 'self' data:; connect-src 'self'; "
                             "style-src 'unsafe-inline'; script-src 'unsafe-inline'")
             self.write(_PAGE.read_text(encoding="utf-8").replace("/*CONFIG*/null", cfg))
 
