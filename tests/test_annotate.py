@@ -323,3 +323,40 @@ def test_via_round_trip(world, tmp_path):
 
     with pytest.raises(InputError):
         export_session(ann, "via")
+
+
+@pytest.mark.slow  # four hcs processes (about 10 s of CPU; 45 s on a loaded machine)
+def test_readme_annotate_commands(world, tmp_path):
+    """The README's hcs annotate commands: --classes with --channels and --n (served), a second
+    round from an --assay-file with --strategy uncertain --model, --export then --import."""
+    ann = tmp_path / "ann"
+    srv = Server(world["run"], ann, "--classes", "live,dead", "--channels",
+                 "nucleus=HOECHST 33342", "--n", "6")
+    try:
+        state = json.loads(srv.request("GET", "/api/state")[1])
+        assert len(state["cells"]) == 6 and state["meta"]["channels"] == {
+            "nucleus": "HOECHST 33342"}
+        assert srv.label(state["cells"][0]["cell"], "dead") == 200
+    finally:
+        srv.kill()
+    assay_file = tmp_path / "assay.yaml"
+    assay_file.write_text("name: ld-own\nclasses: [live, dead]\nchannels: [brightfield, "
+                          "hoechst]\n")
+    r = subprocess.run([*PY, "annotate", str(world["run"]), "--out", str(ann), "--assay-file",
+                        str(assay_file), "--strategy", "uncertain", "--model", str(world["m2"]),
+                        "--n", "4", "--export", "folders"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr  # the same classes: a second round of the folder
+    s = read_session(ann)
+    assert s.sample["round"].tolist() == [0] * 6 + [1] * 4
+    # the model's two input channels: 2-channel TIFF crops
+    assert len(list((ann / "export" / "folders").glob("*.tif"))) == 10
+    sorted_dir = tmp_path / "sorted"
+    (sorted_dir / "live").mkdir(parents=True)
+    for f in sorted((ann / "export" / "folders").glob("*.tif"))[:3]:
+        (sorted_dir / "live" / f.name).write_bytes(f.read_bytes())
+    r = subprocess.run([*PY, "annotate", "--import", str(sorted_dir), "--out", str(ann)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "imported 3 labels" in r.stdout, r.stderr
+    assert len(_labels(ann)) == 4 - (state["cells"][0]["cell"] in
+                                     [f.stem for f in sorted((ann / "export" / "folders")
+                                                             .glob("*.tif"))[:3]])
