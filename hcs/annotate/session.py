@@ -370,22 +370,37 @@ def _conditions(run_dir: Path, cells: pd.DataFrame) -> pd.Series:
 def _model_probs(run_dir: Path, cells: pd.DataFrame, model: str, channels: dict[str, str],
                  plate: Path, timepoint: int) -> tuple[np.ndarray, list[str]]:
     """Probabilities of ``model`` for ``cells``: the run's ``p_*`` columns when the run was made
-    with that model, else the model run on the cells' crops (as ``hcs run`` would)."""
+    with that model (``run.json``'s ``model_path`` is its folder and, when recorded, its card
+    checksum is the card's), else the model run on the cells' crops (as ``hcs run`` would)."""
     from hcs.engine.model import model_card
+    from hcs.runinfo import read_run_json
 
-    folder, card = model_card(model)
-    classes = list(card.classes)
-    cols = [f"p_{c}" for c in classes]
-    if ("model" in cells and all(c in cells for c in cols)
-            and set(cells["model"].astype(str)) == {card.name}):
-        return cells[cols].to_numpy(float), classes
+    run = read_run_json(run_dir)
+    try:
+        folder, card = model_card(model)
+    except InputError:
+        folder, card = Path(model).resolve(), None
+    p_cols = [c for c in cells if c.startswith("p_")]
+    if run.get("model_path"):
+        same = Path(str(run["model_path"])).resolve() == Path(folder).resolve() and (
+            card is None or not run.get("model_card_sha256")
+            or run["model_card_sha256"] == getattr(card, "card_sha256", None))
+    else:  # an older run.json: the cell tables' model column
+        same = card is not None and "model" in cells and set(cells["model"].astype(str)) == {
+            card.name}
+    if same and len(p_cols) >= 2:
+        return cells[p_cols].to_numpy(float), [c[2:] for c in p_cols]
+    if card is None:
+        raise InputError(f"--model {model}: not a model folder hcs annotate can run; annotate a "
+                         "run made with it (hcs run PLATE --model MODEL), whose p_* columns are "
+                         "then used")
     from hcs.classify.infer import predict_proba
     from hcs.engine.model import load_classifier
 
     spec = CropSpec.from_card(card)
     crops = cell_crops(run_dir, cells, spec, channels, plate=plate, timepoint=timepoint)
     net = load_classifier(folder, card.card_sha256)
-    return predict_proba(net, crops, 64, "cpu"), classes
+    return predict_proba(net, crops, 64, "cpu"), list(card.classes)
 
 
 def prepare_session(
@@ -454,10 +469,15 @@ def prepare_session(
     timepoint = int(run.get("timepoint") or 0)
     mapping = run_channel_map(run_dir, channels)
     pl = open_plate(plate_path)
+    spec = None
     if model is not None:
-        spec = CropSpec.from_card(model, assay if assay.name.lower() not in ASSAYS else None)
+        try:  # the crop the model sees; a model of another kind: the assay's declared input
+            spec = CropSpec.from_card(model, assay if assay.name.lower() not in ASSAYS else None)
+        except InputError:
+            if not Path(model).is_dir():
+                raise
         model = str(Path(model).resolve()) if Path(model).exists() else model
-    else:
+    if spec is None:
         spec = CropSpec.from_assay(assay, roles=list(channels) if channels else None)
     chan_idx = [plate_channel_for(r, list(pl.channels), mapping) for r in spec.roles]
     classes = list(assay.classes)
