@@ -216,6 +216,12 @@ def test_labels_saved_at_once_and_survive_sigkill(world, tmp_path):
                 ] == stems[:2]
         assert lab["label"].tolist() == ["dead", "dead"] and set(lab["annotator"]) == {"tester"}
         assert (ann / "skipped.csv").read_text().count("\n") == 2
+        # a second hcs annotate on the same folder is refused (two servers would overwrite
+        # each other's labels)
+        r = subprocess.run([*PY, "annotate", str(world["run"]), "--out", str(ann), "--classes",
+                            "live,dead", "--n", "8", "--port", "0", "--no-browser"],
+                           capture_output=True, text=True, timeout=120)
+        one_line_error(r, "in use", str(srv.proc.pid))
         srv.kill()  # no chance to flush anything
         srv = Server(world["run"], ann, "--classes", "live,dead", "--n", "8")
         state = json.loads(srv.request("GET", "/api/state")[1])
@@ -245,6 +251,11 @@ def test_cli_refusals(world, tmp_path):
                         "--classes", "a,b", "--strategy", "uncertain"], capture_output=True,
                        text=True)
     one_line_error(r, "--model")
+    r = subprocess.run([*PY, "annotate", "--out", str(tmp_path / "d")], capture_output=True,
+                       text=True)
+    one_line_error(r, "RUN")
+    # a refused command leaves nothing behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------- exchange

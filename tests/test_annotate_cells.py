@@ -39,6 +39,8 @@ def test_read_run_cells(run):
     assert {"plate", "well", "field", "cell_id", "bbox_x0", "p_live", "label"} <= set(cells)
     few = read_run_cells(run[2], columns=["label", "no_such_column"])
     assert list(few.columns) == ["plate", "well", "row", "col", "field", "cell_id", "label"]
+    probs = read_run_cells(run[2], columns=["p_*", "bbox_x0"])
+    assert list(probs.columns)[6:] == ["p_live", "p_dead", "bbox_x0"]
     with pytest.raises(InputError, match="no cells/"):
         read_run_cells(run[0])
 

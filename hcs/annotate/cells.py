@@ -41,9 +41,9 @@ def read_run_cells(run_dir: str | Path, columns: Sequence[str] | None = None) ->
     run_dir
         The run folder (``cells/<well>/<field>.parquet``).
     columns
-        Only these columns (those a table lacks are left out), always with ``plate, well,
-        row, col, field, cell_id``; ``None``: every column (``x, y, bbox_*, p_*, label,
-        confidence`` and the measurements).
+        Only these columns (those a table lacks are left out; ``p_*``: every column starting
+        with ``p_``), always with ``plate, well, row, col, field, cell_id``; ``None``: every
+        column (``x, y, bbox_*, p_*, label, confidence`` and the measurements).
 
     Returns
     -------
@@ -67,9 +67,12 @@ def read_run_cells(run_dir: str | Path, columns: Sequence[str] | None = None) ->
             if columns is None:
                 parts.append(pd.read_parquet(f))
             else:
-                have = set(pq.read_schema(f).names)
-                want = list(dict.fromkeys(["plate", "well", "row", "col", "field", "cell_id",
-                                           *columns]))
+                have = pq.read_schema(f).names
+                want = ["plate", "well", "row", "col", "field", "cell_id"]
+                for c in columns:
+                    want += ([h for h in have if h.startswith(c[:-1])] if c.endswith("*")
+                             else [c])
+                want = list(dict.fromkeys(want))
                 parts.append(pd.read_parquet(f, columns=[c for c in want if c in have]))
         except Exception as exc:  # pyarrow raises several types for a bad file
             raise InputError(f"{f}: cannot read the cell table ({exc})") from None

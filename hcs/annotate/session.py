@@ -29,7 +29,7 @@ from hcs.annotate.cells import CropSpec, cell_crops, read_field_planes, read_run
 from hcs.atomic import atomic_write, atomic_write_text
 from hcs.errors import InputError
 
-__all__ = ["LABEL_COLUMNS", "LabelStore", "Session", "cell_stem", "display_rgb",
+__all__ = ["LABEL_COLUMNS", "LabelStore", "Session", "cell_stem", "check_out", "display_rgb",
            "prepare_session", "read_session", "spread_order", "uncertain_order"]
 
 LABEL_COLUMNS = ["plate", "well", "field", "cell_id", "label", "annotator", "time"]
@@ -344,6 +344,14 @@ def _read_sample(path: Path) -> pd.DataFrame:
                        keep_default_na=False, na_values={"confidence": [""], "margin": [""]})
 
 
+def check_out(ann_dir: str | Path, run_dir: str | Path, plate: str | Path | None = None) -> None:
+    """Refuse an annotation folder inside the run or its plate, or an existing folder that
+    ``hcs annotate`` did not write (before anything is created)."""
+    from hcs.annotate.cells import run_plate
+
+    _check_out(Path(ann_dir), Path(run_dir), run_plate(run_dir, plate))
+
+
 def _check_out(ann_dir: Path, run_dir: Path, plate: Path) -> None:
     for what, inp in (("run folder", run_dir), ("plate", plate)):
         if ann_dir.resolve().is_relative_to(inp.resolve()):
@@ -351,7 +359,8 @@ def _check_out(ann_dir: Path, run_dir: Path, plate: Path) -> None:
                              "into an input (choose a folder outside it)")
     if ann_dir.exists() and not ann_dir.is_dir():
         raise InputError(f"--out {ann_dir}: exists and is not a folder")
-    if ann_dir.is_dir() and any(ann_dir.iterdir()) and not (ann_dir / "annotate.json").is_file():
+    if ann_dir.is_dir() and any(p.name != "run.lock" for p in ann_dir.iterdir()) and not (
+            ann_dir / "annotate.json").is_file():
         raise InputError(f"--out {ann_dir}: a folder that hcs annotate did not write (no "
                          "annotate.json); choose a new or empty folder")
 
@@ -494,7 +503,7 @@ def prepare_session(
             return read_session(ann)  # the same options: continue the last round
     else:
         sample = pd.DataFrame()
-    cells = read_run_cells(run_dir)
+    cells = read_run_cells(run_dir, ["x", "y", "bbox_*", "p_*", "label", "confidence", "model"])
     if not len(cells):
         raise InputError(f"{run_dir}: the run has no cells to label")
     cells["condition"] = _conditions(run_dir, cells)
@@ -533,7 +542,14 @@ def prepare_session(
     if not len(new):
         raise InputError(f"{run_dir}: every cell of the run is already in {ann}")
     ann.mkdir(parents=True, exist_ok=True)
-    write_cell_images(run_dir, new, spec, mapping, ann / "img", timepoint, plate_path)
+    try:
+        write_cell_images(run_dir, new, spec, mapping, ann / "img", timepoint, plate_path)
+    except BaseException:
+        if old is None:  # a new folder (checked empty): the images are all ours
+            import shutil
+
+            shutil.rmtree(ann / "img", ignore_errors=True)
+        raise
     sample = pd.concat([sample, new], ignore_index=True) if len(sample) else new
     atomic_write_text(ann / "sample.csv", sample.to_csv(index=False, lineterminator="\n"))
     is_builtin = assay.name.lower() in ASSAYS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from hcs.cli.app import app, user_errors
@@ -44,28 +46,30 @@ def annotate_cmd(
     beside its context, keys 1-9 per class; every label saved at once to OUT/labels.csv."""
     from pathlib import Path
 
+    from hcs.annotate.session import check_out, prepare_session, read_session
+    from hcs.engine.lock import RunLock
     from hcs.errors import InputError
-
-    if import_ is not None:
-        from hcs.annotate.exchange import import_labels
-
-        counts = import_labels(import_, out, annotator)
-        typer.echo(f"imported {sum(counts.values())} labels into {Path(out) / 'labels.csv'}: "
-                   + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        return
-    from hcs.annotate.session import prepare_session, read_session
     from hcs.params import parse_channel_map
 
+    # every refusal before the lock creates the folder: a refused command leaves nothing
+    have = (Path(out) / "annotate.json").is_file()
     given = [x for x in (classes, assay, assay_file) if x]
     if len(given) > 1:
         raise InputError("give the classes once: --classes, --assay or --assay-file")
-    if run_dir is None:
-        if given or not (Path(out) / "annotate.json").is_file():
-            raise InputError("give the RUN folder whose cells are labelled")
-        session = read_session(out)
+    if export is not None and export not in ("folders", "via"):
+        raise InputError(f"--export {export}: expected folders or via")
+    a = None
+    if import_ is not None:
+        read_session(out)  # the one error: not an annotation folder
+    elif run_dir is None:
+        if given or not have:
+            raise InputError(f"give the RUN folder whose cells are labelled ({out} "
+                             + ("is not an annotation folder yet)" if not have else
+                                "has its classes already)"))
     else:
-        from hcs.assays import assay_from_classes, get_assay, load_assay_file
+        from hcs.assays import assay_from_classes, assay_from_dict, get_assay, load_assay_file
 
+        check_out(out, run_dir, plate)
         cmap = parse_channel_map(channels)
         if classes:
             a = assay_from_classes(classes, channels=list(cmap) or None)
@@ -73,15 +77,41 @@ def annotate_cmd(
             a = load_assay_file(assay_file)
         elif assay:
             a = get_assay(assay)
-        elif (Path(out) / "annotate.json").is_file():
-            from hcs.assays import assay_from_dict
-
+        elif have:
             a = assay_from_dict(read_session(out).meta["assay"], f"{out}/annotate.json")
         else:
             raise InputError("name the classes: --classes a,b,c, --assay NAME or --assay-file "
                              "assay.yaml")
-        session = prepare_session(run_dir, out, a, n=n, strategy=strategy, model=model,
-                                  channels=cmap, seed=seed, plate=plate)
+    existed = Path(out).exists()
+    try:
+        with RunLock(out):  # one hcs annotate per folder: two would overwrite each other
+            if import_ is not None:
+                from hcs.annotate.exchange import import_labels
+
+                counts = import_labels(import_, out, annotator)
+                typer.echo(f"imported {sum(counts.values())} labels into "
+                           f"{Path(out) / 'labels.csv'}: "
+                           + ", ".join(f"{k} {v}" for k, v in counts.items()))
+                return
+            if a is None:
+                session = read_session(out)
+            else:
+                session = prepare_session(run_dir, out, a, n=n, strategy=strategy, model=model,
+                                          channels=parse_channel_map(channels), seed=seed,
+                                          plate=plate)
+            _serve_or_export(session, out, export, host, port, annotator, no_browser)
+    except BaseException:
+        if not existed and Path(out).is_dir() and not any(Path(out).iterdir()):
+            Path(out).rmdir()  # the empty folder the lock made
+        raise
+
+
+def _serve_or_export(session: Any, out: str, export: str | None, host: str, port: int,
+                     annotator: str | None, no_browser: bool) -> None:
+    from pathlib import Path
+
+    from hcs.annotate.session import read_session
+
     typer.echo(f"{out}: {len(session.sample)} cells, {len(session.store.labels)} labelled, "
                f"{len(session.store.skipped)} skipped; classes {', '.join(session.classes)}")
     if export is not None:
