@@ -29,8 +29,9 @@ from hcs.annotate.cells import CropSpec, cell_crops, read_field_planes, read_run
 from hcs.atomic import atomic_write, atomic_write_text
 from hcs.errors import InputError
 
-__all__ = ["LABEL_COLUMNS", "LabelStore", "Session", "cell_stem", "check_out", "display_rgb",
-           "prepare_session", "read_session", "spread_order", "uncertain_order"]
+__all__ = ["LABEL_COLUMNS", "LabelStore", "Session", "cell_stem", "check_out", "check_sampling",
+           "context_window", "display_rgb", "margins", "parse_stem", "prepare_session",
+           "read_session", "spread_order", "uncertain_order"]
 
 LABEL_COLUMNS = ["plate", "well", "field", "cell_id", "label", "annotator", "time"]
 SKIP_COLUMNS = ["plate", "well", "field", "cell_id", "annotator", "time"]
@@ -344,6 +345,17 @@ def _read_sample(path: Path) -> pd.DataFrame:
                        keep_default_na=False, na_values={"confidence": [""], "margin": [""]})
 
 
+def check_sampling(n: int, strategy: str, model: str | None) -> None:
+    """Refuse sampling options that cannot work (one line naming the option)."""
+    if strategy not in ("spread", "uncertain"):
+        raise InputError(f"--strategy {strategy}: expected spread or uncertain")
+    if strategy == "uncertain" and model is None:
+        raise InputError("--strategy uncertain needs --model (the model whose margins rank "
+                         "the cells)")
+    if n < 1:
+        raise InputError(f"--n {n}: expected at least 1 cell")
+
+
 def check_out(ann_dir: str | Path, run_dir: str | Path, plate: str | Path | None = None) -> None:
     """Refuse an annotation folder inside the run or its plate, or an existing folder that
     ``hcs annotate`` did not write (before anything is created)."""
@@ -464,13 +476,7 @@ def prepare_session(
     from hcs.io.omezarr import open_plate
     from hcs.runinfo import read_run_json
 
-    if strategy not in ("spread", "uncertain"):
-        raise InputError(f"--strategy {strategy}: expected spread or uncertain")
-    if strategy == "uncertain" and model is None:
-        raise InputError("--strategy uncertain needs --model (the model whose margins rank "
-                         "the cells)")
-    if n < 1:
-        raise InputError(f"--n {n}: expected at least 1 cell")
+    check_sampling(n, strategy, model)
     run_dir, ann = Path(run_dir), Path(out)
     plate_path = run_plate(run_dir, plate).resolve()
     _check_out(ann, run_dir, plate_path)

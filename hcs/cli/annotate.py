@@ -46,7 +46,7 @@ def annotate_cmd(
     beside its context, keys 1-9 per class; every label saved at once to OUT/labels.csv."""
     from pathlib import Path
 
-    from hcs.annotate.session import check_out, prepare_session, read_session
+    from hcs.annotate.session import check_out, check_sampling, prepare_session, read_session
     from hcs.engine.lock import RunLock
     from hcs.errors import InputError
     from hcs.params import parse_channel_map
@@ -70,6 +70,7 @@ def annotate_cmd(
         from hcs.assays import assay_from_classes, assay_from_dict, get_assay, load_assay_file
 
         check_out(out, run_dir, plate)
+        check_sampling(n, strategy, model)
         cmap = parse_channel_map(channels)
         if classes:
             a = assay_from_classes(classes, channels=list(cmap) or None)
