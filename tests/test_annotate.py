@@ -107,9 +107,16 @@ def test_uncertain_smallest_margins_and_no_redraw(world, tmp_path):
     all2["margin"] = margins(all2[["p_live", "p_dead"]].to_numpy())
     assert sorted(s2.sample["margin"].round(5)) == sorted(all2.nsmallest(8, "margin")[
         "margin"].round(5))
-    # the same options again: the round is continued, not drawn anew
+    # the same options again, or none: the round is continued, not drawn anew
     assert len(prepare_session(world["run"], ann, get_assay("livedead"), n=8,
                                strategy="uncertain", model=str(world["m2"])).sample) == 18
+    assert len(prepare_session(world["run"], ann, get_assay("livedead")).sample) == 18
+    # one option changed (--n): a new round, the others as the last round's (uncertain, m2)
+    s3 = prepare_session(world["run"], ann, get_assay("livedead"), n=3)
+    assert s3.sample["round"].tolist()[-3:] == [2, 2, 2]
+    assert s3.meta["rounds"][-1]["options"] == {"strategy": "uncertain",
+                                                "model": str(world["m2"].resolve()), "n": 3,
+                                                "seed": 1}  # round 1 inherited round 0s
 
 
 # ------------------------------------------------------------------------------- server

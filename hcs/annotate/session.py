@@ -429,11 +429,11 @@ def prepare_session(
     out: str | Path,
     assay: Any,
     *,
-    n: int = 200,
-    strategy: str = "spread",
+    n: int | None = None,
+    strategy: str | None = None,
     model: str | None = None,
     channels: dict[str, str] | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     plate: str | Path | None = None,
     pool: int = 2000,
 ) -> Session:
@@ -447,6 +447,10 @@ def prepare_session(
         The annotation folder ``ANN`` (created; an existing one is continued).
     assay
         The :class:`~hcs.assays.Assay` (built-in or user-defined) whose classes are labelled.
+    n, strategy, model, seed
+        The sampling options of this round; ``None``: as the folder's last round (for a new
+        folder: 200, ``spread``, no model, 0). Options equal to the last round's continue it;
+        others draw a new round among the cells not sampled yet.
     n
         Cells in this round.
     strategy
@@ -476,8 +480,16 @@ def prepare_session(
     from hcs.io.omezarr import open_plate
     from hcs.runinfo import read_run_json
 
-    check_sampling(n, strategy, model)
     run_dir, ann = Path(run_dir), Path(out)
+    meta_path = ann / "annotate.json"
+    old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    last = old["rounds"][-1]["options"] if old else {"strategy": "spread", "model": None,
+                                                     "n": 200, "seed": 0}
+    strategy = strategy if strategy is not None else last["strategy"]
+    model = model if model is not None else last["model"]
+    n = int(n if n is not None else last["n"])
+    seed = int(seed if seed is not None else last["seed"])
+    check_sampling(n, strategy, model)
     plate_path = run_plate(run_dir, plate).resolve()
     _check_out(ann, run_dir, plate_path)
     run = read_run_json(run_dir)
@@ -496,9 +508,7 @@ def prepare_session(
         spec = CropSpec.from_assay(assay, roles=list(channels) if channels else None)
     chan_idx = [plate_channel_for(r, list(pl.channels), mapping) for r in spec.roles]
     classes = list(assay.classes)
-    round_opts = {"strategy": strategy, "model": model, "n": int(n), "seed": int(seed)}
-    meta_path = ann / "annotate.json"
-    old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    round_opts = {"strategy": strategy, "model": model, "n": n, "seed": seed}
     if old is not None:
         if Path(old["run"]) != run_dir.resolve() or list(old["classes"]) != classes:
             raise InputError(f"{ann}: labels of run {old['run']} with classes "

@@ -22,14 +22,17 @@ def annotate_cmd(
                               "labelled (cic, livedead, cancer, mitosis)."),
     assay_file: str = typer.Option(None, "--assay-file", help="assay.yaml: classes, input "
                                    "channel roles, excluded classes, composite readouts."),
-    n: int = typer.Option(200, "--n", help="Cells to draw in this round."),
-    strategy: str = typer.Option("spread", "--strategy", help="spread (over conditions, "
-                                 "wells, fields) or uncertain (smallest margin of --model)."),
+    n: int = typer.Option(None, "--n", help="Cells to draw in this round [default: 200, or "
+                          "as the folder's last round]."),
+    strategy: str = typer.Option(None, "--strategy", help="spread (over conditions, wells, "
+                                 "fields) or uncertain (smallest margin of --model) [default: "
+                                 "spread, or as the last round]."),
     model: str = typer.Option(None, "--model", help="Model folder: its crop is shown, its "
                               "margins rank the cells for --strategy uncertain."),
     channels: str = typer.Option(None, "--channels", help="Input role -> plate channel: "
                                  "nucleus=DAPI,membrane=WGA (over the run's map)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed of the sampling."),
+    seed: int = typer.Option(None, "--seed", help="Random seed of the sampling [default: 0, "
+                             "or as the last round]."),
     plate: str = typer.Option(None, "--plate", help="The run's plate, if run.json's path is "
                               "not valid here."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
@@ -70,7 +73,9 @@ def annotate_cmd(
         from hcs.assays import assay_from_classes, assay_from_dict, get_assay, load_assay_file
 
         check_out(out, run_dir, plate)
-        check_sampling(n, strategy, model)
+        check_sampling(1 if n is None else n, strategy or "spread",
+                       model or ("last round's" if have else None) if strategy == "uncertain"
+                       else model)
         cmap = parse_channel_map(channels)
         if classes:
             a = assay_from_classes(classes, channels=list(cmap) or None)
