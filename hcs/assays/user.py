@@ -28,8 +28,8 @@ from hcs.assays.inputs import InputChannel
 from hcs.assays.registry import ASSAYS, Assay, get_assay
 from hcs.errors import InputError
 
-__all__ = ["assay_from_classes", "assay_from_dict", "assay_to_dict", "load_assay_file",
-           "run_assay"]
+__all__ = ["assay_from_card", "assay_from_classes", "assay_from_dict", "assay_to_dict",
+           "load_assay_file", "run_assay"]
 
 
 class _Channel(BaseModel):
@@ -163,6 +163,32 @@ def assay_from_dict(data: dict[str, Any], where: str = "assay definition") -> As
     return _assay(data, where)
 
 
+def assay_from_card(card: Any, where: str = "model card") -> Assay:
+    """The assay of a model card (a :class:`~hcs.classify.models.ModelCard` or its dict): the
+    registry's for a built-in name; else the card's ``assay_definition`` (top level or in
+    ``training``), else an assay of the card's classes and channel roles.
+
+    Examples
+    --------
+    >>> assay_from_card({"assay": "mine", "classes": ["x", "y"], "channels": [{"name": "dna"}]}
+    ...                 ).classes
+    ('x', 'y')
+    """
+    if not isinstance(card, dict):
+        card = card.model_dump(mode="json") if hasattr(card, "model_dump") else dict(card)
+    name = str(card.get("assay") or "")
+    if name.lower() in ASSAYS:
+        return get_assay(name)
+    defn = card.get("assay_definition") or (card.get("training") or {}).get("assay_definition")
+    if isinstance(defn, dict):
+        return assay_from_dict(defn, f"{where} assay_definition")
+    if not card.get("classes"):
+        raise InputError(f"{where}: no classes for assay {name!r}")
+    roles = [c["name"] if isinstance(c, dict) else str(c) for c in card.get("channels") or []]
+    return assay_from_dict({"name": name or "custom", "classes": list(card["classes"]),
+                            "channels": roles or ["nucleus"]}, where)
+
+
 def run_assay(run: dict[str, Any], name: str | None = None) -> Assay | None:
     """The assay of a run: ``name`` or ``run.json``'s ``assay``; a built-in one from the registry,
     else ``run.json``'s ``assay_definition``, else the model card named by ``model_path``
@@ -187,13 +213,7 @@ def run_assay(run: dict[str, Any], name: str | None = None) -> Assay | None:
             card = yaml.safe_load(card_path.read_text(encoding="utf-8")) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise InputError(f"{card_path}: not a readable model card ({exc})") from None
-        defn = card.get("assay_definition") or (card.get("training") or {}).get(
-            "assay_definition")
-        if isinstance(defn, dict):
-            return assay_from_dict(defn, f"{card_path} assay_definition")
-        if card.get("assay") == name and card.get("classes"):
-            return assay_from_dict({"name": name, "classes": card["classes"],
-                                    "channels": [c["name"] for c in card.get("channels", [])]
-                                    or ["nucleus"]}, str(card_path))
+        if isinstance(card, dict) and card.get("assay") == name:
+            return assay_from_card(card, str(card_path))
     raise InputError(f"assay {name!r} is neither built in ({', '.join(ASSAYS)}) nor defined by "
                      "the run (run.json assay_definition) or its model card")
