@@ -378,3 +378,19 @@ def test_readme_annotate_commands(world, tmp_path):
     assert len(_labels(ann)) == 4 - (state["cells"][0]["cell"] in
                                      [f.stem for f in sorted((ann / "export" / "folders")
                                                              .glob("*.tif"))[:3]])
+
+
+def test_detection_only_run(world, tmp_path):
+    """A run without a model (detection + measurements only): cells are drawn and cut; no
+    prediction is shown."""
+    out = tmp_path / "run"
+    params = EngineParams(plate=str(world["plate"].resolve()))
+    for w in WELLS[:2]:
+        process_field(params, str(out), w, 0)
+    (out / "run.json").write_text(json.dumps({"plate": str(world["plate"].resolve())}))
+    assert not any(c.startswith("p_") or c == "label" for c in read_run_cells(out))
+    s = prepare_session(out, tmp_path / "ann", assay_from_classes("mitotic,other"), n=5,
+                        channels={"nucleus": "HOECHST 33342"})
+    assert len(s.sample) == 5 and set(s.sample["prediction"]) == {""}
+    assert s.meta["channels"] == {"nucleus": "HOECHST 33342"}
+    assert sorted(s.sample["well"].value_counts().tolist()) == [2, 3]

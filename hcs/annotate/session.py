@@ -527,8 +527,11 @@ def prepare_session(
                      cells[["well", "field", "cell_id"]].itertuples(index=False)]
     free = cells[~cells["stem"].isin(set(sample["stem"]) if len(sample) else set())]
     free = free.reset_index(drop=True)
+    if not len(free):
+        raise InputError(f"{run_dir}: every cell of the run is already in {ann}")
     order = spread_order(free, seed + len(old["rounds"]) if old else seed, free["condition"])
-    pred = free["label"].astype(str) if "label" in free else pd.Series([""] * len(free))
+    pred = (free["label"].astype("string").fillna("").astype(str) if "label" in free
+            else pd.Series([""] * len(free)))
     conf = free["confidence"].astype(float) if "confidence" in free else pd.Series(
         np.full(len(free), np.nan))
     marg = pd.Series(np.full(len(free), np.nan))
