@@ -157,6 +157,11 @@ def serve(ann_dir: str | Path, host: str = "127.0.0.1", port: int = 8765,
                          "another --port") from None
     bound = sockets[0].getsockname()[1]
     url = f"http://{host}:{bound}/?token={token}"
+    if not sockets[0].getsockname()[0].startswith("127."):
+        import warnings
+
+        warnings.warn(f"listening on {host}, not only this machine: anyone who can reach it "
+                      "and has the URL (plain HTTP, token included) can label", stacklevel=2)
     print(f"labelling {Path(ann_dir)} at {url}", flush=True)
     print("labels are saved at once to "
           f"{Path(ann_dir) / 'labels.csv'}; stop with Ctrl-C", flush=True)
