@@ -14,7 +14,7 @@ import sys
 from hcs.cli.app import app, user_errors
 
 # importing a module registers its commands; `hcs --help` lists them in pipeline order
-for _module in ("ingest", "stats", "models", "runs", "export"):
+for _module in ("ingest", "stats", "models", "runs", "annotate", "export"):
     importlib.import_module(f"hcs.cli.{_module}")
 
 __all__ = ["app", "user_errors", "run"]

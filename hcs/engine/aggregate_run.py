@@ -144,7 +144,7 @@ def aggregate_run(
     import pyarrow.parquet as pq
 
     from hcs.aggregate import counts_from_cells, well_table, write_table
-    from hcs.assays import get_assay
+    from hcs.assays import run_assay
 
     run_dir = Path(run_dir)
     cells = run_dir / "cells"
@@ -156,7 +156,8 @@ def aggregate_run(
     from hcs.readouts import feature_columns, parse_positive, well_feature_summary
 
     name = assay or meta.get("assay")
-    assay_def = get_assay(name) if name else None  # None: a detection-only run
+    # None: a detection-only run; a user-defined assay: from run.json or the model card
+    assay_def = run_assay(meta, name) if name else None
     classes = assay_def.classes if assay_def else ()
     specs = [parse_positive(p) for p in positive or ()]
     thresholds = _thresholds(cells, specs)

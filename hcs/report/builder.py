@@ -22,6 +22,7 @@ from hcs.atomic import atomic_write_text, check_file_replaceable
 from hcs.errors import InputError
 from hcs.plate import PlateGeometry
 from hcs.report.figures import PALETTE, figure_json
+from hcs.runinfo import run_plate_path
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -65,17 +66,6 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     return data
 
 
-def _plate_path(run: dict[str, Any], run_dir: Path) -> Path | None:
-    p = run.get("plate")
-    p = p.get("path") if isinstance(p, dict) else p
-    if not p:
-        return None
-    path = Path(str(p))
-    if not path.is_absolute() and not path.exists():
-        path = run_dir / path
-    return path if path.is_dir() else None
-
-
 def _geometry(wells: pd.DataFrame, run: dict[str, Any], plate: Path | None) -> PlateGeometry:
     """Plate geometry: the layout's (wells attrs), run.json's, the plate's, else the smallest
     standard plate holding every well."""
@@ -96,15 +86,21 @@ def _geometry(wells: pd.DataFrame, run: dict[str, Any], plate: Path | None) -> P
 
 
 def _classes(run: dict[str, Any], wells: pd.DataFrame | None) -> tuple[list[str], str | None]:
-    """Class names (assay order) and the assay name, from run.json or the wells table."""
-    from hcs.assays import ASSAYS
+    """Class names (assay order) and the assay name, from run.json (a built-in assay, or a
+    user-defined one by its definition or model card) or the wells table."""
+    from hcs.assays import run_assay
 
     name = run.get("assay")
     name = name.get("name") if isinstance(name, dict) else name
     if name is None and wells is not None:
         name = wells.attrs.get("assay")
-    if name is not None and str(name).lower() in ASSAYS:
-        return list(ASSAYS[str(name).lower()].classes), str(name)
+    if name is not None:
+        try:
+            assay = run_assay(run, str(name))
+        except InputError:  # neither built in nor defined: the wells table's columns below
+            assay = None
+        if assay is not None:
+            return list(assay.classes), str(name)
     if wells is None:
         return [], name
     skip = {"n_detected", "n_analysed"} | {f"n_{p['channel']}_positive"  # stains, not classes
@@ -117,7 +113,7 @@ def build_context(data: dict[str, Any], gallery: bool = True) -> dict[str, Any]:
     """Everything the template shows, section by section (figures as JSON text)."""
     run, wells, stats = data["run"], data["wells"], data["stats"]
     stats = stats if stats is not None else pd.DataFrame(columns=["kind"])
-    plate = _plate_path(run, data["dir"])
+    plate = run_plate_path(run, data["dir"])
     classes, assay = _classes(run, wells)
     colours = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(classes)}
     ctx: dict[str, Any] = {"sections": [], "figures": {}, "title": _title(run, wells, data),
