@@ -272,18 +272,20 @@ def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str | None,
 
 
 def aggregate_stage(pipe: Pipeline, run_dir: Path, wells: Path, assay: str | None,
-                    layout: str | Path, positive: tuple[str, ...] | None = None
-                    ) -> StageOutcome:
-    """Cells -> ``wells.parquet`` joined to the layout (``hcs aggregate``)."""
+                    layout: str | Path, positive: tuple[str, ...] | None = None,
+                    image_qc: dict[str, Any] | None = None) -> StageOutcome:
+    """Cells -> ``wells.parquet`` joined to the layout (``hcs aggregate``); ``image_qc``:
+    ``exclude_qc``, ``qc_focus_mad``, ``qc_saturation_pct`` of :func:`aggregate_run`."""
     from hcs.engine.aggregate_run import aggregate_run
 
+    qc = {k: v for k, v in (image_qc or {}).items() if v is not None}
     return pipe.step(
         "aggregate", {"run": run_fingerprint(run_dir), "layout": file_sha256(layout)},
         {"assay": assay, "layout": str(Path(layout).resolve()),
-         **({"positive": list(positive)} if positive else {})},
+         **({"positive": list(positive)} if positive else {}), **qc},
         lambda: file_sha256(wells),
         lambda: aggregate_run(run_dir, wells, assay=assay, layout=layout, overwrite=True,
-                              positive=positive))
+                              positive=positive, **qc))
 
 
 def stats_stage(pipe: Pipeline, wells: Path, stats: Path,
@@ -413,7 +415,10 @@ def analyze(
         _, failed = run_stage(pipe, paths["plate"], paths["run"], assay, model_dir, model_fp,
                               p.run, progress)
         aggregate_stage(pipe, paths["run"], paths["wells"], assay, p.layout,
-                        p.aggregate.positive)
+                        p.aggregate.positive, {
+                            "exclude_qc": p.aggregate.exclude_qc,
+                            "qc_focus_mad": p.aggregate.qc_focus_mad,
+                            "qc_saturation_pct": p.aggregate.qc_saturation_pct})
         if has_reference:
             stats_stage(pipe, paths["wells"], paths["stats"], p.stats)
         else:
