@@ -318,6 +318,8 @@ class ReportParams(_Params):
     """What the HTML report holds (``hcs report``)."""
 
     gallery: bool = Field(True, description="Cell image gallery.")
+    montage: bool = Field(True, description="Plate montage: a thumbnail per well, its fields "
+                          "with the cells outlined on a click (--no-montage: none).")
 
 
 class ExportParams(_Params):
