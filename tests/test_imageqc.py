@@ -111,3 +111,27 @@ def test_qc_measures_and_thresholds():
     out = flag_fields(f)  # per plate: -4.0 is an outlier on p, the median on q
     assert out["qc_flag"].tolist() == [False, False, False, True, False, False, False, True]
     assert not flag_fields(f, focus_mad=3, saturation_pct=2)["qc_flag"].iloc[7]
+
+
+def test_report_shows_image_qc_and_flagged_fields(run, tmp_path):
+    from hcs.engine import aggregate_run
+    from hcs.report.builder import build_context, load_run
+
+    aggregate_run(run, overwrite=True)
+    ctx = build_context(load_run(run), gallery=False, montage=False)
+    sec = next(s for s in ctx["sections"] if s["id"] == "imageqc")
+    assert {"imageqc-0-0", "imageqc-0-1", "imageqc-0-2"} <= set(ctx["figures"])
+    table = next(b for b in sec["blocks"] if b["type"] == "table")
+    rows = {(r[0]["text"], r[1]["text"]): r[6]["text"] for r in table["rows"]}
+    assert set(rows) == {("A02", "1"), ("B03", "0")}
+    assert rows[("A02", "1")].startswith("out_of_focus") and rows[("B03", "0")].startswith(
+        "saturated")
+    assert "2 of 12 fields flagged; they are kept" in sec["blocks"][0]["text"]
+    # per well the worst field: A02's focus map value is its blurred field's slope
+    import json
+
+    fig = json.loads(ctx["figures"]["imageqc-0-0"])
+    z = np.array(fig["data"][0]["z"], dtype=float)
+    fields = pd.read_parquet(run / "fields.parquet").set_index(["well", "field"])
+    assert z[0, 1] == pytest.approx(fields.loc[BLURRED, "qc_focus"])
+    assert np.nanargmin(z) == 1  # A02 is the worst well of the plate

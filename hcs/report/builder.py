@@ -136,13 +136,6 @@ def build_context(data: dict[str, Any], gallery: bool = True,
     add(sections.summary(run, wells, data["failures"], assay, data["dir"], geometry))
     if have_wells:
         add(sections.heatmaps(wells, geometry))
-        from hcs.report.montage import image_qc_section, layout_section, montage_section
-
-        add(image_qc_section(data["dir"], wells, geometry))
-        if montage:
-            add(montage_section(plate, data["dir"], wells, geometry, colours,
-                                run.get("plate_name")))
-        add(layout_section(wells, geometry))
         add(sections.conditions(wells, stats, classes, sections.reference_of(stats, wells)))
         add(sections.model_vs_stain(wells))
     add(sections.stats_table(stats))
@@ -150,6 +143,13 @@ def build_context(data: dict[str, Any], gallery: bool = True,
         add(sections.normalised(wells, stats))
         add(sections.dose(wells, stats))
         add(sections.plate_qc(wells, stats, geometry))
+        from hcs.report.montage import image_qc_section, layout_section, montage_section
+
+        add(image_qc_section(data["dir"], wells, geometry))
+        if montage:
+            add(montage_section(plate, data["dir"], wells, geometry, colours,
+                                run.get("plate_name")))
+        add(layout_section(wells, geometry))
     if gallery:
         add(sections.gallery(data["dir"], plate, classes, colours))
     if data["embeddings"] is not None:
