@@ -62,7 +62,7 @@ def test_montage_fields_show_cells_outlined_by_class(run, tmp_path):
     colours = {c["name"]: c["colour"] for c in build_context(load_run(run),
                                                              gallery=False)["classes"]}
     img = _image(views[0]["uri"]).astype(int)
-    assert max(img.shape[:2]) <= 300
+    assert max(img.shape[:2]) <= 256
     labels = cells.loc[cells["field"] == 0, "label"].value_counts()
     top = colours[labels.index[0]].lstrip("#")
     rgb = np.array([int(top[i:i + 2], 16) for i in (0, 2, 4)])

@@ -4,14 +4,16 @@ layout maps and image-QC maps.
 - :func:`build_montage`: one thumbnail per imaged well (its first field, read from the plate's
   lowest pyramid level, channels composited in the plate's ``omero`` colours with
   :func:`hcs.report.gallery.composite`), laid out as the plate; a readout can be laid over it as
-  a heatmap; a click on a well shows its first :data:`MAX_FIELDS` fields with every detected cell
-  outlined in its class colour (boxes from ``RUN/cells``).
+  a heatmap; a click on a well shows its first fields (:data:`MAX_FIELDS`, fewer on plates of
+  more than 200 wells) with every detected cell outlined in its class colour (boxes from
+  ``RUN/cells``).
 - :func:`layout_maps`: condition, role and dose as categorical plate maps.
 - :func:`image_qc_maps`: focus, saturation and background per well (worst field) from
   ``RUN/fields.parquet`` and the table of flagged fields.
 
 Size: everything is JPEG (quality :data:`JPEG_QUALITY`) in base64 data URIs. Thumbnails are at
-most :data:`THUMB_PX` px, field views at most :data:`FIELD_PX` px. The field views are kept in a
+most :data:`THUMB_PX` px, field views at most :data:`FIELD_PX` px, and at most
+:data:`MAX_FIELD_IMAGES` field views in a report. The field views are kept in a
 JSON element and become ``<img>`` sources only when their well is clicked, so the page decodes
 one thumbnail per well when it opens (the file stays one offline HTML file, so their bytes are
 in it). Measured in ``benchmarks/report.py``.
@@ -29,14 +31,17 @@ import pandas as pd
 from hcs.plate import PlateGeometry, parse_well, well_name
 from hcs.report.figures import PALETTE, Figure, base_layout, esc, fmt_num, trace
 
-__all__ = ["FIELD_PX", "JPEG_QUALITY", "MAX_FIELDS", "THUMB_PX", "build_montage",
-           "image_qc_maps", "image_qc_section", "layout_maps", "layout_section",
+__all__ = ["FIELD_PX", "JPEG_QUALITY", "MAX_FIELDS", "MAX_FIELD_IMAGES", "THUMB_PX",
+           "build_montage", "image_qc_maps", "image_qc_section", "layout_maps", "layout_section",
            "montage_section"]
 
 THUMB_PX = 96
-FIELD_PX = 300
+FIELD_PX = 256
+#: Fields shown per well: at most MAX_FIELDS, and at most MAX_FIELD_IMAGES over the plate
+#: (4 per well on a 96-well plate, 2 on a 384-well one, 1 on a 1536-well one).
 MAX_FIELDS = 4
-JPEG_QUALITY = 70
+MAX_FIELD_IMAGES = 800
+JPEG_QUALITY = 65
 _BOX_COLUMNS = ["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]
 
 
@@ -142,6 +147,7 @@ def build_montage(plate_path: str | Path, run_dir: str | Path, wells: pd.DataFra
     plate = open_plate(plate_path)
     images = FieldImages(plate_path)
     info = wells.assign(well=wells["well"].astype(str)).set_index("well")
+    per_well = max(1, min(MAX_FIELDS, MAX_FIELD_IMAGES // max(len(plate.wells), 1)))
     tiles: list[dict[str, Any]] = []
     fields: dict[str, list[dict[str, Any]]] = {}
     windows: list | None = None
@@ -167,7 +173,7 @@ def build_montage(plate_path: str | Path, run_dir: str | Path, wells: pd.DataFra
         tiles.append({"well": name, "row": r, "col": c, "title": title,
                       "uri": _uri(thumb)})
         views = []
-        for f in flist[:MAX_FIELDS]:
+        for f in flist[:per_well]:
             if level is None:
                 level = _field_level(plate, well, f)
             big, _ = images.planes(well, f, level=level[0])
@@ -178,8 +184,8 @@ def build_montage(plate_path: str | Path, run_dir: str | Path, wells: pd.DataFra
             img = overlay(np.asarray(view), cells, colours, scale)  # type: ignore[arg-type]
             views.append({"field": int(f), "n": len(cells), "uri": _uri(img)})
         fields[name] = views
-        if len(flist) > MAX_FIELDS:
-            fields[name].append({"more": len(flist) - MAX_FIELDS})
+        if len(flist) > per_well:
+            fields[name].append({"more": len(flist) - per_well})
     heat = {}
     labels = []
     for col in readouts:
@@ -192,7 +198,8 @@ def build_montage(plate_path: str | Path, run_dir: str | Path, wells: pd.DataFra
     legend = [{"name": k, "colour": v} for k, v in colours.items()]
     return {"type": "montage", "rows": geometry.row_names(), "columns": geometry.columns,
             "wells": tiles, "readouts": labels, "heat_json": _json(heat),
-            "fields_json": _json(fields), "legend": legend, "thumb_px": THUMB_PX}
+            "fields_json": _json(fields), "legend": legend, "thumb_px": THUMB_PX,
+            "fields_per_well": per_well}
 
 
 def categorical_map(wells: pd.DataFrame, column: str, geometry: PlateGeometry, plate: str,
@@ -360,7 +367,8 @@ def montage_section(plate: Path | None, run_dir: Path, wells: pd.DataFrame,
     block = build_montage(plate, run_dir, wells, geometry, colours, readouts)
     text = (f"One thumbnail per imaged well ({len(block['wells'])}): its first field at the "
             "plate's lowest resolution, channels in the plate's colours. Choose a readout to "
-            "lay it over the wells as a heatmap. Click a well to see its fields (up to "
-            f"{MAX_FIELDS}) with every detected cell outlined in its class colour.")
+            "lay it over the wells as a heatmap. Click a well to see its fields (the first "
+            f"{block['fields_per_well']}) with every detected cell outlined in its class "
+            "colour.")
     return {"id": "montage", "title": "Plate images",
             "blocks": [{"type": "text", "text": text}, block]}
