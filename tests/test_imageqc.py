@@ -135,3 +135,39 @@ def test_report_shows_image_qc_and_flagged_fields(run, tmp_path):
     fields = pd.read_parquet(run / "fields.parquet").set_index(["well", "field"])
     assert z[0, 1] == pytest.approx(fields.loc[BLURRED, "qc_focus"])
     assert np.nanargmin(z) == 1  # A02 is the worst well of the plate
+
+
+@pytest.mark.slow
+def test_image_qc_in_chromium(run, tmp_path):
+    """The image QC section in headless Chromium: its maps drawn, the flagged fields listed, the
+    blurred field visible in the montage (``HCS_DOCS_SCREENSHOTS=1``: docs/img/report-imageqc.png).
+    """
+    pw = pytest.importorskip("playwright.sync_api")
+    from test_report_browser import ARGS, CHROMIUM, _check_figures, _open
+    from test_report_montage import _shot
+
+    from hcs.engine import aggregate_run
+    from hcs.report import build_report
+
+    if CHROMIUM is None:
+        pytest.skip("no chromium browser installed (apt-get install chromium)")
+    aggregate_run(run, overwrite=True)
+    html = build_report(run, tmp_path / "qc.html", gallery=False)
+    with pw.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=ARGS,
+            viewport={"width": 1400, "height": 1000})
+        try:
+            page, problems = _open(ctx, html)
+            _check_figures(page)
+            for i in range(3):
+                assert page.locator(f"#imageqc-0-{i} svg.main-svg").count() >= 1
+            text = page.locator("section#imageqc table").inner_text()
+            assert "out_of_focus" in text and "saturated" in text and "A02" in text
+            page.locator('#montage .mwell[data-well="A02"]').click()
+            page.locator("#montage-fields").wait_for(state="visible", timeout=10_000)
+            assert page.locator("#montage-fields-images img").count() == 2
+            _shot(page, "imageqc", tmp_path)
+            assert problems == []
+        finally:
+            ctx.close()

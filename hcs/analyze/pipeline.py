@@ -39,7 +39,14 @@ from hcs.analyze.manifest import (
 from hcs.assays import ASSAYS
 from hcs.engine.run_files import check_run_removable, remove_run
 from hcs.errors import InputError
-from hcs.params import AnalyzeParams, ConvertParams, RunParams, StatsParams, from_options
+from hcs.params import (
+    AggregateParams,
+    AnalyzeParams,
+    ConvertParams,
+    RunParams,
+    StatsParams,
+    from_options,
+)
 
 __all__ = ["AnalyzeResult", "analyze", "analysis_paths", "plate_fingerprint"]
 
@@ -278,7 +285,10 @@ def aggregate_stage(pipe: Pipeline, run_dir: Path, wells: Path, assay: str | Non
     ``exclude_qc``, ``qc_focus_mad``, ``qc_saturation_pct`` of :func:`aggregate_run`."""
     from hcs.engine.aggregate_run import aggregate_run
 
-    qc = {k: v for k, v in (image_qc or {}).items() if v is not None}
+    # only options that differ from the defaults: an analysis recorded before image QC existed
+    # (same results) is not redone
+    default = AggregateParams()
+    qc = {k: v for k, v in (image_qc or {}).items() if v != getattr(default, k)}
     return pipe.step(
         "aggregate", {"run": run_fingerprint(run_dir), "layout": file_sha256(layout)},
         {"assay": assay, "layout": str(Path(layout).resolve()),
