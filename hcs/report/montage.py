@@ -275,15 +275,16 @@ def image_qc_maps(fields: pd.DataFrame, wells: pd.DataFrame,
     from hcs.report.figures import plate_heatmap
 
     per = fields.assign(well=fields["well"].astype(str)).groupby(["plate", "well"])
-    agg = pd.DataFrame({"focus (worst field slope)": per["qc_focus"].min(),
-                        "saturation % (worst field)": per["qc_saturation_pct"].max()})
+    # short names: they are the colour bar titles
+    agg = pd.DataFrame({"focus slope": per["qc_focus"].min(),
+                        "saturation %": per["qc_saturation_pct"].max()})
     chan = fields["qc_focus_channel"].dropna()
     if len(chan):
         from hcs.measure import safe_name
 
         col = f"qc_background_{safe_name(str(chan.iloc[0]))}"
         if col in fields:
-            agg[f"background {chan.iloc[0]} (highest field)"] = per[col].max()
+            agg["background"] = per[col].max()
     agg["fields flagged"] = per["qc_flag"].sum().astype(float)
     agg = agg.reset_index()
     base = wells.assign(well=wells["well"].astype(str), plate=wells["plate"].astype(str))
@@ -302,6 +303,11 @@ def _cell(v: Any) -> dict[str, Any]:
         return {"text": fmt_num(v, 3), "sort": None if not np.isfinite(v) else float(v)}
     return {"text": "" if v is None or v is pd.NA else str(v),
             "sort": None if v is None or v is pd.NA else str(v)}
+
+
+def _channel(fields: pd.DataFrame) -> str:
+    chan = fields["qc_focus_channel"].dropna() if "qc_focus_channel" in fields else []
+    return f" ({chan.iloc[0]})" if len(chan) else ""
 
 
 def image_qc_section(run_dir: Path, wells: pd.DataFrame,
@@ -325,8 +331,9 @@ def image_qc_section(run_dir: Path, wells: pd.DataFrame,
     text = (f"Per field, measured by `hcs run` on the planes it read: focus = slope of the "
             "nuclear channel's power spectrum on log-log axes (steeper, i.e. more negative, = "
             "blurrier; a gain or the number of cells hardly moves it), saturation = % of pixels "
-            "at the maximum of the data type (worst channel), background = 5th percentile. Per "
-            "well the worst field is shown. A field is flagged out of focus when its slope is "
+            "at the maximum of the data type (worst channel), background = 5th percentile of "
+            f"the focus channel{_channel(fields)}. Per well the worst field is shown (lowest "
+            "slope, highest saturation, highest background). A field is flagged out of focus when its slope is "
             f"more than {cfg.get('focus_mad', 3.0):g} robust SDs (1.4826 MAD, at least 0.5) "
             "below the plate median, saturated when a channel has more than "
             f"{cfg.get('saturation_pct', 1.0):g}% of its pixels at the maximum. "
