@@ -250,6 +250,7 @@ def categorical_map(wells: pd.DataFrame, column: str, geometry: PlateGeometry, p
     cell = max(12, min(28, 640 // geometry.columns))
     base_layout(fig, f"{esc(plate)}: {esc(column)}", 90 + cell * geometry.rows,
                 width=180 + cell * geometry.columns)
+    fig.update_layout(plot_bgcolor="#eeeeee")  # wells not in the layout: grey
     fig.update_yaxes(autorange="reversed", showgrid=False)
     fig.update_xaxes(showgrid=False, side="top", dtick=1 if geometry.columns <= 24 else 4)
     return fig
