@@ -155,3 +155,23 @@ def test_montage_click_opens_fields_in_chromium(run, tmp_path):
             assert problems == []
         finally:
             ctx.close()
+
+
+def test_damaged_field_costs_its_image_not_the_report(run, tmp_path):
+    """A field whose array metadata is garbage: its field view is named unreadable, the rest of
+    the montage is drawn."""
+    import shutil
+
+    meta = json.loads((run / "run.json").read_text())
+    plate = tmp_path / "plate.ome.zarr"
+    shutil.copytree(meta["plate"], plate)
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "run.json").write_text(json.dumps({**meta, "plate": str(plate)}))
+    well = sorted(p.parent.name for p in (copy / "cells").glob("*/0.parquet"))[0]
+    (plate / well[0] / str(int(well[1:])) / "0" / "0" / "zarr.json").write_text("{not json")
+    html = build_report(copy, tmp_path / "r.html", gallery=False).read_text()
+    data = _field_data(html)
+    assert data[well][0]["error"].startswith("not readable")
+    assert "uri" in data[well][1]  # the well's other field is drawn
+    assert sum("uri" in v for views in data.values() for v in views) == 2 * len(data) - 1

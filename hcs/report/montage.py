@@ -162,10 +162,17 @@ def build_montage(plate_path: str | Path, run_dir: str | Path, wells: pd.DataFra
         flist = plate.fields(well)
         if not flist:
             continue
-        planes, win = images.planes(well, flist[0], level=-1)
+        r, c = parse_well(name)
+        try:
+            planes, win = images.planes(well, flist[0], level=-1)
+        except Exception as exc:  # a damaged field costs its thumbnail, not the report
+            tiles.append({"well": name, "row": r, "col": c, "uri": None,
+                          "title": f"{name}: field {flist[0]} not readable "
+                                   f"({type(exc).__name__})"})
+            fields[name] = []
+            continue
         windows = windows or win  # one display window for the whole plate
         thumb = _jpeg(composite(planes, images.colours, windows), THUMB_PX)
-        r, c = parse_well(name)
         title = name
         if name in info.index:
             row = info.loc[name]
@@ -179,9 +186,12 @@ def build_montage(plate_path: str | Path, run_dir: str | Path, wells: pd.DataFra
                       "uri": _uri(thumb)})
         views = []
         for f in flist[:per_well]:
-            if level is None:
-                level = _field_level(plate, well, f)
-            big, _ = images.planes(well, f, level=level[0])
+            try:
+                level = level or _field_level(plate, well, f)
+                big, _ = images.planes(well, f, level=level[0])
+            except Exception as exc:  # a damaged field: named, not drawn
+                views.append({"field": int(f), "error": f"not readable ({type(exc).__name__})"})
+                continue
             small, k = shrink(big, 2 * FIELD_PX)  # bounds the pixels composited
             view = _jpeg(composite(small, images.colours, windows), FIELD_PX).filter(
                 ImageFilter.GaussianBlur(FIELD_BLUR))
@@ -334,7 +344,8 @@ def image_qc_section(run_dir: Path, wells: pd.DataFrame,
             "blurrier; a gain or the number of cells hardly moves it), saturation = % of pixels "
             "at the maximum of the data type (worst channel), background = 5th percentile of "
             f"the focus channel{_channel(fields)}. Per well the worst field is shown (lowest "
-            "slope, highest saturation, highest background). A field is flagged out of focus when its slope is "
+            "slope, highest saturation, highest background). A field is flagged out of focus "
+            "when its slope is "
             f"more than {cfg.get('focus_mad', 3.0):g} robust SDs (1.4826 MAD, at least 0.5) "
             "below the plate median, saturated when a channel has more than "
             f"{cfg.get('saturation_pct', 1.0):g}% of its pixels at the maximum. "
