@@ -171,3 +171,20 @@ def test_image_qc_in_chromium(run, tmp_path):
             assert problems == []
         finally:
             ctx.close()
+
+
+def test_field_without_cells_keeps_its_qc(tmp_path):
+    from hcs.engine import process_field
+    from hcs.engine.imageqc import field_table, read_field_qc
+    from hcs.engine.processor import EngineParams
+
+    plate, truth = write_disc_plate(tmp_path, ["A01"], fields=1, size=128, nuclei=0)
+    assert len(truth) == 0
+    process_field(EngineParams(plate=str(plate), measure="none"), str(tmp_path / "run"),
+                  "A01", 0)
+    path = tmp_path / "run" / "cells" / "A01" / "0.parquet"
+    assert len(pd.read_parquet(path)) == 0
+    qc = read_field_qc(path)
+    assert qc is not None and qc["focus_channel"] == "HOECHST 33342"
+    row = field_table([path], "P").iloc[0]
+    assert row["n_cells"] == 0 and np.isfinite(row["qc_focus"])
