@@ -16,7 +16,14 @@ included in the first call), then the CLI end to end in a subprocess:
   ``plotly.io.to_html(include_plotlyjs=False, full_html=False)`` per figure: the usual way
   to put many plotly figures in one page (plotly.js still inlined once).
 
-Run: ``python benchmarks/report.py [--wells 384] [--size 1080] [--gallery-wells 8]``.
+The montage (:mod:`hcs.report.montage`) needs a plate with every well imaged: a second
+simulation, the 96-well ARHGAP36 layout tiled 2 x 2 onto a 384-well plate (``--montage-wells``
+384, ``--montage-fields`` fields of ``--size`` px), whose simulated-classifier cell tables are the
+run's; its report is built with and without the montage (``--no-montage``), side by side.
+``--montage-wells 0`` skips it.
+
+Run: ``python benchmarks/report.py [--wells 384] [--size 1080] [--gallery-wells 8]
+[--montage-wells 384] [--montage-fields 2]``.
 """
 
 from __future__ import annotations
@@ -85,6 +92,37 @@ def gallery_plate(root: Path, size: int, n_wells: int) -> tuple[Path, Path]:
     return plate, run / "cells"
 
 
+def montage_run(root: Path, size: int, n_wells: int, fields: int) -> Path:
+    """A run folder whose plate has every one of ``n_wells`` wells imaged (see module doc)."""
+    from hcs.io import open_export
+    from hcs.io.convert import write_plate
+    from hcs.layouts import read_layout
+    from hcs.plate import PlateGeometry, well_name
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from simrun import simulated_run
+
+    from hcs.synth import simulate_plate
+
+    src = pd.read_csv(LAYOUTS / "arhgap36_truncations.csv", comment="#")
+    base = read_layout(LAYOUTS / "arhgap36_truncations.csv")
+    geom = PlateGeometry.from_format(n_wells)
+    k = max(1, geom.rows // 8)
+    rows = []
+    for _, r in src.iterrows():
+        w = base[base["well"] == str(r["well"]).strip()].iloc[0]
+        for dr in range(k):
+            for dc in range(k):
+                rows.append({**r.to_dict(), "well": well_name(int(w["row"]) * k + dr,
+                                                              int(w["col"]) * k + dc)})
+    layout = root / f"layout{n_wells}.csv"
+    pd.DataFrame(rows).to_csv(layout, index=False)
+    res = simulate_plate(root / "msim", layout, "cic", fields=fields, size=size,
+                         plate_format=n_wells, progress=False)
+    plate = write_plate(open_export(res.export), root / "mplate.ome.zarr", progress=False)
+    return simulated_run(root / "msim", plate, root / "mrun")
+
+
 def baseline(ctx: dict) -> float:
     import plotly.graph_objects as go
     import plotly.io as pio
@@ -101,6 +139,8 @@ def main() -> None:
     ap.add_argument("--wells", type=int, default=384)
     ap.add_argument("--size", type=int, default=1080)
     ap.add_argument("--gallery-wells", type=int, default=8)
+    ap.add_argument("--montage-wells", type=int, default=384)
+    ap.add_argument("--montage-fields", type=int, default=2)
     args = ap.parse_args()
     from hcs.report import build_report, load_run
     from hcs.report.builder import build_context
@@ -145,6 +185,21 @@ def main() -> None:
         print(f"{'hcs report CLI end to end (s)':38s}{cli:10.2f}")
         print(f"{'file size with gallery (MB)':38s}{out.stat().st_size / 1e6:10.2f}")
         print(f"{'file size without gallery (MB)':38s}{out2.stat().st_size / 1e6:10.2f}")
+        if args.montage_wells:
+            t0 = time.perf_counter()
+            mrun = montage_run(root, args.size, args.montage_wells, args.montage_fields)
+            print(f"montage set-up {time.perf_counter() - t0:.1f} s: {args.montage_wells} wells"
+                  f" x {args.montage_fields} fields of {args.size} px, all imaged")
+            times, sizes = {}, {}
+            for name, montage in (("with montage", True), ("--no-montage", False)):
+                t0 = time.perf_counter()
+                o = build_report(mrun, root / f"m-{montage}.html", montage=montage)
+                times[name], sizes[name] = time.perf_counter() - t0, o.stat().st_size / 1e6
+            print(f"{'':38s}{'montage':>10s}{'no montage':>12s}")
+            print(f"{f'{args.montage_wells}-well report build (s)':38s}"
+                  f"{times['with montage']:10.2f}{times['--no-montage']:12.2f}")
+            print(f"{f'{args.montage_wells}-well report size (MB)':38s}"
+                  f"{sizes['with montage']:10.2f}{sizes['--no-montage']:12.2f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

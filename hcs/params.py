@@ -257,6 +257,15 @@ class AggregateParams(_Params):
     positive: tuple[str, ...] | None = Field(
         None, description="Percent-positive readouts: CHANNEL[:otsu|:gmm|:>VALUE], e.g. "
         "PH3 or PI:>1500 (threshold on the nuclear mean intensity, once per plate).")
+    exclude_qc: bool = Field(
+        False, description="Leave out the fields image QC flags (out of focus, saturated); "
+        "the wells table says how many and why (fields.parquet lists every field).")
+    qc_focus_mad: float = Field(
+        3.0, gt=0, description="Image QC: a field is out of focus when its focus slope is more "
+        "than this many robust SDs (1.4826 MAD) below the plate median.")
+    qc_saturation_pct: float = Field(
+        1.0, ge=0, le=100, description="Image QC: a field is saturated when a channel has more "
+        "than this % of its pixels at the maximum.")
 
     @field_validator("positive", mode="before")
     @classmethod
@@ -309,6 +318,8 @@ class ReportParams(_Params):
     """What the HTML report holds (``hcs report``)."""
 
     gallery: bool = Field(True, description="Cell image gallery.")
+    montage: bool = Field(True, description="Plate montage: a thumbnail per well, its fields "
+                          "with the cells outlined on a click (--no-montage: none).")
 
 
 class ExportParams(_Params):

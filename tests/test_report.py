@@ -83,7 +83,8 @@ def _figures(ctx: dict) -> dict[str, dict]:
 def test_sections_and_valid_figures(run96: Path) -> None:
     ctx = build_context(load_run(run96), gallery=False)
     ids = [s["id"] for s in ctx["sections"]]
-    assert ids == ["summary", "heatmaps", "conditions", "statistics", "normalised", "dose", "qc"]
+    assert ids == ["summary", "heatmaps", "conditions", "statistics", "normalised", "dose", "qc",
+                   "layout"]
     figs = _figures(ctx)
     # heatmaps: cell count + freq_live + freq_dead; boxes per readout; two compositions; one
     # dose series (DMSO and staurosporine have no dose); the count QC figure

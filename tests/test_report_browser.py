@@ -107,7 +107,8 @@ def test_cic_report_in_chromium(browser: Any, tmp_path: Path) -> None:
                          wells_per_condition=6)
     html = build_report(run, tmp_path / "cic.html")
     page, problems = _open(browser, html)
-    expected = ["summary", "heatmaps", "conditions", "statistics", "normalised", "qc", "gallery"]
+    expected = ["summary", "heatmaps", "conditions", "statistics", "normalised", "qc", "montage",
+                "layout", "gallery"]
     assert page.eval_on_selector_all("section", "els => els.map(e => e.id)") == expected
     _check_figures(page)
     for fig in ("heat-0-n_detected", "heat-0-freq_completed_cic", "cond-freq_completed_cic",
@@ -153,7 +154,7 @@ def test_dose_report_in_chromium(browser: Any, tmp_path: Path) -> None:
     page, problems = _open(browser, html)
     sections = page.eval_on_selector_all("section", "els => els.map(e => e.id)")
     assert sections == ["summary", "heatmaps", "conditions", "statistics", "normalised", "dose",
-                        "qc", "gallery"]
+                        "qc", "montage", "layout", "gallery"]
     _check_figures(page)
     assert page.locator("#dose-0 svg.main-svg").count() >= 1
     assert "doxorubicin" in page.locator("#dose-0").inner_text()

@@ -39,7 +39,14 @@ from hcs.analyze.manifest import (
 from hcs.assays import ASSAYS
 from hcs.engine.run_files import check_run_removable, remove_run
 from hcs.errors import InputError
-from hcs.params import AnalyzeParams, ConvertParams, RunParams, StatsParams, from_options
+from hcs.params import (
+    AggregateParams,
+    AnalyzeParams,
+    ConvertParams,
+    RunParams,
+    StatsParams,
+    from_options,
+)
 
 __all__ = ["AnalyzeResult", "analyze", "analysis_paths", "plate_fingerprint"]
 
@@ -272,18 +279,23 @@ def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str | None,
 
 
 def aggregate_stage(pipe: Pipeline, run_dir: Path, wells: Path, assay: str | None,
-                    layout: str | Path, positive: tuple[str, ...] | None = None
-                    ) -> StageOutcome:
-    """Cells -> ``wells.parquet`` joined to the layout (``hcs aggregate``)."""
+                    layout: str | Path, positive: tuple[str, ...] | None = None,
+                    image_qc: dict[str, Any] | None = None) -> StageOutcome:
+    """Cells -> ``wells.parquet`` joined to the layout (``hcs aggregate``); ``image_qc``:
+    ``exclude_qc``, ``qc_focus_mad``, ``qc_saturation_pct`` of :func:`aggregate_run`."""
     from hcs.engine.aggregate_run import aggregate_run
 
+    # only options that differ from the defaults: an analysis recorded before image QC existed
+    # (same results) is not redone
+    default = AggregateParams()
+    qc = {k: v for k, v in (image_qc or {}).items() if v != getattr(default, k)}
     return pipe.step(
         "aggregate", {"run": run_fingerprint(run_dir), "layout": file_sha256(layout)},
         {"assay": assay, "layout": str(Path(layout).resolve()),
-         **({"positive": list(positive)} if positive else {})},
+         **({"positive": list(positive)} if positive else {}), **qc},
         lambda: file_sha256(wells),
         lambda: aggregate_run(run_dir, wells, assay=assay, layout=layout, overwrite=True,
-                              positive=positive))
+                              positive=positive, **qc))
 
 
 def stats_stage(pipe: Pipeline, wells: Path, stats: Path,
@@ -299,15 +311,18 @@ def stats_stage(pipe: Pipeline, wells: Path, stats: Path,
 
 
 def report_stage(pipe: Pipeline, run_dir: Path, plate: Path, report: Path,
-                 gallery: bool = True) -> StageOutcome:
+                 gallery: bool = True, montage: bool = True) -> StageOutcome:
     """Run folder -> one HTML file (``hcs report``)."""
     from hcs.report import build_report
 
     inputs = {name: file_sha256(run_dir / name)
-              for name in ("run.json", "wells.parquet", "stats.parquet", "failures.parquet")}
+              for name in ("run.json", "wells.parquet", "stats.parquet", "failures.parquet",
+                           "fields.parquet")}
     inputs["plate"] = plate_fingerprint(plate)
-    return pipe.step("report", inputs, {"gallery": gallery}, lambda: file_sha256(report),
-                     lambda: build_report(run_dir, report, overwrite=True, gallery=gallery))
+    return pipe.step("report", inputs, {"gallery": gallery, "montage": montage},
+                     lambda: file_sha256(report),
+                     lambda: build_report(run_dir, report, overwrite=True, gallery=gallery,
+                                          montage=montage))
 
 
 def _given_plate(export: Path, convert: ConvertParams) -> bool:
@@ -413,7 +428,10 @@ def analyze(
         _, failed = run_stage(pipe, paths["plate"], paths["run"], assay, model_dir, model_fp,
                               p.run, progress)
         aggregate_stage(pipe, paths["run"], paths["wells"], assay, p.layout,
-                        p.aggregate.positive)
+                        p.aggregate.positive, {
+                            "exclude_qc": p.aggregate.exclude_qc,
+                            "qc_focus_mad": p.aggregate.qc_focus_mad,
+                            "qc_saturation_pct": p.aggregate.qc_saturation_pct})
         if has_reference:
             stats_stage(pipe, paths["wells"], paths["stats"], p.stats)
         else:
@@ -422,7 +440,8 @@ def analyze(
                      "and no --reference was given")
         if before_report is not None:
             before_report(pipe, paths)
-        report_stage(pipe, paths["run"], paths["plate"], paths["report"], p.report.gallery)
+        report_stage(pipe, paths["run"], paths["plate"], paths["report"], p.report.gallery,
+                     p.report.montage)
     return AnalyzeResult(folder, paths["plate"], paths["run"], paths["wells"],
                          paths["stats"] if has_reference else None, paths["report"],
                          pipe.outcomes, failed, _missing_planes(paths["run"]))

@@ -51,8 +51,16 @@ def aggregate_command(
     from hcs.engine.aggregate_run import aggregate_run
 
     wells, path = aggregate_run(run_dir, out, assay=params.assay, layout=params.layout,
-                                overwrite=overwrite, positive=params.positive)
+                                overwrite=overwrite, positive=params.positive,
+                                exclude_qc=params.exclude_qc, qc_focus_mad=params.qc_focus_mad,
+                                qc_saturation_pct=params.qc_saturation_pct)
     typer.echo(f"wrote {path}: {len(wells)} wells, {int(wells['n_detected'].sum())} cells")
+    flagged = int(wells["n_fields_qc_flagged"].sum()) if "n_fields_qc_flagged" in wells else 0
+    if flagged:  # never silently: say how many fields image QC flagged and what became of them
+        what = "excluded (--exclude-qc)" if params.exclude_qc else \
+            "kept (--exclude-qc leaves them out)"
+        typer.echo(f"image QC: {flagged} field(s) flagged (out of focus or saturated), {what}; "
+                   "see fields.parquet")
 
 
 # --- report (issue 8) ---
@@ -75,7 +83,8 @@ def report_cmd(
     from hcs.report import build_report
 
     t0 = time.perf_counter()
-    path = build_report(run_dir, out, overwrite=overwrite, gallery=params.gallery)
+    path = build_report(run_dir, out, overwrite=overwrite, gallery=params.gallery,
+                        montage=params.montage)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in"
                f" {time.perf_counter() - t0:.1f} s")
 

@@ -110,6 +110,9 @@ def aggregate_run(
     layout: str | Path | None = None,
     overwrite: bool = False,
     positive: list[str] | tuple[str, ...] | None = None,
+    exclude_qc: bool = False,
+    qc_focus_mad: float | None = None,
+    qc_saturation_pct: float | None = None,
 ) -> tuple[pd.DataFrame, Path]:
     """Count labels per well from ``RUN_DIR/cells/`` and write ``wells.parquet``.
 
@@ -130,6 +133,17 @@ def aggregate_run(
         Percent-positive readouts, ``CHANNEL[:otsu|:gmm|:>VALUE]`` (:mod:`hcs.readouts`); the
         thresholds (chosen once for the plate) are in the table's ``attrs["positive"]``. A run
         with measurements also gets ``median_``/``mad_`` columns of every basic feature.
+    exclude_qc
+        Leave out the fields image QC flags (:mod:`hcs.engine.imageqc`); the wells table then
+        has ``n_fields_qc_excluded`` and ``image_qc_excluded`` (which fields, why). Without
+        it, flagged fields are counted (``n_fields_qc_flagged``) but kept.
+    qc_focus_mad, qc_saturation_pct
+        Image QC thresholds (default :data:`hcs.engine.imageqc.FOCUS_MAD`,
+        :data:`hcs.engine.imageqc.SATURATION_PCT`).
+
+    Every call also writes the per-field table ``fields.parquet`` (next to ``out``:
+    ``RUN_DIR/fields.parquet`` by default, ``<out stem>.fields.parquet`` otherwise): ``plate,
+    well, field, n_cells``, the image QC columns, ``qc_flag``, ``qc_reason`` and ``excluded``.
 
     Returns
     -------
@@ -164,18 +178,33 @@ def aggregate_run(
     out = Path(out) if out else run_dir / "wells.parquet"
     from hcs.atomic import check_file_replaceable
 
-    check_file_replaceable(out, overwrite=overwrite, inputs=[
-        cells, run_dir / "run.json", run_dir / "failures.parquet", run_dir / "run.lock",
-        *([layout] if layout is not None else [])])
+    fields_out = run_dir / "fields.parquet" if out == run_dir / "wells.parquet" else \
+        out.with_name(f"{out.stem}.fields.parquet")
+    for target in (out, fields_out):
+        check_file_replaceable(target, overwrite=overwrite, inputs=[
+            cells, run_dir / "run.json", run_dir / "failures.parquet", run_dir / "run.lock",
+            *([layout] if layout is not None else [])])
     failed = run_dir / "failures.parquet"
     fails = _read(failed, "the failure table") if failed.exists() else pd.DataFrame({"well": []})
     plate_name = _plate_name(meta, cells)
+    from hcs.engine.imageqc import FOCUS_MAD, SATURATION_PCT, field_table, flag_fields
+
+    well_dirs = _well_dirs(cells)
+    all_files = [f for wdir in well_dirs for f in sorted(
+        wdir.glob("*.parquet"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)]
+    fields = flag_fields(field_table(all_files, plate_name),
+                         FOCUS_MAD if qc_focus_mad is None else qc_focus_mad,
+                         saturation_pct=SATURATION_PCT if qc_saturation_pct is None
+                         else qc_saturation_pct)
+    fields["excluded"] = fields["qc_flag"] & bool(exclude_qc)
+    dropped = {(str(w), int(f)) for w, f in fields.loc[fields["excluded"], ["well", "field"]]
+               .itertuples(index=False)}
     rows = []
     extra: list[dict] = []
     features: list[str] = []
-    for wdir in _well_dirs(cells):
-        files = sorted(wdir.glob("*.parquet"), key=lambda p: int(p.stem) if p.stem.isdigit()
-                       else -1)
+    for wdir in well_dirs:
+        files = [f for f in all_files if f.parent == wdir
+                 and (wdir.name, int(f.stem)) not in dropped]
         parts = []
         for f in files:
             try:
@@ -261,5 +290,22 @@ def aggregate_run(
         wells["n_fields"] = wells["n_fields"].fillna(0).astype("int64")
         wells["n_fields_missing_planes"] = wells["n_fields_missing_planes"].fillna(0).astype(
             "int64")
+    flagged = fields[fields["qc_flag"]]
+    wells["n_fields_qc_flagged"] = wells["well"].map(
+        flagged.groupby(flagged["well"].astype(str)).size()).fillna(0).astype("int64")
+    if exclude_qc:
+        gone = fields[fields["excluded"]]
+        wells["n_fields_qc_excluded"] = wells["well"].map(
+            gone.groupby(gone["well"].astype(str)).size()).fillna(0).astype("int64")
+        why: dict[str, list[str]] = {}
+        for w, f, r in gone[["well", "field", "qc_reason"]].itertuples(index=False):
+            why.setdefault(str(w), []).append(f"field {int(f)}: {r}")
+        # not qc_*: those columns are the well's own flags (hcs.aggregate.well_table)
+        wells["image_qc_excluded"] = pd.Series(
+            [" | ".join(why.get(str(w), [])) for w in wells["well"]], dtype="string")
+    wells.attrs["image_qc"] = {"exclude_qc": bool(exclude_qc), "focus_mad": float(
+        FOCUS_MAD if qc_focus_mad is None else qc_focus_mad), "saturation_pct": float(
+        SATURATION_PCT if qc_saturation_pct is None else qc_saturation_pct)}
+    write_table(fields, fields_out, overwrite=overwrite)
     write_table(wells, out, overwrite=overwrite)
     return wells, out

@@ -191,6 +191,7 @@ class PreparedField:
     cut: int = 0
     done: int = 0
     labels: dict[str, np.ndarray] | None = None  # nuclei (and cells) masks, params.labels
+    qc: dict[str, Any] | None = None  # image QC of the field (hcs.engine.imageqc.field_qc)
 
     @property
     def n(self) -> int:
@@ -301,6 +302,7 @@ class PipelineProcessor:
         pos = {c: i for i, c in enumerate(present)}
         plan = self.plan(meta.channels)
         planes = image.max(axis=1)  # z max-projection, dtype kept
+        qc = self.image_qc(planes, meta, present)
         if self.detector.kind == "method":
             det_in = planes[pos[plan.det_idx[0]]]
         else:
@@ -333,7 +335,7 @@ class PipelineProcessor:
         keep = masks if self.params.labels and masks else None
         if not self.classifies:
             return PreparedField(meta, frame, boxes, None, planes.shape[1:],
-                                 np.zeros((len(boxes), 0), np.float32), labels=keep)
+                                 np.zeros((len(boxes), 0), np.float32), labels=keep, qc=qc)
         cls_pos = [pos[i] for i in plan.cls_idx]
         width = len(self.card.classes)
         if self.ensemble:
@@ -343,7 +345,18 @@ class PipelineProcessor:
             composed = compose_field(planes, cls_pos, self.modes)
         probs = np.zeros((len(boxes), width), np.float32)
         return PreparedField(meta, frame, boxes, composed, planes.shape[1:], probs,
-                             labels=keep)
+                             labels=keep, qc=qc)
+
+    def image_qc(self, planes: np.ndarray, meta: FieldMeta,
+                 present: tuple[int, ...]) -> dict[str, Any]:
+        """Image QC (:func:`hcs.engine.imageqc.field_qc`) of a field's planes as read: focus on
+        the nuclear channel (the first channel read when it was not), saturation and
+        background of every channel read."""
+        from hcs.engine.imageqc import field_qc
+
+        nuc = nucleus_channel_index(meta.channels, self.params.nucleus_channel)
+        return field_qc(planes, [meta.channels[i] for i in present],
+                        present.index(nuc) if nuc in present else 0)
 
     def _view_source(self, image: np.ndarray, planes: np.ndarray, cls_pos: list[int],
                      meta: FieldMeta) -> ViewSource:

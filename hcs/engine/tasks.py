@@ -181,6 +181,8 @@ def process_fields(params: EngineParams | dict, run_dir: str, items: list[tuple[
     def write(prepared: list[Any]) -> None:
         for prep in prepared:
             cells = processor.finish(prep)
+            if prep.qc is not None:  # stored with the table: a field without cells keeps it
+                cells.attrs["image_qc"] = prep.qc
             m = prep.meta
             # planes convert recorded missing (zeros): every cell of the field carries the flag
             cells["field_missing_planes"] = pd.Series(

@@ -109,7 +109,8 @@ def _classes(run: dict[str, Any], wells: pd.DataFrame | None) -> tuple[list[str]
             and f"freq_{c[2:]}" in wells], name
 
 
-def build_context(data: dict[str, Any], gallery: bool = True) -> dict[str, Any]:
+def build_context(data: dict[str, Any], gallery: bool = True,
+                  montage: bool = True) -> dict[str, Any]:
     """Everything the template shows, section by section (figures as JSON text)."""
     run, wells, stats = data["run"], data["wells"], data["stats"]
     stats = stats if stats is not None else pd.DataFrame(columns=["kind"])
@@ -138,6 +139,13 @@ def build_context(data: dict[str, Any], gallery: bool = True) -> dict[str, Any]:
         add(sections.normalised(wells, stats))
         add(sections.dose(wells, stats))
         add(sections.plate_qc(wells, stats, geometry))
+        from hcs.report.montage import image_qc_section, layout_section, montage_section
+
+        add(image_qc_section(data["dir"], wells, geometry))
+        if montage:
+            add(montage_section(plate, data["dir"], wells, geometry, colours,
+                                run.get("plate_name")))
+        add(layout_section(wells, geometry))
     if gallery:
         add(sections.gallery(data["dir"], plate, classes, colours))
     if data["embeddings"] is not None:
@@ -170,7 +178,7 @@ def render(ctx: dict[str, Any]) -> str:
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False,
-                 gallery: bool = True) -> Path:
+                 gallery: bool = True, montage: bool = True) -> Path:
     """Write the HTML report of a run folder.
 
     Parameters
@@ -183,6 +191,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, overwrite: 
         Replace an existing ``out``.
     gallery
         Include the cell gallery (reads a sample of fields of the plate).
+    montage
+        Include the plate montage (:mod:`hcs.report.montage`: a thumbnail per well and up to
+        four fields per well with the cells outlined, read from the plate).
 
     Returns
     -------
@@ -193,6 +204,6 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, overwrite: 
     out = Path(out) if out is not None else Path("reports") / f"{run_dir.resolve().name}.html"
     check_file_replaceable(out, overwrite=overwrite, kind="html", inputs=[
         run_dir / n for n in ("cells", "run.json", "failures.parquet", "wells.parquet",
-                              "stats.parquet", "embeddings.parquet")])
-    page = render(build_context(load_run(run_dir), gallery=gallery))
+                              "stats.parquet", "embeddings.parquet", "fields.parquet")])
+    page = render(build_context(load_run(run_dir), gallery=gallery, montage=montage))
     return atomic_write_text(out, page)

@@ -110,16 +110,16 @@ class FieldImages:
             self.windows.append((float(win["start"]), float(win["end"]))
                                 if "start" in win and "end" in win else None)
 
-    def planes(self, well: str, field: int) -> tuple[np.ndarray, list]:
-        """(c, y, x) planes of a field (level 0, t = 0, max over z) and the display window of
-        each channel (the OME ``omero`` window, else the 1st-99.8th percentile of a 4x-strided
-        sample)."""
+    def planes(self, well: str, field: int, level: int = 0) -> tuple[np.ndarray, list]:
+        """(c, y, x) planes of a field (pyramid ``level``, -1 the lowest; t = 0, max over z)
+        and the display window of each channel (the OME ``omero`` window, else the
+        1st-99.8th percentile of a 4x-strided sample)."""
         group = self._image(well, int(field))
         attrs = dict(group.attrs)
         ms = dict(attrs.get("ome", attrs))["multiscales"][0]
-        # the level-0 zarr array read directly: the same bytes as Plate.field(), without a
-        # dask graph per field (which doubled the read time of the gallery)
-        data = np.asarray(group[ms["datasets"][0]["path"]][0]).max(axis=1)
+        # the zarr array read directly: the same bytes as Plate.field(), without a dask graph
+        # per field (which doubled the read time of the gallery)
+        data = np.asarray(group[ms["datasets"][level]["path"]][0]).max(axis=1)
         if not self.colours:
             self._display(group)
         windows = [self.windows[i] if i < len(self.windows) and self.windows[i] is not None

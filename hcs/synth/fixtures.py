@@ -21,6 +21,7 @@ benchmarks and the docs' examples use it too.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -69,11 +70,14 @@ def write_disc_plate(
     seed: int = 0,
     pixel_size_um: float = 0.6,
     timepoints: int = 1,
+    alter: dict[tuple[str, int], Callable[[list[np.ndarray]], list[np.ndarray]]] | None = None,
 ) -> tuple[Path, pd.DataFrame]:
     """Write ``out/plate.ome.zarr`` (via a Harmony export in ``out/export``) with known nuclei.
 
     Field ``f`` of the ``i``-th well holds ``nuclei + i + f + 2 t`` well-separated discs at
-    timepoint ``t`` (drawn anew at every timepoint).
+    timepoint ``t`` (drawn anew at every timepoint). ``alter[(well, field)]``, when given,
+    turns that field's planes (brightfield, Hoechst, PI; uint16) into the ones written, e.g. a
+    Gaussian blur (a defocused field) or a gain (a saturated one); the truth is unchanged.
 
     Returns
     -------
@@ -94,6 +98,8 @@ def write_disc_plate(
         for f in range(fields):
             for t in range(timepoints):
                 planes, discs = _field_planes(rng, size, nuclei + i + f + 2 * t)
+                if alter and (well, f) in alter:
+                    planes = [np.asarray(p, np.uint16) for p in alter[(well, f)](planes)]
                 truth += [{"well": well, "field": f, "timepoint": t, "x": x, "y": y,
                            "radius": rad} for x, y, rad in discs]
                 items += [((r, c, f, 0, ch, t), p) for ch, p in enumerate(planes)]
