@@ -95,6 +95,8 @@ class FieldPyramidWriter:
         self.level_shapes = level_shapes
         self.encoder = encoder
         self.chunk_key = chunk_key
+        sep = "/" if "/" in chunk_key else None
+        self.chunk_dirs = chunk_key.split(sep)[:-1] if sep else []
         self.chunks_per_shard = [(*s[:3], 1, 1) for s in level_shapes]
         self.order = [list(morton_order_iter(c)) for c in self.chunks_per_shard]
 
@@ -181,15 +183,19 @@ class FieldPyramidWriter:
         levels
             Level arrays, level 0 first, of the shapes and dtype the writer was made for.
         """
-        field_dir = Path(field_dir)
         os.mkdir(field_dir)
-        (field_dir / "zarr.json").write_bytes(self.group_json)
+        with open(os.path.join(field_dir, "zarr.json"), "wb") as fh:
+            fh.write(self.group_json)
         for i, data in enumerate(levels):
             if tuple(data.shape) != self.level_shapes[i]:
                 raise ValueError(f"level {i} has shape {data.shape}, not {self.level_shapes[i]}")
-            level_dir = field_dir / str(i)
-            shard = level_dir / self.chunk_key
-            shard.parent.mkdir(parents=True)
-            (level_dir / "zarr.json").write_bytes(self.level_json[i])
-            with open(shard, "wb") as fh:
+            level_dir = os.path.join(field_dir, str(i))
+            folder = level_dir
+            os.mkdir(folder)
+            for part in self.chunk_dirs:  # c/0/0/0/0: one mkdir each, top down
+                folder = os.path.join(folder, part)
+                os.mkdir(folder)
+            with open(os.path.join(level_dir, "zarr.json"), "wb") as fh:
+                fh.write(self.level_json[i])
+            with open(os.path.join(level_dir, self.chunk_key), "wb") as fh:
                 fh.writelines(self.shard_bytes(i, data))
