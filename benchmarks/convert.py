@@ -276,7 +276,7 @@ def main() -> None:
         print(f"libtiff decode-only / tifffile decode-only: {lib[len(lib) // 2]:.2f}x (hcs reads "
               "plain grey-level TIFFs with libtiff: hcs.io.acquisition.decode_with_libtiff)")
         print(f"CPU of the conversion / CPU of decoding: {cpu_ratio:.2f}x (median), so on "
-              f"{workers} idle cores hcs can reach at most {workers / cpu_ratio:.2f}x the floor "
+              f"{workers} idle core(s) hcs can reach at most {workers / cpu_ratio:.2f}x the floor "
               "(a load-independent bound: the wall-time ratio above depends on the load)")
         if not args.no_baseline:
             print(f"speed-up hcs / baseline: {base['seconds'] / res['hcs']['seconds']:.2f}x")
