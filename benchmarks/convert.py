@@ -1,20 +1,36 @@
-"""Benchmark `hcs convert` against a plain ome-zarr-py conversion of the same Harmony export.
+"""Benchmark `hcs convert` against the decode floor and a plain ome-zarr-py conversion.
 
 Writes a Harmony export (``write_harmony_export``: LZW TIFFs + Index.idx.xml) of
 ``--wells`` x ``--fields`` x ``--channels`` planes of ``--size``-square uint16 smooth noise,
-then converts it twice, each in its own subprocess so peak RSS is measured separately:
+then, each in its own subprocess so peak RSS and CPU time are measured separately:
 
+- **floor**: one thread only decoding every plane of the export with tifffile
+  (``tifffile.imread(path, key=page)`` in a loop, the file list taken from the parsed index
+  before the clock starts). Nothing is written. ``hcs convert`` on N cores is compared with
+  this: the issue's target is >= 1.0x, i.e. decode, re-encode, pyramid and metadata in the wall
+  time one core needs just to decode;
+- **libtiff**: the same loop decoding with libtiff (``imagecodecs.tiff_decode``), which hcs
+  uses for plain grey-level TIFFs (:func:`hcs.io.acquisition.decode_with_libtiff`): shown so
+  that the part of the gain that comes from the faster decoder is visible;
 - **hcs**: ``open_export`` + ``write_plate`` (what ``hcs convert`` runs): threads over fields,
   one chunk per plane, one shard per field, 2x mean pyramid;
-- **baseline**: the same index parsing, then per field ``tifffile.imread`` of each plane and
-  ``ome_zarr.writer.write_image`` (zarr v3, chunk per plane, same pyramid levels, local-mean
-  downsampling), dask's synchronous scheduler (one process, one thread).
+- **baseline** (unless ``--no-baseline``): the same index parsing, then per field
+  ``tifffile.imread`` of each plane and ``ome_zarr.writer.write_image`` (zarr v3, chunk per
+  plane, same pyramid levels, local-mean downsampling), dask's synchronous scheduler (one
+  process, one thread).
 
-Throughput is level-0 raw bytes / wall time of the conversion (index parsing included,
+``--repeat N`` alternates floor and hcs N times (the machine may be shared: compare the ratios
+of the same round, not absolutes) and prints every round and the median ratio. The load
+average is printed before and after.
+
+Throughput is level-0 raw bytes / wall time (index parsing included for hcs and baseline,
 interpreter start-up excluded). Peak RSS is the child's ``ru_maxrss``; CPU time is the child's
-user + system time (all threads), which shows how much of the gain is parallelism.
+user + system time (all threads, imports included), which shows how much of the gain is
+parallelism.
 
-Run: ``python benchmarks/convert.py [--wells 24] [--fields 4] [--channels 3] [--size 1080]``.
+Run: ``python benchmarks/convert.py [--wells 24] [--fields 4] [--channels 3] [--size 1080]
+[--repeat 3] [--no-baseline] [--workdir DIR]`` (with ``--workdir`` an existing export of the
+same shape is reused).
 """
 
 from __future__ import annotations
@@ -72,10 +88,11 @@ def run_hcs(src: Path, out: Path, workers: int | None) -> dict:
     from hcs.io import open_export
     from hcs.io.convert import write_plate
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     acq = open_export(src)
     write_plate(acq, out, workers=workers, progress=False)
-    return {"seconds": time.perf_counter() - t0, "planes": len(acq.planes)}
+    return {"seconds": time.perf_counter() - t0, "planes": len(acq.planes),
+            "work_cpu_s": time.process_time() - c0}
 
 
 def run_baseline(src: Path, out: Path) -> dict:
@@ -88,7 +105,7 @@ def run_baseline(src: Path, out: Path) -> dict:
     from hcs.io import open_export
     from hcs.plate import row_name
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     acq = open_export(src)
     (ny, nx), px = acq.image_shape, acq.pixel_size_um
     root = zarr.open_group(str(out), mode="w")
@@ -111,13 +128,38 @@ def run_baseline(src: Path, out: Path) -> dict:
     write_plate_metadata(
         root, acq.geometry.row_names(), acq.geometry.column_names(), list(wells)
     )
-    return {"seconds": time.perf_counter() - t0, "planes": len(acq.planes)}
+    return {"seconds": time.perf_counter() - t0, "planes": len(acq.planes),
+            "work_cpu_s": time.process_time() - c0}
+
+
+def run_floor(src: Path, decoder: str = "tifffile") -> dict:
+    import imagecodecs
+    import tifffile
+
+    from hcs.io import open_export
+
+    acq = open_export(src)
+    planes = [(str(p), int(k)) for p, k in zip(acq.planes["path"], acq.planes["page"], strict=True)]
+    nbytes = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for path, page in planes:
+        if decoder == "libtiff":
+            with open(path, "rb") as fh:
+                nbytes += imagecodecs.tiff_decode(fh.read(), index=page).nbytes
+        else:
+            nbytes += tifffile.imread(path, key=page, maxworkers=1).nbytes
+    return {"seconds": time.perf_counter() - t0, "planes": len(planes), "bytes": nbytes,
+            "work_cpu_s": time.process_time() - c0}
 
 
 def child(args: argparse.Namespace) -> None:
     src, out = Path(args.src), Path(args.out)
     if args.child == "hcs":
         result = run_hcs(src, out, args.workers)
+    elif args.child == "floor":
+        result = run_floor(src)
+    elif args.child == "libtiff":
+        result = run_floor(src, "libtiff")
     else:
         result = run_baseline(src, out)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -134,7 +176,10 @@ def measure(kind: str, src: Path, out: Path, workers: int | None) -> dict:
     if proc.returncode:
         raise SystemExit(f"{kind} conversion failed:\n{proc.stderr}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["size_mb"] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+    result["size_mb"] = (
+        sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6 if out.exists()
+        else float("nan")
+    )
     return result
 
 
@@ -145,8 +190,12 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=3)
     ap.add_argument("--size", type=int, default=1080)
     ap.add_argument("--workers", type=int, default=None, help="hcs threads (default: CPUs)")
-    ap.add_argument("--workdir", type=Path, default=None, help="keep files here (default: tmp)")
-    ap.add_argument("--child", choices=["hcs", "baseline"], help=argparse.SUPPRESS)
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of floor + hcs (default 1)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the ome-zarr-py baseline")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="keep files here, reusing an export of the same shape (default: tmp)")
+    ap.add_argument("--child", choices=["hcs", "baseline", "floor", "libtiff"],
+                    help=argparse.SUPPRESS)
     ap.add_argument("--src", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -154,45 +203,85 @@ def main() -> None:
         child(args)
         return
 
+    import os
+
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hcs-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    export = work / "export"
+    shape_tag = f"{args.wells}x{args.fields}x{args.channels}x{args.size}"
+    export = work / f"export-{shape_tag}"
+    workers = args.workers or os.cpu_count()
     try:
         n = args.wells * args.fields * args.channels
         raw_mb = n * args.size * args.size * 2 / 1e6
-        print(f"writing Harmony export: {args.wells} wells x {args.fields} fields x "
-              f"{args.channels} channels = {n} planes of {args.size}x{args.size} uint16 "
-              f"({raw_mb:.0f} MB raw) ...", flush=True)
-        t0 = time.perf_counter()
-        shutil.rmtree(export, ignore_errors=True)
-        write_export(export, args.wells, args.fields, args.channels, args.size)
+        print(f"host: {os.cpu_count()} CPUs, load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (1/5/15 min)", flush=True)
+        if not (export / "Images" / "Index.idx.xml").is_file():
+            print(f"writing Harmony export: {args.wells} wells x {args.fields} fields x "
+                  f"{args.channels} channels = {n} planes of {args.size}x{args.size} uint16 "
+                  f"({raw_mb:.0f} MB raw) ...", flush=True)
+            t0 = time.perf_counter()
+            shutil.rmtree(export, ignore_errors=True)
+            write_export(export, args.wells, args.fields, args.channels, args.size)
+            print(f"  {time.perf_counter() - t0:.1f} s", flush=True)
         export_mb = sum(p.stat().st_size for p in export.rglob("*") if p.is_file()) / 1e6
-        print(f"  {time.perf_counter() - t0:.1f} s, {export_mb:.0f} MB of LZW TIFFs", flush=True)
-        results = {}
-        for kind in ("hcs", "baseline"):
-            out = work / f"{kind}.ome.zarr"
+        print(f"export: {n} planes, {raw_mb:.0f} MB raw, {export_mb:.0f} MB of LZW TIFFs "
+              f"({export})", flush=True)
+        rounds = []
+        for i in range(args.repeat):
+            res = {}
+            for kind in ("floor", "hcs", "libtiff"):
+                out = work / f"{kind}.ome.zarr"
+                shutil.rmtree(out, ignore_errors=True)
+                res[kind] = measure(kind, export, out, args.workers)
+                shutil.rmtree(out, ignore_errors=True)  # keep disk use at one plate
+            ratio = res["floor"]["seconds"] / res["hcs"]["seconds"]
+            cpu = res["hcs"]["work_cpu_s"] / res["floor"]["work_cpu_s"]
+            print(f"round {i + 1}: floor {res['floor']['seconds']:.2f} s, hcs "
+                  f"{res['hcs']['seconds']:.2f} s -> hcs / floor {ratio:.2f}x; CPU of the work "
+                  f"{cpu:.2f}x the floor's (load {os.getloadavg()[0]:.2f})", flush=True)
+            rounds.append((ratio, res))
+        if not args.no_baseline:
+            out = work / "baseline.ome.zarr"
             shutil.rmtree(out, ignore_errors=True)
-            print(f"converting with {kind} ...", flush=True)
-            results[kind] = measure(kind, export, out, args.workers)
-            shutil.rmtree(out, ignore_errors=True)  # keep disk use at one plate
-        h, b = results["hcs"], results["baseline"]
-        import os
-
-        workers = args.workers or os.cpu_count()
+            print("converting with the ome-zarr-py baseline ...", flush=True)
+            base = measure("baseline", export, out, None)
+            shutil.rmtree(out, ignore_errors=True)
+        ratios = sorted(r for r, _ in rounds)
+        median = ratios[len(ratios) // 2]
+        ratio, res = next(x for x in rounds if x[0] == median)  # the median round's figures
+        cols = [("floor", "tifffile decode, 1 thr"), ("hcs", f"hcs convert, {workers} thr"),
+                ("libtiff", "libtiff decode, 1 thr")]
+        table = {k: res[k] for k, _ in cols}
+        if not args.no_baseline:
+            cols.append(("baseline", "write_image, 1 thr"))
+            table["baseline"] = base
         print()
-        print(f"{'':24}{'hcs convert':>22}{'baseline':>22}")
-        print(f"{'':24}{f'({workers} threads)':>22}{'(write_image, 1 thr)':>22}")
+        print(f"{'':24}" + "".join(f"{title:>22}" for _, title in cols))
         for label, key, fmt in (
-            ("wall time (s)", "seconds", "{:.1f}"),
+            ("wall time (s)", "seconds", "{:.2f}"),
             ("throughput (MB/s raw)", None, "{:.1f}"),
-            ("CPU time (s)", "cpu_s", "{:.1f}"),
+            ("CPU time, work (s)", "work_cpu_s", "{:.2f}"),
+            ("CPU time, process (s)", "cpu_s", "{:.1f}"),
             ("peak RSS (MB)", "maxrss_mb", "{:.0f}"),
             ("output size (MB)", "size_mb", "{:.0f}"),
         ):
-            vals = [raw_mb / r["seconds"] if key is None else r[key] for r in (h, b)]
-            print(f"{label:24}{fmt.format(vals[0]):>22}{fmt.format(vals[1]):>22}")
-        print(f"\nspeed-up hcs / baseline: {b['seconds'] / h['seconds']:.2f}x "
-              f"({n} planes, {raw_mb:.0f} MB raw)")
+            vals = [raw_mb / table[k]["seconds"] if key is None else table[k][key]
+                    for k, _ in cols]
+            print(f"{label:24}" + "".join(f"{fmt.format(v):>22}" for v in vals))
+        print(f"\nhcs convert / decode floor: {median:.2f}x (median of {len(ratios)}: "
+              f"{', '.join(f'{r:.2f}' for r in ratios)}; target >= 1.0x)")
+        cpu_ratios = sorted(r["hcs"]["work_cpu_s"] / r["floor"]["work_cpu_s"] for _, r in rounds)
+        cpu_ratio = cpu_ratios[len(cpu_ratios) // 2]
+        lib = sorted(r["floor"]["seconds"] / r["libtiff"]["seconds"] for _, r in rounds)
+        print(f"libtiff decode-only / tifffile decode-only: {lib[len(lib) // 2]:.2f}x (hcs reads "
+              "plain grey-level TIFFs with libtiff: hcs.io.acquisition.decode_with_libtiff)")
+        print(f"CPU of the conversion / CPU of decoding: {cpu_ratio:.2f}x (median), so on "
+              f"{workers} idle core(s) hcs can reach at most {workers / cpu_ratio:.2f}x the floor "
+              "(a load-independent bound: the wall-time ratio above depends on the load)")
+        if not args.no_baseline:
+            print(f"speed-up hcs / baseline: {base['seconds'] / res['hcs']['seconds']:.2f}x")
+        print(f"{n} planes, {raw_mb:.0f} MB raw; load average now "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

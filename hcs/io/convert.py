@@ -43,6 +43,7 @@ from hcs.io.plate_meta import (
     pyramid_shapes,
     to_json_safe,
 )
+from hcs.io.shards import FieldPyramidWriter
 from hcs.params import PlateDtype
 from hcs.plate import row_name, well_name
 
@@ -148,6 +149,25 @@ def _compressors(zarr_format: int) -> Any:
     return Blosc(cname="zstd", clevel=1, shuffle=Blosc.SHUFFLE)
 
 
+def _array_kwargs(shape: tuple[int, ...], dtype: np.dtype, zarr_format: int) -> dict[str, Any]:
+    """``create_array`` arguments of one pyramid level: a chunk per plane, a shard per array."""
+    kwargs: dict[str, Any] = {
+        "shape": shape,
+        "chunks": (1, 1, 1, *shape[3:]),
+        "dtype": dtype,
+        "fill_value": 0,
+        "compressors": _compressors(zarr_format),
+        # every chunk stored, zeros too: an absent chunk is damage, never "all zeros"
+        "config": {"write_empty_chunks": True},
+    }
+    if zarr_format == 3:
+        kwargs["shards"] = shape
+        kwargs["dimension_names"] = ["t", "c", "z", "y", "x"]
+    else:
+        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+    return kwargs
+
+
 def _write_field(
     well_group: zarr.Group,
     field: int,
@@ -160,9 +180,13 @@ def _write_field(
     rate: _Rate,
     reinterpret_signed: bool = False,
     single_page: bool = False,
+    writer: FieldPyramidWriter | None = None,
+    field_dir: Path | None = None,
 ) -> np.ndarray:
     """Read one field's planes, write its pyramid; return per-channel (p0.1, p99.9) of the
-    lowest level for the display window."""
+    lowest level for the display window. ``writer`` writes the zarr v3 shards directly
+    (:mod:`hcs.io.shards`, the same bytes) into ``field_dir``; without it the arrays are
+    written through zarr."""
     data = np.zeros(size, dtype=dtype)
     plane_bytes = size[3] * size[4] * dtype.itemsize
     for rec in planes.itertuples(index=False):
@@ -173,28 +197,17 @@ def _write_field(
             data[int(rec.t), int(rec.channel), int(rec.z)] = fit_plane(
                 plane, dtype, rec.path, reinterpret_signed=reinterpret_signed
             )
-    image = well_group.create_group(str(field))
-    level = data
-    for i, (ly, lx) in enumerate(levels):
-        if i:
-            level = downsample2(level)
-        shape = (*size[:3], ly, lx)
-        kwargs: dict[str, Any] = {
-            "shape": shape,
-            "chunks": (1, 1, 1, ly, lx),
-            "dtype": dtype,
-            "fill_value": 0,
-            "compressors": _compressors(zarr_format),
-            # every chunk stored, zeros too: an absent chunk is damage, never "all zeros"
-            "config": {"write_empty_chunks": True},
-        }
-        if zarr_format == 3:
-            kwargs["shards"] = shape
-            kwargs["dimension_names"] = ["t", "c", "z", "y", "x"]
-        else:
-            kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
-        arr = image.create_array(str(i), **kwargs)
-        arr[...] = level
+    pyramid = [data]
+    for _ in levels[1:]:
+        pyramid.append(downsample2(pyramid[-1]))
+    if writer is not None:
+        writer.write(field_dir, pyramid)
+    else:
+        image = well_group.create_group(str(field))
+        for i, level in enumerate(pyramid):
+            arr = image.create_array(str(i), **_array_kwargs(level.shape, dtype, zarr_format))
+            arr[...] = level
+    level = pyramid[-1]
     # count planes once written, so the bar's MB/s is the end-to-end rate
     n_planes = size[0] * size[1] * size[2]
     rate.add(n_planes, n_planes * plane_bytes)
@@ -352,6 +365,12 @@ def _write_tree(
     root = zarr.open_group(str(root_path), mode="a", zarr_format=zarr_format)  # holds the marker
     size_tcz = (acq.size_t, acq.size_c, acq.size_z)
     levels = pyramid_shapes(shape)
+    writer = None
+    if zarr_format == 3:
+        writer = FieldPyramidWriter.create(
+            [(*size_tcz, ly, lx) for ly, lx in levels], dtype,
+            lambda s: _array_kwargs(s, dtype, zarr_format),
+        )
     pixel = acq.pixel_size_um or (1.0, 1.0)
     z_step = acq.z_step_um or 1.0
     t_step = _time_step(acq)
@@ -377,7 +396,8 @@ def _write_tree(
                 pool.submit(
                     _write_field, well_groups[(r, c)], int(f), sub, missing,
                     (*size_tcz, *shape), dtype, levels, zarr_format, rate,
-                    acq.vendor_format == "scanr", acq.vendor_format == "tiff-folder",
+                    acq.vendor_format == "scanr", acq.vendor_format == "tiff-folder", writer,
+                    root_path / well_groups[(r, c)].path / str(int(f)),
                 )
                 for (r, c, f), sub in groups.items()
             ]

@@ -87,6 +87,14 @@ def downsample2(arr: np.ndarray) -> np.ndarray:
         pad = [(0, 0)] * (arr.ndim - 2) + [(0, y % 2), (0, x % 2)]
         arr = np.pad(arr, pad, mode="edge")
     quads = (arr[..., 0::2, 0::2], arr[..., 1::2, 0::2], arr[..., 0::2, 1::2], arr[..., 1::2, 1::2])
+    if arr.dtype.kind == "u":
+        # unsigned: sum in the next wider unsigned type, +2 and >> 2 is the rounded mean
+        total = np.add(quads[0], quads[1], dtype=f"u{2 * arr.dtype.itemsize}")
+        total += quads[2]
+        total += quads[3]
+        total += 2
+        total >>= 2
+        return total.astype(arr.dtype)
     if np.issubdtype(arr.dtype, np.integer) and arr.dtype.itemsize <= 4:
         wide = np.int64 if arr.dtype.itemsize == 4 else np.int32
         total = quads[0].astype(wide)
