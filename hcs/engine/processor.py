@@ -214,9 +214,8 @@ class PipelineProcessor:
     def __init__(self, params: EngineParams) -> None:
         import torch
 
-        from hcs.assays import get_assay, get_input_spec, get_rule
         from hcs.engine.detector import load_engine_detector
-        from hcs.engine.model import load_classifier, model_card
+        from hcs.engine.model import card_assay, load_classifier, model_card
 
         self.params = params
         torch.set_num_threads(params.torch_threads)
@@ -224,6 +223,7 @@ class PipelineProcessor:
         self.detector = load_engine_detector(params.detector, self.device)
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._views: tuple[str, ...] | None = None
+        self.features = False
         if params.model is None:  # detection only
             if params.assay is not None:
                 raise InputError(f"assay {params.assay}: a run with an assay needs a model")
@@ -235,19 +235,23 @@ class PipelineProcessor:
             return
         if params.assay is None:
             raise InputError(f"model {params.model}: a run with a model needs its assay")
-        self.assay = get_assay(params.assay)
-        self.rule = get_rule(self.assay.name)
         folder, card = model_card(params.model)
+        self.assay = card_assay(params.assay, card)
+        self.rule = self.assay.rule
         if card.assay != self.assay.name or set(card.classes) != set(self.assay.classes):
             raise InputError(f"model {card.name} ({card.assay}: {card.classes}) is not a model "
                              f"of assay {self.assay.name} ({list(self.assay.classes)})")
-        spec = get_input_spec(self.assay.name)
+        spec = self.assay.inputs
         self._known = {c.name: c.rescale for c in spec.channels + spec.optional_channels}
         self.roles = [c.name for c in card.channels]
         self.modes = [self._known.get(r, "percentile") for r in self.roles]
         torch.manual_seed(params.seed)
         self.model = load_classifier(folder, card.card_sha256)
         self.card = self.model.card
+        self.features = getattr(self.card, "kind", "cnn") == "features"
+        if self.features and params.measure == "none":
+            raise InputError(f"model {card.name} classifies cells by their measurements: run "
+                             "with --measure basic (or full), not none")
         from hcs.classify.ensemble import LoadedEnsemble
 
         self.ensemble = isinstance(self.model, LoadedEnsemble)
@@ -257,6 +261,11 @@ class PipelineProcessor:
     def classifies(self) -> bool:
         """False for a detection-only run (no model)."""
         return self.model is not None
+
+    @property
+    def needs_crops(self) -> bool:
+        """True when the model classifies crops (a features model reads measurements)."""
+        return self.model is not None and not self.features
 
     def plan(self, channels: tuple[str, ...]) -> _Plan:
         """Which plate channels detection and classification read (resolved once per plate)."""
@@ -334,6 +343,18 @@ class PipelineProcessor:
         if not self.classifies:
             return PreparedField(meta, frame, boxes, None, planes.shape[1:],
                                  np.zeros((len(boxes), 0), np.float32), labels=keep)
+        if self.features:  # classified from the field's measurements, no crops
+            cols = self.card.columns({r: meta.channels[i]
+                                      for r, i in zip(self.roles, plan.cls_idx, strict=True)})
+            missing = [c for c in cols if c not in frame]
+            if missing and len(frame):
+                raise InputError(f"well {meta.well} field {meta.field}: model {self.card.name} "
+                                 f"needs measurement {missing[0]!r}, which this run does not "
+                                 "measure (--measure full?)")
+            x = frame[cols].to_numpy(np.float64) if len(frame) else np.zeros((0, len(cols)))
+            probs = self.model.predict_proba(x)
+            return PreparedField(meta, frame, boxes, None, planes.shape[1:], probs,
+                                 cut=len(boxes), done=len(boxes), labels=keep)
         cls_pos = [pos[i] for i in plan.cls_idx]
         width = len(self.card.classes)
         if self.ensemble:
@@ -422,7 +443,7 @@ class PipelineProcessor:
         """
         from hcs.engine.batching import FieldBatcher
 
-        if not self.classifies:
+        if not self.needs_crops:
             return self.finish(self.prepare(image, meta))
         batcher = FieldBatcher(self, self.params.batch_size)
         done = batcher.add(self.prepare(image, meta)) + batcher.flush()
