@@ -128,6 +128,9 @@ def build_context(data: dict[str, Any], gallery: bool = True) -> dict[str, Any]:
 
     have_wells = wells is not None and len(wells) > 0
     geometry = _geometry(wells, run, plate) if have_wells else None
+    from hcs.report.domain import domain_section
+
+    add(domain_section(data["dir"]))  # first: a plate off the model's domain is a warning
     add(sections.summary(run, wells, data["failures"], assay, data["dir"], geometry))
     if have_wells:
         add(sections.heatmaps(wells, geometry))
