@@ -233,8 +233,8 @@ def test_domain_same_settings_in_other_size_off(sim, features_model) -> None:
             assert dom["evidence"]["median_shift_area"] > 2.0
             assert "area" in dom["summary"]
             invoke("aggregate", out)
-            invoke("report", out)
-            html = (out / "report.html").read_text()
+            invoke("report", out, "--out", root / "small_px.html")
+            html = (root / "small_px.html").read_text()
             assert "off the model&#39;s domain" in html or "off the model's domain" in html
             assert "hcs annotate" in html
 
@@ -289,6 +289,6 @@ def test_shipped_sim_model_on_real_plate_is_off_domain(plate_row_gfp, sim, tmp_p
     assert not dom["evidence"]["simulated_plate"]
     assert "simulated" in dom["summary"]
     invoke("aggregate", out)
-    invoke("report", out)
-    html = (out / "report.html").read_text()
+    invoke("report", out, "--out", tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text()
     assert "OFF DOMAIN" in html and "trained on simulated cells only" in html

@@ -471,7 +471,10 @@ class _CnnFitter:
 
         mean, std = channel_stats(self.crops[idx])
         cs = CropSet(self.crops[idx], y[idx], self.classes, pd.DataFrame(index=range(len(idx))))
-        net, history = train_classifier(cs, None, self.config, mean, std,
+        # a few hundred labels: batches small enough for >= 8 steps per epoch
+        config = self.config.model_copy(update={"batch_size": min(
+            self.config.batch_size, max(8, len(idx) // 8))})
+        net, history = train_classifier(cs, None, config, mean, std,
                                         log=(lambda s: None) if quiet else self.log,
                                         init_state=self.init_state)
         return net, (mean, std, history)
