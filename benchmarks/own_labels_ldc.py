@@ -162,8 +162,8 @@ def main() -> None:
                                                    a.epochs])):
         model = root / f"m_{kind}"
         hcs("train", "classifier", "--labels", root / "ann" / "labels.csv", "--run",
-            root / "run", "--kind", kind, "--channels", "brightfield=brightfield", "--folds", a.folds,
-            "--out", model, "--overwrite", *extra)
+            root / "run", "--kind", kind, "--channels", "brightfield=brightfield",
+            "--folds", a.folds, "--out", model, "--overwrite", *extra)
         import yaml
 
         cv = yaml.safe_load((model / "model.yaml").read_text())["metrics"]["cross_validated"]
