@@ -139,11 +139,12 @@ def main() -> None:
     images = write_folder(root / "tiffs")
     print(f"{len(images)} images -> {images['well'].nunique()} wells x {FIELDS} fields",
           flush=True)
-    hcs("convert", root / "tiffs", root / "ldc.ome.zarr", "--pixel-size", "1.0",
-        "--channel-names", "brightfield", "--pattern",
-        r"(?P<well>[A-H]\d{2})_f(?P<field>\d+)_d(?P<channel>\d)\.tif$")
+    if not (root / "ldc.ome.zarr").exists():
+        hcs("convert", root / "tiffs", root / "ldc.ome.zarr", "--pixel-size", "1.0",
+            "--channel-names", "brightfield", "--pattern",
+            r"(?P<well>[A-H]\d{2})_f(?P<field>\d+)_d(?P<channel>\d)\.tif$")
     hcs("run", root / "ldc.ome.zarr", "--detector", "ldc-detector", "--model", "livedead-ldc",
-        "--out", root / "run", "--no-labels", "--workers", "1", "-q")
+        "--out", root / "run", "--no-labels", "--workers", "1", "--resume", "-q")
     labels = voc_labels(root / "run", images)
     wells = sorted(labels["well"].unique())
     train_wells = wells[:TRAIN_WELLS]

@@ -149,6 +149,13 @@ def test_features_model_refuses_an_edited_card(features_model, tmp_path) -> None
     (copy / "model.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
     with pytest.raises(InputError, match="card_sha256"):
         load_features_model(copy)
+    from hcs.classify.seal import seal_card
+
+    seal_card(copy)  # a deliberate edit, recorded
+    assert load_features_model(copy).card.classes == ["dead", "live"]
+    (copy / "model.npz").write_bytes((copy / "model.npz").read_bytes() + b"x")
+    with pytest.raises(InputError, match="sha256"):
+        load_features_model(copy)
 
 
 def test_run_features_model_without_assay(sim, features_model) -> None:

@@ -84,10 +84,12 @@ def domain_stats(values: pd.DataFrame, max_prob: np.ndarray | None,
 def trained_on_simulation(card: Any) -> bool:
     """True when the card says its training cells were simulated."""
     dom = getattr(card, "domain", None) or {}
-    if dom.get("training_data") == "simulated":
+    if isinstance(dom, dict) and dom.get("training_data") == "simulated":
         return True
-    data = (getattr(card, "training", None) or {}).get("data") or {}
-    return str(data.get("source", "")).strip().lower() == "hcs simulate"
+    training = getattr(card, "training", None) or {}
+    data = training.get("data") if isinstance(training, dict) else None
+    return isinstance(data, dict) and str(data.get("source", "")).strip().lower() == \
+        "hcs simulate"
 
 
 def plate_is_simulated(attrs: dict[str, Any]) -> bool:
