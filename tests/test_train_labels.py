@@ -254,7 +254,7 @@ def test_cnn_kind_and_fine_tuning(sim) -> None:
     from hcs.train.loop import TrainConfig
     from hcs.train.own import train_on_labels
 
-    cfg = TrainConfig(architecture="lcnet_050", epochs=4, batch_size=32, threads=2)
+    cfg = TrainConfig(architecture="lcnet_050", epochs=6, batch_size=32, threads=1)
     lab = pd.read_csv(sim["labels"])
     sub = lab.groupby("well").head(40)
     d = sim["root"] / "ann_cnn"
