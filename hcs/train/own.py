@@ -393,10 +393,13 @@ class _FeaturesFitter:
 
     def fit_predict(self, train: np.ndarray, test: np.ndarray, y: np.ndarray | None = None
                     ) -> np.ndarray:
+        from threadpoolctl import threadpool_limits
+
         yy = self.y if y is None else y
-        clf = self._estimator().fit(self.x[train], yy[train])
-        p = np.zeros((len(test), self.k))
-        p[:, clf.classes_] = clf.predict_proba(self.x[test])
+        with threadpool_limits(1):  # a few hundred cells: OpenMP threads only cost
+            clf = self._estimator().fit(self.x[train], yy[train])
+            p = np.zeros((len(test), self.k))
+            p[:, clf.classes_] = clf.predict_proba(self.x[test])
         return p
 
     def save(self, out: Path, y: np.ndarray, name: str, assay: str, classes: list[str],
@@ -406,7 +409,10 @@ class _FeaturesFitter:
 
         from hcs.classify.features import FeaturesCard, export_trees, save_features_model
 
-        clf = self._estimator().fit(self.x, y)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            clf = self._estimator().fit(self.x, y)
         if list(clf.classes_) != list(range(len(classes))):
             raise InputError("every class needs labelled cells")
         arrays = export_trees(clf, check=self.x)
