@@ -468,7 +468,13 @@ class _CnnFitter:
         if from_model is not None:
             from hcs.classify.models import load_model
 
-            self.init_state = load_model(from_model).module.state_dict()
+            module = load_model(from_model).module
+            self.init_state = module.state_dict()
+            if list(from_card.classes) != list(classes):  # other classes: a new head
+                head = str(getattr(module, "pretrained_cfg", {}).get("classifier") or "")
+                if head:
+                    self.init_state = {k: v for k, v in self.init_state.items()
+                                       if not k.startswith(head + ".")}
         self.log = log
 
     def _train(self, idx: np.ndarray, y: np.ndarray, quiet: bool = True) -> tuple[Any, Any]:
