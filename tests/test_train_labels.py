@@ -177,6 +177,17 @@ def test_run_features_model_without_assay(sim, features_model) -> None:
     assert dom["hint"].startswith("label your own cells: hcs annotate RUN --out ANN")
     fields = pd.read_parquet(out / "domain.parquet")
     assert len(fields) == 8 and not fields["off"].any()
+    # labels of a run whose cell tables hold its model's own `label`: the labels file counts
+    from hcs.train.own import train_on_labels
+
+    flipped = truth.assign(label=truth["label"].map({"live": "dead", "dead": "live"}))
+    (sim["root"] / "ann_flip").mkdir()
+    flipped.to_csv(sim["root"] / "ann_flip" / "labels.csv", index=False)
+    m, _ = train_on_labels(sim["root"] / "ann_flip" / "labels.csv", out, sim["root"] / "m_flip",
+                           "features", {"hoechst": "HOECHST 33342"}, n_boot=20,
+                           fractions=(1.0,), log=lambda s: None)
+    card = yaml.safe_load((m / "model.yaml").read_text())
+    assert card["training"]["data"]["per_class"] == flipped["label"].value_counts().to_dict()
 
 
 def test_features_model_needs_measurements(sim, features_model, tmp_path) -> None:

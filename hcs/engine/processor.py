@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hcs.errors import InputError
 
 __all__ = ["EngineParams", "FieldMeta", "FieldProcessor", "PipelineProcessor", "PreparedField",
-           "box_label_mask", "compose_field", "field_crops", "get_processor", "nucleus_channel_index"]
+           "box_label_mask", "compose_field", "field_crops", "get_processor",
+           "nucleus_channel_index"]
 
 _NUCLEAR = re.compile(r"hoechst|dapi|nucle|draq|sytox|h2b", re.IGNORECASE)
 

@@ -241,6 +241,7 @@ def train_on_labels(
     name: str | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
+    fractions: tuple[float, ...] = FRACTIONS,
 ) -> tuple[Path, dict[str, Any]]:
     """Train a ``features`` or ``cnn`` model on labelled cells of a run; write the model folder.
 
@@ -262,6 +263,8 @@ def train_on_labels(
         ``cnn``: :class:`hcs.train.loop.TrainConfig`.
     folds, seed, n_boot
         Cross-validation folds (grouped by well), seed, bootstrap resamples of the CI.
+    fractions
+        The learning curve's fractions of the labels (the last must be 1).
 
     Returns
     -------
@@ -317,7 +320,9 @@ def train_on_labels(
 
     cells = read_run_cells(run)
     key = ["well", "field", "cell_id"]
-    joined = table.merge(cells, on=key, how="left", suffixes=("_label", ""), indicator=True)
+    # the run's own columns named like the labels' (its model's ``label``) are not the labels
+    cells = cells.drop(columns=[c for c in table.columns if c in cells and c not in key])
+    joined = table.merge(cells, on=key, how="left", indicator=True)
     lost = joined[joined["_merge"] == "left_only"]
     if len(lost):
         r = lost.iloc[0]
@@ -344,7 +349,7 @@ def train_on_labels(
                             from_card, config, log)
     fitter.y, fitter.k = y, len(classes)
     cv, oof = cross_validate(y, groups, classes, fitter.fit_predict, folds, seed, n_boot,
-                             log=log)
+                             fractions, log=log)
     cv["grouped_by"] = by
     log(figures_table(cv))
     dom_cols = domain_features(role_channels, list(joined.columns))
