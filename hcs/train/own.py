@@ -411,10 +411,9 @@ class _FeaturesFitter:
              training: dict[str, Any], metrics: dict[str, Any], domain: dict[str, Any],
              version: str, overwrite: bool) -> None:
         import sklearn
+        from threadpoolctl import threadpool_limits
 
         from hcs.classify.features import FeaturesCard, export_trees, save_features_model
-
-        from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):
             clf = self._estimator().fit(self.x, y)
