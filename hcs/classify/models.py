@@ -80,6 +80,7 @@ class ModelCard(BaseModel):
     thresholds: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    domain: dict[str, Any] = Field(default_factory=dict)
     sha256: str = ""
     card_sha256: str = ""
     hcs_version: str = ""
@@ -96,7 +97,7 @@ class ModelCard(BaseModel):
 
 #: card fields that document a model without changing what it outputs (free to edit)
 DOC_FIELDS = frozenset({"name", "description", "training", "metrics", "hcs_version",
-                        "card_sha256", "channel_meaning"})
+                        "card_sha256", "channel_meaning", "domain"})
 
 
 def card_checksum(card: BaseModel) -> str:

@@ -42,11 +42,21 @@ def seal_card(folder: str | Path) -> str:
     if not path.is_file():
         raise InputError(f"{path}: model card not found ({folder} is not a model folder)")
     data = read_yaml(path)
-    if isinstance(data, dict) and data.get("kind") == "detector":
-        card: Any = validate_card(path, DetectorCard, data)
+    if isinstance(data, dict) and data.get("kind") == "features":
+        from hcs.classify.features import FEATURES_FILE, FeaturesCard
+        from hcs.records import sha256_file
+
+        card: Any = validate_card(path, FeaturesCard, data)
+        model = folder / FEATURES_FILE
+        if not model.is_file() or sha256_file(model) != card.sha256:
+            raise InputError(f"{model}: missing, or its sha256 does not match the card's; "
+                             "sealing never blesses another model file")
     else:
-        card = validate_card(path, ModelCard, data)
-    read_verified_weights(folder, card.sha256)
+        if isinstance(data, dict) and data.get("kind") == "detector":
+            card = validate_card(path, DetectorCard, data)
+        else:
+            card = validate_card(path, ModelCard, data)
+        read_verified_weights(folder, card.sha256)
     data["card_sha256"] = card_checksum(card)
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
     return data["card_sha256"]

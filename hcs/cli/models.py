@@ -28,6 +28,22 @@ def train_classifier_cmd(
     truth: str = typer.Option(
         None, "--truth", help="Simulation folder (truth/cells.parquet): crops of its plate."
     ),
+    labels: str = typer.Option(
+        None, "--labels", help="Your own labels (hcs annotate's ANN/labels.csv) of cells of "
+        "--run."
+    ),
+    run: str = typer.Option(None, "--run", help="With --labels: the run folder of the cells."),
+    kind: str = typer.Option(
+        None, "--kind", help="With --labels: features (gradient boosting on the cells' "
+        "measurements; the default) or cnn (timm on crops)."
+    ),
+    from_model: str = typer.Option(
+        None, "--from", help="With --labels --kind cnn: a model folder to fine-tune (a new "
+        "head when the classes differ)."
+    ),
+    folds: int = typer.Option(
+        5, "--folds", help="With --labels: cross-validation folds, grouped by well."
+    ),
     plate: str = typer.Option(
         None, "--plate", help="With --truth: the converted plate (default: SIM_DIR/*.ome.zarr "
         "or SIM_DIR.ome.zarr)."
@@ -55,9 +71,10 @@ def train_classifier_cmd(
     pretrained: str = typer.Option(None, "--pretrained", help="Local timm weight file."),
     crop_size: int = typer.Option(None, "--crop-size", help="Crop side (default: assay's)."),
     margin: float = typer.Option(None, "--margin", help="Context margin (fraction of box)."),
-    channels: int = typer.Option(
-        None, "--channels", help="Input channels: 1 = grey (RGB converted), 3 = RGB; default: "
-        "as in the images."
+    channels: str = typer.Option(
+        None, "--channels", help="With --labels: ROLE=CHANNEL,... the plate channels the model "
+        "sees (features: their measurements only, shape always). Otherwise the number of input "
+        "channels: 1 = grey (RGB converted), 3 = RGB; default: as in the images."
     ),
     epochs: int = typer.Option(30, "--epochs"),
     max_steps: int = typer.Option(
@@ -102,6 +119,16 @@ def train_classifier_cmd(
     except ValidationError as exc:
         err = exc.errors()[0]
         raise InputError(f"--{err['loc'][0]}: {err['msg']}") from None
+    if labels is not None or run is not None:
+        _train_on_labels(labels, run, out, kind, channels, from_model, config, folds, seed,
+                         n_boot, data_name, overwrite, [annotations, voc, folders, truth])
+        return
+    if kind not in (None, "cnn") or from_model is not None:
+        raise InputError("--kind features and --from train on your own labels: give --labels "
+                         "ANN/labels.csv --run RUN")
+    if channels is not None and not channels.strip().isdigit():
+        raise InputError(f"--channels {channels}: without --labels it is the number of input "
+                         "channels (1 or 3)")
     data = {k: v for k, v in dict(name=data_name, licence=data_licence, source=data_source).items()
             if v}
     train_model(
@@ -109,11 +136,33 @@ def train_classifier_cmd(
         channel_map=_train_channel_map(channel_map), truth_boxes=truth_boxes,
         nucleus_channel=nucleus_channel, assay=assay, config=config, level=level, view=view,
         crop_size=crop_size,
-        margin=margin, channels=channels, test_fraction=test_fraction, val_fraction=val_fraction,
+        margin=margin, channels=int(channels) if channels else None,
+        test_fraction=test_fraction, val_fraction=val_fraction,
         split_seed=seed,
         data=data, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite,
         n_boot=n_boot, log=typer.echo,
     )
+
+
+def _train_on_labels(labels: str | None, run: str | None, out: str, kind: str | None,
+                     channels: str | None, from_model: str | None, config: object, folds: int,
+                     seed: int, n_boot: int, name: str | None, overwrite: bool,
+                     others: list[str | None]) -> None:
+    """``hcs train classifier --labels ANN/labels.csv --run RUN``
+    (:func:`hcs.train.own.train_on_labels`)."""
+    from hcs.errors import InputError
+    from hcs.params import parse_channel_map
+    from hcs.train.own import train_on_labels
+
+    if labels is None or run is None:
+        raise InputError("--labels and --run go together: the labels file and the run folder "
+                         "of its cells")
+    if any(o is not None for o in others):
+        raise InputError("give exactly one data source: --labels (with --run), --annotations, "
+                         "--folders or --truth")
+    mapping = parse_channel_map(channels) if channels else None
+    train_on_labels(labels, run, out, kind or "features", mapping, from_model, config, folds,
+                    seed, n_boot, name, overwrite, log=typer.echo)
 
 
 def _annotations(annotations: str | None, voc: str | None) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from hcs.errors import InputError
 
-__all__ = ["load_classifier", "model_card", "plate_channel_for"]
+__all__ = ["card_assay", "load_classifier", "model_card", "plate_channel_for"]
 
 # role -> pattern of plate channel names playing it
 _ROLE_PATTERNS: dict[str, str] = {
@@ -57,9 +57,12 @@ def model_card(model: str | Path) -> tuple[Path, Any]:
     :class:`~hcs.classify.ensemble.Ensemble`.
     """
     from hcs.classify.ensemble import is_ensemble, read_ensemble
+    from hcs.classify.features import is_features_folder, read_features_card
     from hcs.classify.models import read_card
 
     folder = _folder(model)
+    if is_features_folder(folder):
+        return folder, read_features_card(folder)
     return folder, read_ensemble(folder) if is_ensemble(folder) else read_card(folder)
 
 
@@ -69,12 +72,15 @@ def load_classifier(folder: str | Path, sha256: str) -> Any:
     ``sha256`` (pass the card's ``card_sha256``, so an edited card is never served from the
     cache)."""
     from hcs.classify.ensemble import is_ensemble, load_ensemble
+    from hcs.classify.features import is_features_folder, load_features_model
     from hcs.classify.models import load_model
 
     key = (str(folder), sha256)
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = load_ensemble(folder) if is_ensemble(folder) else load_model(folder)
+            _CACHE[key] = (load_features_model(folder) if is_features_folder(folder)
+                           else load_ensemble(folder) if is_ensemble(folder)
+                           else load_model(folder))
             LOADS.append(key[0])
         return _CACHE[key]
 
@@ -112,3 +118,29 @@ def plate_channel_for(role: str, channels: list[str], mapping: dict[str, str] | 
                 return i
     raise InputError(f"the model needs a {role!r} channel; none of the plate channels "
                      f"{channels} looks like one (map it with --channels {role}=NAME)")
+
+
+def card_assay(name: str | None, card: Any) -> Any:
+    """The :class:`~hcs.assays.Assay` of a run with model ``card``: the built-in assay ``name``
+    (default: the card's), else the user-defined assay the card declares (its
+    ``training.assay_definition``, or its classes and channel roles).
+
+    Raises
+    ------
+    InputError
+        An assay name that is neither built in nor the card's own.
+    """
+    from hcs.assays import ASSAYS, assay_from_dict, get_assay
+
+    name = name or card.assay
+    if str(name).lower() in ASSAYS:
+        return get_assay(name)
+    if name != card.assay:
+        raise InputError(f"assay {name!r} is not built in ({', '.join(ASSAYS)}) and not the "
+                         f"assay of model {card.name} ({card.assay})")
+    defn = (getattr(card, "training", None) or {}).get("assay_definition")
+    if isinstance(defn, dict):
+        return assay_from_dict(defn, f"model {card.name} assay_definition")
+    return assay_from_dict({"name": card.assay, "classes": list(card.classes),
+                            "channels": [c.name for c in card.channels] or ["nucleus"]},
+                           f"model {card.name}")

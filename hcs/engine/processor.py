@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hcs.errors import InputError
 
 __all__ = ["EngineParams", "FieldMeta", "FieldProcessor", "PipelineProcessor", "PreparedField",
-           "compose_field", "field_crops", "get_processor", "nucleus_channel_index"]
+           "box_label_mask", "compose_field", "field_crops", "get_processor",
+           "nucleus_channel_index"]
 
 _NUCLEAR = re.compile(r"hoechst|dapi|nucle|draq|sytox|h2b", re.IGNORECASE)
 
@@ -126,6 +127,27 @@ def field_crops(
     return out
 
 
+def box_label_mask(boxes: np.ndarray, shape: tuple[int, ...], ids: np.ndarray) -> np.ndarray:
+    """A label mask of the ellipse inscribed in each box (``x0, y0, x1, y1``), value ``ids[i]``:
+    what a box-only (learned) detector's objects are measured on. Where ellipses overlap the
+    later box wins.
+
+    Examples
+    --------
+    >>> m = box_label_mask(np.array([[0.0, 0.0, 5.0, 5.0]]), (6, 6), np.array([7]))
+    >>> int(m.max()), int((m == 7).sum()), int(m[2, 2])
+    (7, 21, 7)
+    """
+    from skimage.draw import ellipse
+
+    out = np.zeros(shape[:2], np.int32)
+    for (x0, y0, x1, y1), i in zip(np.asarray(boxes, float), ids, strict=True):
+        rr, cc = ellipse((y0 + y1) / 2 - 0.5, (x0 + x1) / 2 - 0.5, max((y1 - y0) / 2, 0.5),
+                         max((x1 - x0) / 2, 0.5), shape=out.shape)
+        out[rr, cc] = int(i)
+    return out
+
+
 def compose_field(planes: np.ndarray, indices: list[int], modes: list[str]) -> np.ndarray:
     """``(H, W, C)`` float32 model input of a field: the chosen planes, each rescaled to 0-255
     by its field's 1-99.8 percentiles (``percentile``) or, for 8-bit data, used as is
@@ -215,9 +237,8 @@ class PipelineProcessor:
     def __init__(self, params: EngineParams) -> None:
         import torch
 
-        from hcs.assays import get_assay, get_input_spec, get_rule
         from hcs.engine.detector import load_engine_detector
-        from hcs.engine.model import load_classifier, model_card
+        from hcs.engine.model import card_assay, load_classifier, model_card
 
         self.params = params
         torch.set_num_threads(params.torch_threads)
@@ -225,6 +246,7 @@ class PipelineProcessor:
         self.detector = load_engine_detector(params.detector, self.device)
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._views: tuple[str, ...] | None = None
+        self.features = False
         if params.model is None:  # detection only
             if params.assay is not None:
                 raise InputError(f"assay {params.assay}: a run with an assay needs a model")
@@ -236,19 +258,23 @@ class PipelineProcessor:
             return
         if params.assay is None:
             raise InputError(f"model {params.model}: a run with a model needs its assay")
-        self.assay = get_assay(params.assay)
-        self.rule = get_rule(self.assay.name)
         folder, card = model_card(params.model)
+        self.assay = card_assay(params.assay, card)
+        self.rule = self.assay.rule
         if card.assay != self.assay.name or set(card.classes) != set(self.assay.classes):
             raise InputError(f"model {card.name} ({card.assay}: {card.classes}) is not a model "
                              f"of assay {self.assay.name} ({list(self.assay.classes)})")
-        spec = get_input_spec(self.assay.name)
+        spec = self.assay.inputs
         self._known = {c.name: c.rescale for c in spec.channels + spec.optional_channels}
         self.roles = [c.name for c in card.channels]
         self.modes = [self._known.get(r, "percentile") for r in self.roles]
         torch.manual_seed(params.seed)
         self.model = load_classifier(folder, card.card_sha256)
         self.card = self.model.card
+        self.features = getattr(self.card, "kind", "cnn") == "features"
+        if self.features and params.measure == "none":
+            raise InputError(f"model {card.name} classifies cells by their measurements: run "
+                             "with --measure basic (or full), not none")
         from hcs.classify.ensemble import LoadedEnsemble
 
         self.ensemble = isinstance(self.model, LoadedEnsemble)
@@ -258,6 +284,11 @@ class PipelineProcessor:
     def classifies(self) -> bool:
         """False for a detection-only run (no model)."""
         return self.model is not None
+
+    @property
+    def needs_crops(self) -> bool:
+        """True when the model classifies crops (a features model reads measurements)."""
+        return self.model is not None and not self.features
 
     def plan(self, channels: tuple[str, ...]) -> _Plan:
         """Which plate channels detection and classification read (resolved once per plate)."""
@@ -311,17 +342,22 @@ class PipelineProcessor:
         del det_in
         frame = det.to_frame()
         masks = {"nuclei": det.labels} if det.labels is not None else {}
+        measured = masks
+        if not masks and self.params.measure != "none" and len(frame):
+            # a box detector (learned): objects are measured on the ellipse in each box
+            measured = {"nuclei": box_label_mask(np.asarray(det.boxes), planes.shape[1:],
+                                                 frame["cell_id"].to_numpy())}
         if plan.cell is not None and det.labels is not None:
             from hcs.detect.cells import detect_cells
 
             cells = detect_cells(None, planes[pos[plan.cell[0]]], meta.pixel_size_um,
                                  stain=plan.cell[1], nuclei=det)
             masks["cells"] = cells.labels
-        if self.params.measure != "none" and masks:
+        if self.params.measure != "none" and measured:
             from hcs.measure import measure_objects
 
             parts = [frame.reset_index(drop=True)]
-            comps = {"Nuclei": masks["nuclei"]}
+            comps = {"Nuclei": measured["nuclei"]}
             if "cells" in masks:
                 comps["Cells"] = masks["cells"]
                 comps["Cytoplasm"] = np.where(masks["nuclei"] > 0, 0, masks["cells"])
@@ -336,6 +372,18 @@ class PipelineProcessor:
         if not self.classifies:
             return PreparedField(meta, frame, boxes, None, planes.shape[1:],
                                  np.zeros((len(boxes), 0), np.float32), labels=keep, qc=qc)
+        if self.features:  # classified from the field's measurements, no crops
+            cols = self.card.columns({r: meta.channels[i]
+                                      for r, i in zip(self.roles, plan.cls_idx, strict=True)})
+            missing = [c for c in cols if c not in frame]
+            if missing and len(frame):
+                raise InputError(f"well {meta.well} field {meta.field}: model {self.card.name} "
+                                 f"needs measurement {missing[0]!r}, which this run does not "
+                                 "measure (--measure full?)")
+            x = frame[cols].to_numpy(np.float64) if len(frame) else np.zeros((0, len(cols)))
+            probs = self.model.predict_proba(x)
+            return PreparedField(meta, frame, boxes, None, planes.shape[1:], probs,
+                                 cut=len(boxes), done=len(boxes), labels=keep, qc=qc)
         cls_pos = [pos[i] for i in plan.cls_idx]
         width = len(self.card.classes)
         if self.ensemble:
@@ -435,7 +483,7 @@ class PipelineProcessor:
         """
         from hcs.engine.batching import FieldBatcher
 
-        if not self.classifies:
+        if not self.needs_crops:
             return self.finish(self.prepare(image, meta))
         batcher = FieldBatcher(self, self.params.batch_size)
         done = batcher.add(self.prepare(image, meta)) + batcher.flush()

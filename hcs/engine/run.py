@@ -259,6 +259,7 @@ def run_plate(
         "model_sha256": card.sha256 if card else None,
         "model_card_sha256": card.card_sha256 if card else None,
         "model_architecture": card.architecture if card else None, "detector": det,
+        "model_kind": getattr(card, "kind", "cnn") if card else None,
         "measure": options.measure, "labels": options.labels,
         "cell_channel": options.cell_channel,
         "nucleus_channel": nucleus_channel, "channel_map": dict(params.channel_map),
@@ -270,6 +271,9 @@ def run_plate(
                        "gpus": str(gpus), "resume": resume},
         "fields_total": len(fields), "start": utc_timestamp(), "end": None,
     }
+    defn = (getattr(card, "training", None) or {}).get("assay_definition") if card else None
+    if isinstance(defn, dict):  # a user-defined assay: aggregate and report read it here
+        record["assay_definition"] = defn
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         _prepare(run_dir, params, resume, record)
@@ -290,6 +294,13 @@ def run_plate(
                 execute(handle, params, run_dir, todo, summary, progress, as_completed,
                          fields_per_task)
             record["status"] = "failed" if summary.failures else "complete"
+            if card is not None and hasattr(card, "classes") and summary.fields_done + \
+                    summary.fields_skipped:
+                from hcs.engine.domain_run import write_domain
+
+                dom = write_domain(run_dir, card, dict(pl.attrs),
+                                   list(pl.channels), dict(params.channel_map))
+                record["domain"] = {k: dom[k] for k in ("status", "summary")}
         except RunStopped as exc:
             record.update(status="stopped", stopped=str(exc))
             raise

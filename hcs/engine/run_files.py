@@ -20,7 +20,8 @@ __all__ = ["is_run_file", "check_run_removable", "remove_run"]
 
 #: Files hcs writes at the top of a run folder (``run.json``, the lock, the tables).
 TOP_FILES = frozenset({"run.json", "run.lock", "failures.parquet", "wells.parquet",
-                       "stats.parquet", "embeddings.parquet", "fields.parquet"})
+                       "stats.parquet", "embeddings.parquet", "fields.parquet",
+                       "domain.json", "domain.parquet"})
 # temporary files of atomic writes: ``.<name>.<random>.tmp`` (hcs.atomic) or
 # ``.run.json.<pid>.tmp`` (hcs.engine.run)
 _TMP = re.compile(r"^\.(?P<name>[^/]+?)\.[A-Za-z0-9_]+\.tmp$")

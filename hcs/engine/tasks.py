@@ -215,7 +215,7 @@ def process_fields(params: EngineParams | dict, run_dir: str, items: list[tuple[
                 raise
             failed.append(failure_record(well, field, exc))
             continue
-        write(batcher.add(prep) if processor.classifies else [prep])  # detection only: now
+        write(batcher.add(prep) if processor.needs_crops else [prep])  # detection only: now
         del prep
     write(batcher.flush())
     release_memory()

@@ -129,7 +129,10 @@ def build_context(data: dict[str, Any], gallery: bool = True,
 
     have_wells = wells is not None and len(wells) > 0
     geometry = _geometry(wells, run, plate) if have_wells else None
+    from hcs.report.domain import domain_section
+
     add(sections.summary(run, wells, data["failures"], assay, data["dir"], geometry))
+    add(domain_section(data["dir"]))  # near the top: a plate off the model's domain warns
     if have_wells:
         add(sections.heatmaps(wells, geometry))
         add(sections.conditions(wells, stats, classes, sections.reference_of(stats, wells)))

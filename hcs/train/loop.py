@@ -64,6 +64,7 @@ def train_classifier(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    init_state: dict[str, Any] | None = None,
 ) -> tuple[Any, list[dict]]:
     """Train a timm classifier on in-memory crops.
 
@@ -81,6 +82,10 @@ def train_classifier(
         Continue from ``checkpoint_dir/last.pt``.
     log
         Receives one progress line per epoch.
+    init_state
+        Weights to start from (fine-tuning, ``hcs train classifier --from``): every tensor
+        whose name and shape fit the new network is loaded; the head stays new when the
+        number of classes differs.
 
     Returns
     -------
@@ -99,6 +104,13 @@ def train_classifier(
         config.architecture, k, train.crops.shape[-1], config.drop_rate,
         pretrained=config.pretrained or False,
     )
+    if init_state is not None:
+        own = net.state_dict()
+        fit = {k: v for k, v in init_state.items()
+               if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        net.load_state_dict(fit, strict=False)
+        log(f"fine-tuning: {len(fit)} of {len(own)} tensors from the starting model"
+            + ("" if len(fit) == len(own) else " (new head)"))
     x_train = to_tensor(train.crops, mean, std, scale)
     y_train = torch.from_numpy(train.y.astype(np.int64))
     x_val = to_tensor(val.crops, mean, std, scale) if val is not None and len(val.y) else None
