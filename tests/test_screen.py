@@ -116,6 +116,16 @@ def test_replicate_plates_one_layout(screen, sims, model, scheduler):
         assert len(mine) == len(own) > 0
         pd.testing.assert_series_equal(mine["p"].reset_index(drop=True),
                                        own["p"].reset_index(drop=True), check_names=False)
+    # per-plate normalisation: percent of control, pooled with each plate's own reference
+    from hcs.stats.run import run_stats
+
+    ctrl = wells[(wells["role"] == "negative_control") & wells["usable"]]
+    assert ctrl.groupby("plate")["poc_n_detected"].mean().round(9).tolist() == [100.0, 100.0]
+    norm = run_stats(wells, blocks="normalise", readouts=["poc_n_detected"], dose=False,
+                     qc=False)
+    pooled_poc = norm[(norm["kind"] == "comparison") & (norm["plate"] == "all")]
+    assert set(pooled_poc["test"]) == {"student_plate_normalised"}
+    assert (pooled_poc["n_ref"] == 4).all() and len(pooled_poc) == 3
     # replicate agreement: all 8 imaged wells are shared, with the same condition
     reps = pd.read_parquet(res.replicates)
     assert set(zip(reps["plate_a"], reps["plate_b"], strict=True)) == {("PA", "PB")}

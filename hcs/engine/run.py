@@ -361,9 +361,13 @@ def run_planned(runs: list[PlannedRun], progress: bool = True) -> list[RunSummar
                                         missing_planes=r.record["fields_missing_planes"]))
             jobs.append(RunJob(r.params, r.run_dir, todo, summaries[-1]))
         any_todo = any(j.todo for j in jobs)
+        t_start = time.perf_counter()
         handle = start_cluster(**runs[0].cluster) if any_todo else None
+        started = round(time.perf_counter() - t_start, 3)
         for r, j in zip(runs, jobs, strict=True):
             r.record["cluster"] = handle.description if handle and j.todo else None
+            r.record["cluster_start_seconds"] = started if handle and j.todo else None
+            r.record["plates_on_cluster"] = len([x for x in jobs if x.todo])
             _write_json(r.run_dir / "run.json", r.record)
         t0 = time.perf_counter()
         status = "complete"
@@ -412,7 +416,9 @@ def _finish(run: PlannedRun, summary: RunSummary, status: str) -> None:
                   fields_skipped=summary.fields_skipped,
                   fields_failed=summary.fields_failed, cells=summary.cells,
                   seconds=round(summary.seconds, 3),
-                  warmup_seconds=round(summary.warmup_seconds, 3))
+                  warmup_seconds=round(summary.warmup_seconds, 3),
+                  task_seconds=round(sum(float(t.get("seconds") or 0) for t in summary.tasks),
+                                     3))
     _write_json(run.run_dir / "run.json", record)
 
 
