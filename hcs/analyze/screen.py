@@ -184,12 +184,14 @@ def _plate_name(src: Path, given_plate: bool, acq: Any) -> str:
     return str(getattr(acq, "plate_name", "") or src.name)
 
 
-def resolve_layouts(plates: list[ScreenPlate], layouts: list[str], folder: Path
-                    ) -> dict[str, Path]:
-    """The layout file of every plate, from ``--layout`` values, before any work.
+def resolve_layouts(plates: list[ScreenPlate], layouts: list[str]
+                    ) -> dict[str, Path | pd.DataFrame]:
+    """The layout of every plate, from ``--layout`` values, before any work: a file, or the
+    plate's rows of a layout with a ``plate`` column (a table, written by :func:`analyze_screen`
+    to ``DIR/plates/<plate>/layout.csv`` once everything is checked).
 
     ``layouts`` holds one ``FILE`` (for every plate, or, with a ``plate`` column, one file for
-    all plates: each plate's rows are written to ``DIR/plates/<plate>/layout.csv``) and/or
+    all plates) and/or
     ``PLATE=FILE`` entries (that plate's layout; a plain ``FILE`` is then the layout of the
     plates not named). A plate is named by its name in the screen, its plate name or barcode,
     or its input's file name.
@@ -228,7 +230,7 @@ def resolve_layouts(plates: list[ScreenPlate], layouts: list[str], folder: Path
                                  f"first: {default}); name the plate of each: --layout "
                                  "PLATE=FILE")
             default = Path(entry)
-    out: dict[str, Path] = {}
+    out: dict[str, Path | pd.DataFrame] = {}
     derived: dict[str, pd.DataFrame] = {}
     if default is not None:
         lay = read_layout(default)
@@ -257,8 +259,22 @@ def resolve_layouts(plates: list[ScreenPlate], layouts: list[str], folder: Path
         raise InputError("; ".join(parts) + "; give --layout FILE (one for all, or with a "
                          "plate column) or --layout PLATE=FILE per plate")
     for key, rows in derived.items():
-        out[key] = _write_plate_layout(rows, default, folder / "plates" / key / "layout.csv")
+        rows.attrs["source"] = str(default)
+        out[key] = rows  # type: ignore[assignment]
     return out
+
+
+def _has_reference(rows: pd.DataFrame, reference: str | None) -> bool:
+    """As :func:`hcs.analyze.pipeline.check_layout`, for one plate's rows of a layout."""
+    known = set(rows["condition"].dropna().astype(str))
+    if reference is not None:
+        if reference not in known:
+            raise InputError(f"--reference {reference!r} is not a condition of plate "
+                             f"{rows['plate'].iloc[0]} in {rows.attrs.get('source')} "
+                             f"({', '.join(sorted(known)[:12])})")
+        return True
+    controls = set(rows.loc[rows["role"] == "negative_control", "condition"].dropna())
+    return len(controls) == 1
 
 
 def _write_plate_layout(rows: pd.DataFrame, source: Path | None, path: Path) -> Path:
@@ -298,7 +314,7 @@ def _run_all(plates: list[ScreenPlate], pipes: dict[str, Pipeline], assay: str |
             pipe.begin("run", inputs, params, run_fingerprint(paths["run"]))  # logs "skipped"
             continue
         rec = dict(pipe.record("run") or {})
-        same = (rec.get("inputs") == json_normal(inputs)
+        same = (not pipe.force and rec.get("inputs") == json_normal(inputs)
                 and rec.get("params") == json_normal(params)
                 and (paths["run"] / "run.json").is_file())
         planned = plan_run(plate, assay, model, paths["run"], resume=same,
@@ -428,12 +444,17 @@ def analyze_screen(
         sp.key = key
         sp.names.add(key)
         sp.folder = folder / "plates" / key
-    layout_files = resolve_layouts(plates, list(layouts or [p.layout]), folder)
+    resolved = resolve_layouts(plates, list(layouts or [p.layout]))
     has_reference = True
     for sp in plates:
-        sp.layout = layout_files[sp.key]
-        has_reference &= check_layout(sp.layout, p.stats.reference)
+        lay = resolved[sp.key]
+        has_reference &= check_layout(lay, p.stats.reference) if isinstance(lay, Path) \
+            else _has_reference(lay, p.stats.reference)
     folder.mkdir(parents=True, exist_ok=True)
+    for sp in plates:  # everything is checked: each plate's rows of a plate-column layout
+        lay = resolved[sp.key]
+        sp.layout = lay if isinstance(lay, Path) else _write_plate_layout(
+            lay, Path(lay.attrs["source"]), sp.folder / "layout.csv")  # type: ignore[operator]
     sp_paths = screen_paths(folder)
     outcomes: dict[str, list[StageOutcome]] = {}
     with RunLock(folder):
