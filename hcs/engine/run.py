@@ -373,13 +373,10 @@ def run_planned(runs: list[PlannedRun], progress: bool = True) -> list[RunSummar
         status = "complete"
         try:
             if handle is not None:
-                warm = 0.0
-                seen: set[str] = set()
-                for j in jobs:  # the model once per distinct run parameters
-                    key = j.params.model_dump_json()
-                    if j.todo and key not in seen:
-                        seen.add(key)
-                        warm += _warm_up(handle.client, j.params)
+                # torch and the model once per worker, with the first run's parameters; the
+                # other plates' processors reuse the loaded model (cached per process by
+                # folder and checksum), built in their first task
+                warm = _warm_up(handle.client, next(j for j in jobs if j.todo).params)
                 for s in summaries:
                     s.warmup_seconds = warm
                 t0 = time.perf_counter()
