@@ -243,3 +243,16 @@ def test_inputs_and_names(tmp_path):
         expand_inputs([f"@{lst}"])
     with pytest.raises(InputError, match="given twice"):
         expand_inputs([tmp_path / "a", tmp_path / "a" / ".." / "a"])
+
+
+def test_converted_plates_as_inputs(screen, model, scheduler, tmp_path):
+    """``.ome.zarr`` plates are analysed without conversion, with the same results."""
+    res, _ = screen
+    plates = [res.folder / "plates" / k / "plate.ome.zarr" for k in ("PA", "PB")]
+    res2, lines = _screen(plates, tmp_path / "scr", model, scheduler, labels=False)
+    assert res2.ran["PA"] == res2.ran["PB"] == ["run", "aggregate", "stats", "report"]
+    assert any("PA: [1] convert: skipped" in ln for ln in lines)
+    assert not (tmp_path / "scr" / "plates" / "PA" / "plate.ome.zarr").exists()
+    cols = ["plate", "well", "n_detected", "n_analysed"]
+    pd.testing.assert_frame_equal(pd.read_parquet(res.wells)[cols],
+                                  pd.read_parquet(res2.wells)[cols])
