@@ -166,14 +166,25 @@ def test_layout_with_plate_column_and_an_edit(sims, model, scheduler, tmp_path):
     comp = stats[stats["kind"] == "comparison"]
     pooled = comp[(comp["plate"] == "all") & (comp["condition"] == "ARHGAP36 195-395 b")]
     assert len(pooled) and (pooled["n"] == 2).all()  # only PB holds it
-    # a plate added (with its own layout): its stages run, the others are current
-    res3, _ = _screen([f"@{plates_txt}", sims["PC"]], out, model, scheduler,
-                      layouts=[str(lay), f"PC={LAYOUT}"])
-    assert res3.ran["PA"] == res3.ran["PB"] == []
-    assert res3.ran["PC"] == ["convert", "run", "aggregate", "stats", "report"]
-    assert res3.ran["screen"] == ["wells", "stats", "report"]
-    pooled = pd.read_parquet(res3.stats).query("kind == 'comparison' and plate == 'all'")
-    assert (pooled[pooled["condition"] == "ARHGAP36 1-194"]["n_ref"] == 6).all()
+
+
+def test_a_plate_added_runs_only_that_plate(screen, sims, model, scheduler, tmp_path):
+    import shutil
+
+    res, _ = screen
+    out = tmp_path / "scr"
+    shutil.copytree(res.folder, out)  # mtimes kept: every stage is current
+    # PA and PB keep the layout for all, the new plate gets its own (the same file here)
+    res2, _ = _screen([sims["PA"], sims["PB"], sims["PC"]], out, model, scheduler,
+                      layouts=[str(LAYOUT), f"PC={LAYOUT}"])
+    assert res2.ran["PA"] == res2.ran["PB"] == []
+    assert res2.ran["PC"] == ["convert", "run", "aggregate", "stats", "report"]
+    assert res2.ran["screen"] == ["wells", "stats", "report"]
+    stats = pd.read_parquet(res2.stats)
+    pooled = stats.query("kind == 'comparison' and plate == 'all'")
+    assert (pooled["n_ref"] == 6).all() and (pooled["n"] == 6).all()  # 3 plates x 2 wells
+    reps = pd.read_parquet(res2.replicates)
+    assert len(set(zip(reps["plate_a"], reps["plate_b"], strict=True))) == 3
 
 
 def test_layout_naming_a_missing_plate_is_one_error(sims, model, tmp_path):
