@@ -81,8 +81,8 @@ class OptionSpec:
             return base | None
         return str | None
 
-    def option(self) -> Any:
-        """The ``typer.Option`` of this field."""
+    def option(self, repeatable: bool = False) -> Any:
+        """The ``typer.Option`` of this field (``repeatable``: given once per value)."""
         info = self.info
         if info.is_required():
             default: Any = ...
@@ -92,7 +92,9 @@ class OptionSpec:
         else:
             default = info.default
         metavar = None
-        if self.choices:
+        if repeatable:
+            metavar = "VALUE (repeatable)"
+        elif self.choices:
             metavar = "|".join(self.choices)
         elif typing.get_origin(self._base()) in (tuple, list):
             metavar = "A,B,..."
@@ -154,7 +156,8 @@ def with_params(model: type[BaseModel], repeatable: tuple[str, ...] = ()) -> Cal
         if clash:
             raise TypeError(f"{func.__name__}: parameters {sorted(clash)} are also fields of "
                             f"{model.__name__}")
-        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=spec.option(),
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                   default=spec.option(repeatable=name in repeatable),
                                    annotation=list[str] if name in repeatable
                                    else spec.annotation()) for name, spec in specs.items()]
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
