@@ -338,8 +338,9 @@ class AnalyzeParams(_Params):
     assay: str | None = Field(
         None, description="Assay: cic | livedead | mitosis | cancer (none: detection and "
         "measurements only).", json_schema_extra=_short("-a"))
-    layout: str = Field(..., description="Plate layout (CSV, grid, Harmony XML).",
-                        json_schema_extra=_short("-l"))
+    layout: str = Field(..., description="Plate layout (CSV, grid, Harmony XML). Several "
+                        "plates: one for all, one with a plate column, or PLATE=FILE each "
+                        "(repeat the option).", json_schema_extra=_short("-l"))
     model: str | None = Field(
         None, description="Model folder (default: the assay's shipped model).",
         json_schema_extra=_short("-m"))

@@ -232,5 +232,7 @@ def test_readme_commands_run_on_small_inputs(tmp_path, monkeypatch, scheduler):
     assert (tmp_path / "run" / "stats.parquet").is_file()
     assert (tmp_path / "report.html").stat().st_size > 100_000
     assert (tmp_path / "my_tiff_analysis" / "report.html").is_file()  # the TIFF folder one
+    assert (tmp_path / "my_screen" / "screen" / "report.html").is_file()  # the screen one
+    assert len(list((tmp_path / "my_screen" / "plates").glob("*/report.html"))) == 2
     if skipped:
         pytest.skip(f"needs ../shared/data, not found: {skipped}")

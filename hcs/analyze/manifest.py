@@ -99,6 +99,8 @@ class Pipeline:
     force: bool = False
     outcomes: list[StageOutcome] = field(default_factory=list)
     records: dict[str, Any] = field(default_factory=dict)
+    #: more top-level entries of the manifest (a screen's ``plates``)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -148,23 +150,38 @@ class Pipeline:
         is written as ``running`` before the action and ``done`` after it, so a crashed stage
         is re-run (the run stage resumes) next time.
         """
-        reason = self.why_stale(name, inputs, params, output())
+        reason = self.begin(name, inputs, params, output())
+        if reason is None:
+            return self.outcomes[-1]
+        t0 = time.perf_counter()
+        action()
+        return self.finish(name, output(), reason, time.perf_counter() - t0)
+
+    def begin(self, name: str, inputs: dict[str, Any], params: dict[str, Any],
+              output: str | None) -> str | None:
+        """The first half of :meth:`step`: None (logged and counted as skipped) when the stage
+        is current, else the reason it runs, with its entry recorded as ``running``. A caller
+        that runs several folders' stages as one piece of work (the run stage of a screen)
+        calls :meth:`finish` for each after it."""
+        reason = self.why_stale(name, inputs, params, output)
         n = len(self.outcomes) + 1
         if reason is None:
             self.log(f"[{n}] {name}: current, skipped")
-            outcome = StageOutcome(name, False, "current")
-            self.outcomes.append(outcome)
-            return outcome
+            self.outcomes.append(StageOutcome(name, False, "current"))
+            return None
         self.log(f"[{n}] {name}: running ({reason})")
         self.records[name] = {"status": "running", "inputs": json_normal(inputs),
                               "params": json_normal(params), "started": utc_timestamp()}
         self.save()
-        t0 = time.perf_counter()
-        action()
-        seconds = time.perf_counter() - t0
-        self.records[name].update(status="done", output=output(), finished=utc_timestamp(),
+        return reason
+
+    def finish(self, name: str, output: str | None, reason: str,
+               seconds: float) -> StageOutcome:
+        """Record a stage begun with :meth:`begin` as done with ``output``."""
+        self.records[name].update(status="done", output=output, finished=utc_timestamp(),
                                   seconds=round(seconds, 2))
         self.save()
+        n = len(self.outcomes) + 1
         self.log(f"[{n}] {name}: done in {seconds:.1f} s")
         outcome = StageOutcome(name, True, reason, seconds)
         self.outcomes.append(outcome)
@@ -179,6 +196,7 @@ class Pipeline:
     def save(self) -> None:
         from hcs import __version__
 
-        data = {"hcs_version": __version__, "updated": utc_timestamp(), "stages": self.records}
+        data = {"hcs_version": __version__, "updated": utc_timestamp(), **self.extra,
+                "stages": self.records}
         atomic_write_text(self.folder / MANIFEST, json.dumps(data, indent=2, default=str))
 

@@ -111,7 +111,7 @@ def resolve_model(assay: str, model: str | Path | None) -> tuple[Path, str]:
     return folder, card.card_sha256
 
 
-def _detector_fingerprint(detector: str) -> str:
+def detector_fingerprint(detector: str) -> str:
     p = Path(detector)
     if p.is_dir():
         return f"{detector}@{tree_fingerprint(p)}"
@@ -128,7 +128,7 @@ def run_fingerprint(run_dir: Path) -> str | None:
     return f"{cells}:{file_sha256(run_dir / 'failures.parquet')}"
 
 
-def _check_layout(layout: str | Path, reference: str | None) -> bool:
+def check_layout(layout: str | Path, reference: str | None) -> bool:
     """Validate the layout (and ``reference``) up front; True if statistics have a reference
     (``reference`` given, or exactly one negative-control condition)."""
     from hcs.layouts import read_layout
@@ -150,7 +150,7 @@ def plate_fingerprint(plate: Path) -> str | None:
     return file_sha256(plate / "zarr.json") or file_sha256(plate / ".zattrs")
 
 
-def _check_layout_on_plate(layout: str | Path, plate: Path) -> None:
+def check_layout_fits_plate(layout: str | Path, plate: Path) -> None:
     """The layout's wells lie on the converted plate and share wells with it."""
     from hcs.io.omezarr import open_plate
     from hcs.layouts import check_layout_on_plate, read_layout
@@ -191,7 +191,7 @@ def check_outputs_ours(paths: dict[str, Path], plate_is_input: bool = False) -> 
                              "choose another --out) and run again")
 
 
-def _remove_recorded(pipe: Pipeline, stage: str, path: Path) -> None:
+def remove_recorded(pipe: Pipeline, stage: str, path: Path) -> None:
     """Delete a stage's output only when the manifest recorded exactly these bytes."""
     rec = pipe.record(stage) or {}
     if path.is_file() and rec.get("output") is not None and rec["output"] == file_sha256(path):
@@ -225,7 +225,7 @@ def convert_stage(pipe: Pipeline, export: str | Path, plate: Path,
                      lambda: plate_fingerprint(plate), action)
 
 
-def _read_and_check(export: str | Path, given_plate: bool, convert: ConvertParams,
+def read_and_check(export: str | Path, given_plate: bool, convert: ConvertParams,
                     model: Path | None, run: RunParams) -> Any:
     """The export read as convert will (``None`` for a plate), refused before anything is
     written when the run would fail on every field (:func:`hcs.engine.preflight.preflight`)."""
@@ -257,7 +257,7 @@ def run_stage(pipe: Pipeline, plate: Path, run_dir: Path, assay: str | None,
     inputs = {"plate": plate_fingerprint(plate)}
     params = {"assay": assay, "model": f"{model}@{model_fp}" if model else None,
               **opts.result_params()}
-    params["detector"] = _detector_fingerprint(opts.detector)
+    params["detector"] = detector_fingerprint(opts.detector)
     failed = [0]
     rec = dict(pipe.record("run") or {})  # the previous attempt (step() replaces the entry)
 
@@ -325,7 +325,7 @@ def report_stage(pipe: Pipeline, run_dir: Path, plate: Path, report: Path,
                                           montage=montage))
 
 
-def _given_plate(export: Path, convert: ConvertParams) -> bool:
+def given_plate_input(export: Path, convert: ConvertParams) -> bool:
     """Whether the input is already an OME-Zarr plate (by its NGFF plate metadata, whatever
     its name); convert options cannot apply to it."""
     from hcs.io.omezarr import is_plate
@@ -391,11 +391,11 @@ def analyze(
         raise InputError("--model needs its --assay (or give neither: detection only)")
     if not Path(p.layout).is_file():
         raise InputError(f"layout not found: {p.layout}")
-    has_reference = _check_layout(p.layout, p.stats.reference)
+    has_reference = check_layout(p.layout, p.stats.reference)
     model_dir, model_fp = resolve_model(assay, p.model) if assay else (None, "")
-    given_plate = _given_plate(Path(export), p.convert)
+    given_plate = given_plate_input(Path(export), p.convert)
     # refuse before anything is written (the demo's export exists only after its simulation)
-    acq = None if before_convert else _read_and_check(export, given_plate, p.convert, model_dir,
+    acq = None if before_convert else read_and_check(export, given_plate, p.convert, model_dir,
                                                       p.run)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
@@ -416,7 +416,7 @@ def analyze(
             remove_run(paths["run"])
         if before_convert is not None:
             before_convert(pipe, paths)
-            acq = _read_and_check(export, given_plate, p.convert, model_dir, p.run)
+            acq = read_and_check(export, given_plate, p.convert, model_dir, p.run)
         if given_plate:
             pipe.log(f"[{len(pipe.outcomes) + 1}] convert: skipped ({export} is an OME-Zarr "
                      "plate)")
@@ -424,7 +424,7 @@ def analyze(
         else:
             convert_stage(pipe, export, paths["plate"], p.convert, progress=progress,
                           acquisition=acq)
-        _check_layout_on_plate(p.layout, paths["plate"])  # before the run starts a cluster
+        check_layout_fits_plate(p.layout, paths["plate"])  # before the run starts a cluster
         _, failed = run_stage(pipe, paths["plate"], paths["run"], assay, model_dir, model_fp,
                               p.run, progress)
         aggregate_stage(pipe, paths["run"], paths["wells"], assay, p.layout,
@@ -435,7 +435,7 @@ def analyze(
         if has_reference:
             stats_stage(pipe, paths["wells"], paths["stats"], p.stats)
         else:
-            _remove_recorded(pipe, "stats", paths["stats"])
+            remove_recorded(pipe, "stats", paths["stats"])
             pipe.log("    no statistics: the layout has no single negative-control condition "
                      "and no --reference was given")
         if before_report is not None:
@@ -444,10 +444,10 @@ def analyze(
                      p.report.montage)
     return AnalyzeResult(folder, paths["plate"], paths["run"], paths["wells"],
                          paths["stats"] if has_reference else None, paths["report"],
-                         pipe.outcomes, failed, _missing_planes(paths["run"]))
+                         pipe.outcomes, failed, run_missing_planes(paths["run"]))
 
 
-def _missing_planes(run_dir: Path) -> list[dict[str, Any]]:
+def run_missing_planes(run_dir: Path) -> list[dict[str, Any]]:
     import json
 
     try:

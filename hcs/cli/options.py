@@ -81,8 +81,8 @@ class OptionSpec:
             return base | None
         return str | None
 
-    def option(self) -> Any:
-        """The ``typer.Option`` of this field."""
+    def option(self, repeatable: bool = False) -> Any:
+        """The ``typer.Option`` of this field (``repeatable``: given once per value)."""
         info = self.info
         if info.is_required():
             default: Any = ...
@@ -92,7 +92,9 @@ class OptionSpec:
         else:
             default = info.default
         metavar = None
-        if self.choices:
+        if repeatable:
+            metavar = "VALUE (repeatable)"
+        elif self.choices:
             metavar = "|".join(self.choices)
         elif typing.get_origin(self._base()) in (tuple, list):
             metavar = "A,B,..."
@@ -133,31 +135,42 @@ def build_params(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
                                   if v is not None and v != []})
 
 
-def with_params(model: type[BaseModel]) -> Callable[[F], F]:
+def with_params(model: type[BaseModel], repeatable: tuple[str, ...] = ()) -> Callable[[F], F]:
     """Decorator: add the options of ``model`` to a typer command whose function takes
     ``params: <model>``; the body receives the validated model.
 
     The command's own parameters (paths, ``--out``, ``--overwrite``, ``--quiet``) come first in
-    ``--help``, then the model's options in field order.
+    ``--help``, then the model's options in field order. An option named in ``repeatable``
+    may be given several times: the model gets its first value and the function every value
+    as its ``<name>_all`` argument (``hcs analyze --layout A=a.csv --layout B=b.csv``).
     """
     specs = model_options(model)
 
     def decorate(func: F) -> F:
         hints = typing.get_type_hints(func)
+        alls = {f"{n}_all" for n in repeatable}
         own = [p.replace(annotation=hints.get(p.name, p.annotation))
-               for p in inspect.signature(func).parameters.values() if p.name != "params"]
+               for p in inspect.signature(func).parameters.values()
+               if p.name != "params" and p.name not in alls]
         clash = {p.name for p in own} & set(specs)
         if clash:
             raise TypeError(f"{func.__name__}: parameters {sorted(clash)} are also fields of "
                             f"{model.__name__}")
-        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=spec.option(),
-                                   annotation=spec.annotation()) for name, spec in specs.items()]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                   default=spec.option(repeatable=name in repeatable),
+                                   annotation=list[str] if name in repeatable
+                                   else spec.annotation()) for name, spec in specs.items()]
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
 
         @functools.wraps(func)
         def wrapper(**kwargs: Any) -> Any:
             values = {name: kwargs.pop(name) for name in specs if name in kwargs}
-            return func(**kwargs, params=build_params(model, values))
+            every = {}
+            for name in repeatable:
+                given = list(values.get(name) or [])
+                every[f"{name}_all"] = given
+                values[name] = given[0] if given else None
+            return func(**kwargs, params=build_params(model, values), **every)
 
         params = own + added
         wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

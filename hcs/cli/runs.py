@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 
@@ -98,22 +99,31 @@ def _stage_log(quiet: bool) -> Callable[[str], None]:
 
 @app.command("analyze")
 @user_errors
-@with_params(AnalyzeParams)
+@with_params(AnalyzeParams, repeatable=("layout",))
 def analyze_cmd(
-    export: str = typer.Argument(
-        ..., help="Instrument export (Harmony, ScanR, TIFF folder) or an OME-Zarr plate."),
+    export: list[str] = typer.Argument(
+        ..., help="Instrument export (Harmony, ScanR, TIFF folder) or an OME-Zarr plate; "
+        "several make a screen (@plates.txt lists them, one a line)."),
     out: str = typer.Option(..., "--out", "-o", help="Analysis folder (created; resumable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or stage lines."),
     params: AnalyzeParams = None,  # type: ignore[assignment]  # built by with_params
+    layout_all: list[str] | None = None,
 ) -> None:
     """Export -> plate -> cells -> wells -> stats -> report; current stages are skipped.
 
     Every option of convert, run, aggregate, stats and report applies to its stage; all are
-    checked before any stage runs. An OME-Zarr plate as EXPORT skips the conversion.
+    checked before any stage runs. An OME-Zarr plate as EXPORT skips the conversion. Several
+    EXPORTs (or @plates.txt) are one screen: one cluster, pooled statistics, one screen report
+    (--layout FILE for all, a layout with a plate column, or --layout PLATE=FILE per plate).
     """
+    layouts = list(layout_all or [])
+    if len(export) > 1 or any(e.startswith("@") for e in export) or len(layouts) > 1 or any(
+            "=" in x and not Path(x).is_file() for x in layouts):
+        _analyze_screen(export, out, params, layouts, quiet)
+        return
     from hcs.analyze import analyze
 
-    res = analyze(export, out, params, progress=not quiet, log=_stage_log(quiet))
+    res = analyze(export[0], out, params, progress=not quiet, log=_stage_log(quiet))
     ran = ", ".join(res.ran) or "none (everything was current)"
     stats = res.stats or "none (no reference condition: give --reference)"
     typer.echo(f"stages run: {ran}\nwells: {res.wells}\nstatistics: {stats}\n"
@@ -125,6 +135,24 @@ def analyze_cmd(
     if res.failed_fields:
         typer.echo(f"warning: {res.failed_fields} fields failed (see {res.run_dir}/"
                    "failures.parquet); run the same command again to retry them", err=True)
+        raise typer.Exit(code=1)
+
+
+def _analyze_screen(exports: list[str], out: str, params: AnalyzeParams, layouts: list[str],
+                    quiet: bool) -> None:
+    from hcs.analyze.screen import analyze_screen
+
+    res = analyze_screen(exports, out, params, layouts or None, progress=not quiet,
+                         log=_stage_log(quiet))
+    for key, ran in res.ran.items():
+        typer.echo(f"{key}: stages run: {', '.join(ran) or 'none (everything was current)'}")
+    typer.echo(f"wells: {res.wells}\nstatistics: {res.stats or 'none (give --reference)'}\n"
+               f"report: {res.report}")
+    failed = {k: v for k, v in res.failed_fields.items() if v}
+    if failed:
+        typer.echo("warning: fields failed (" + ", ".join(f"{k}: {v}" for k, v in
+                                                        failed.items())
+                   + "); run the same command again to retry them", err=True)
         raise typer.Exit(code=1)
 
 

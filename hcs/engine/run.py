@@ -22,13 +22,13 @@ import pandas as pd
 from hcs.atomic import atomic_write_text
 from hcs.engine.lock import RunLock
 from hcs.engine.processor import EngineParams
-from hcs.engine.schedule import RunStopped, execute
+from hcs.engine.schedule import RunStopped
 from hcs.engine.tasks import atomic_write_parquet, cells_path
 from hcs.errors import InputError, OutputExistsError
 from hcs.params import RunParams, validate
 from hcs.records import sha256_file, utc_timestamp
 
-__all__ = ["RunSummary", "list_fields", "run_plate"]
+__all__ = ["PlannedRun", "RunSummary", "list_fields", "plan_run", "run_planned", "run_plate"]
 
 #: run.json keys that must match for ``--resume`` to continue a run.
 #: ``model_card_sha256`` covers the card's class order (:func:`hcs.classify.models.card_checksum`),
@@ -204,10 +204,62 @@ def run_plate(
     RunSummary
         ``ok`` is False when a field failed twice (it is listed in ``OUT/failures.parquet``).
     """
-    from distributed import as_completed
+    return run_planned([plan_run(
+        plate, assay, model, out, detector=detector, workers=workers,
+        threads_per_worker=threads_per_worker, scheduler=scheduler, gpus=gpus, resume=resume,
+        wells=wells, batch_size=batch_size, nucleus_channel=nucleus_channel,
+        channel_map=channel_map, seed=seed, timepoint=timepoint,
+        fields_per_task=fields_per_task, measure=measure, labels=labels,
+        cell_channel=cell_channel)], progress=progress)[0]
 
+
+@dataclass
+class PlannedRun:
+    """A run checked and ready to start (:func:`plan_run`): nothing written yet."""
+
+    plate: Path
+    run_dir: Path
+    params: EngineParams
+    fields: list[tuple[str, int]]
+    record: dict[str, Any]
+    resume: bool
+    fields_per_task: int
+    cluster: dict[str, Any]  # start_cluster's arguments
+    card: Any = None  # the model card (for the model-domain check after the run)
+
+
+def plan_run(
+    plate: str | Path,
+    assay: str | None,
+    model: str | Path | None,
+    out: str | Path,
+    *,
+    detector: str = "threshold",
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    scheduler: str | None = None,
+    gpus: str | int = "auto",
+    resume: bool = False,
+    wells: list[str] | None = None,
+    batch_size: int = 64,
+    nucleus_channel: str | int | None = None,
+    channel_map: dict[str, str] | None = None,
+    seed: int = 0,
+    timepoint: int | None = None,
+    fields_per_task: int = 4,
+    measure: str = "basic",
+    labels: bool = True,
+    cell_channel: str | None = None,
+) -> PlannedRun:
+    """Check a run and build its provenance record, before anything is written or a cluster
+    starts (the arguments of :func:`run_plate`, without ``progress``).
+
+    Raises
+    ------
+    InputError
+        Every error that would hit each field the same way (:func:`hcs.engine.preflight`).
+    """
     from hcs import __version__
-    from hcs.engine.cluster import start_cluster
     from hcs.engine.detector import detector_info
     from hcs.engine.model import model_card
     from hcs.engine.preflight import preflight
@@ -274,54 +326,112 @@ def run_plate(
     defn = (getattr(card, "training", None) or {}).get("assay_definition") if card else None
     if isinstance(defn, dict):  # a user-defined assay: aggregate and report read it here
         record["assay_definition"] = defn
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):
-        _prepare(run_dir, params, resume, record)
-        for tmp in (run_dir / "cells").glob("*/.*.parquet.*.tmp"):  # left by a killed run
-            tmp.unlink(missing_ok=True)
-        todo = [(w, f) for w, f in fields if not cells_path(run_dir, w, f).exists()]
-        skipped = len(fields) - len(todo)
-        handle = start_cluster(workers, threads_per_worker, scheduler, gpus) if todo else None
-        record["cluster"] = handle.description if handle else None
-        _write_json(run_dir / "run.json", record)
-        summary = RunSummary(str(run_dir), len(fields), 0, skipped, 0, 0, 0.0,
-                             missing_planes=record["fields_missing_planes"])
+    return PlannedRun(plate_path, run_dir, params, fields, record, resume, fields_per_task,
+                      {"workers": workers, "threads_per_worker": threads_per_worker,
+                       "scheduler": scheduler, "gpus": gpus}, card)
+
+
+def run_planned(runs: list[PlannedRun], progress: bool = True) -> list[RunSummary]:
+    """Run planned runs on ONE cluster (started with the first run's cluster arguments), with
+    the fields of all of them submitted together (:func:`hcs.engine.schedule.execute_runs`):
+    a screen's plates share the cluster start-up and the model loading, and no worker idles
+    between plates. Each run keeps its own folder, lock, ``run.json`` and
+    ``failures.parquet``; one run behaves exactly as :func:`run_plate`.
+    """
+    from contextlib import ExitStack
+
+    from distributed import as_completed
+
+    from hcs.engine.cluster import start_cluster
+    from hcs.engine.schedule import RunJob, execute_runs
+
+    if not runs:
+        return []
+    dirs = [r.run_dir.resolve() for r in runs]
+    if len(set(dirs)) < len(dirs):
+        raise InputError("two runs of one call write the same run folder")
+    summaries: list[RunSummary] = []
+    jobs: list[RunJob] = []
+    with ExitStack() as stack:
+        for r in runs:
+            r.run_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(RunLock(r.run_dir))
+            _prepare(r.run_dir, r.params, r.resume, r.record)
+        for r in runs:
+            for tmp in (r.run_dir / "cells").glob("*/.*.parquet.*.tmp"):  # left by a killed run
+                tmp.unlink(missing_ok=True)
+            todo = [(w, f) for w, f in r.fields if not cells_path(r.run_dir, w, f).exists()]
+            summaries.append(RunSummary(str(r.run_dir), len(r.fields), 0,
+                                        len(r.fields) - len(todo), 0, 0, 0.0,
+                                        missing_planes=r.record["fields_missing_planes"]))
+            jobs.append(RunJob(r.params, r.run_dir, todo, summaries[-1]))
+        any_todo = any(j.todo for j in jobs)
+        t_start = time.perf_counter()
+        handle = start_cluster(**runs[0].cluster) if any_todo else None
+        started = round(time.perf_counter() - t_start, 3)
+        for r, j in zip(runs, jobs, strict=True):
+            r.record["cluster"] = handle.description if handle and j.todo else None
+            r.record["cluster_start_seconds"] = started if handle and j.todo else None
+            r.record["plates_on_cluster"] = len([x for x in jobs if x.todo])
+            _write_json(r.run_dir / "run.json", r.record)
         t0 = time.perf_counter()
+        status = "complete"
         try:
             if handle is not None:
-                summary.warmup_seconds = _warm_up(handle.client, params)
+                # torch and the model once per worker, with the first run's parameters; the
+                # other plates' processors reuse the loaded model (cached per process by
+                # folder and checksum), built in their first task
+                warm = _warm_up(handle.client, next(j for j in jobs if j.todo).params)
+                for s in summaries:
+                    s.warmup_seconds = warm
                 t0 = time.perf_counter()
-                execute(handle, params, run_dir, todo, summary, progress, as_completed,
-                         fields_per_task)
-            record["status"] = "failed" if summary.failures else "complete"
-            if card is not None and hasattr(card, "classes") and summary.fields_done + \
-                    summary.fields_skipped:
-                from hcs.engine.domain_run import write_domain
-
-                dom = write_domain(run_dir, card, dict(pl.attrs),
-                                   list(pl.channels), dict(params.channel_map))
-                record["domain"] = {k: dom[k] for k in ("status", "summary")}
+                execute_runs(handle, [j for j in jobs if j.todo], progress, as_completed,
+                             runs[0].fields_per_task)
         except RunStopped as exc:
-            record.update(status="stopped", stopped=str(exc))
+            status = "stopped"
+            for r in runs:
+                r.record["stopped"] = str(exc)
             raise
         except BaseException:
-            record["status"] = "interrupted"
+            status = "interrupted"
             raise
         finally:
-            summary.seconds = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
             if handle is not None:
                 handle.close()
-            failures = pd.DataFrame(summary.failures, columns=[
-                "well", "field", "error_type", "error", "attempts", "time"])
-            atomic_write_parquet(failures.astype({"field": "int64", "attempts": "int64"}),
-                                 run_dir / "failures.parquet")
-            record.update(end=utc_timestamp(), fields_done=summary.fields_done,
-                          fields_skipped=summary.fields_skipped,
-                          fields_failed=summary.fields_failed, cells=summary.cells,
-                          seconds=round(summary.seconds, 3),
-                          warmup_seconds=round(summary.warmup_seconds, 3))
-            _write_json(run_dir / "run.json", record)
-    return summary
+            for r, s in zip(runs, summaries, strict=True):
+                s.seconds = seconds
+                _finish(r, s, status)
+    return summaries
+
+
+def _finish(run: PlannedRun, summary: RunSummary, status: str) -> None:
+    """Write a run's ``failures.parquet`` and its final ``run.json``."""
+    record = run.record
+    record["status"] = ("failed" if summary.failures else "complete") if status == "complete" \
+        else status
+    card = run.card
+    if status == "complete" and card is not None and hasattr(card, "classes") and \
+            summary.fields_done + summary.fields_skipped:
+        from hcs.engine.domain_run import write_domain
+        from hcs.io.omezarr import open_plate
+
+        pl = open_plate(run.plate)
+        dom = write_domain(run.run_dir, card, dict(pl.attrs), list(pl.channels),
+                           dict(run.params.channel_map))
+        record["domain"] = {k: dom[k] for k in ("status", "summary")}
+    failures = pd.DataFrame(summary.failures, columns=[
+        "well", "field", "error_type", "error", "attempts", "time"])
+    atomic_write_parquet(failures.astype({"field": "int64", "attempts": "int64"}),
+                         run.run_dir / "failures.parquet")
+    record.update(end=utc_timestamp(), fields_done=summary.fields_done,
+                  fields_skipped=summary.fields_skipped,
+                  fields_failed=summary.fields_failed, cells=summary.cells,
+                  seconds=round(summary.seconds, 3),
+                  warmup_seconds=round(summary.warmup_seconds, 3),
+                  task_seconds=round(sum(float(t.get("seconds") or 0) for t in summary.tasks),
+                                     3))
+    _write_json(run.run_dir / "run.json", record)
 
 
 def fields_missing_planes(plate: Any, fields: list[tuple[str, int]], timepoint: int,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from hcs.engine.tasks import process_fields
 from hcs.errors import HcsError
 from hcs.records import failure_record, utc_timestamp
 
-__all__ = ["STOP_AFTER", "FailureStreak", "RunStopped", "execute", "field_groups"]
+__all__ = ["STOP_AFTER", "FailureStreak", "RunJob", "RunStopped", "execute", "execute_runs",
+           "field_groups"]
 
 #: Identical failures in a row (no field succeeding in between) that stop a run.
 STOP_AFTER = 3
@@ -112,20 +114,49 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
              fields_per_task: int = 4) -> None:
     """Submit the groups; a field that fails in its group (or whose group task fails) is
     submitted again alone; a field failing alone is recorded (2 attempts in all)."""
+    execute_runs(handle, [RunJob(params, run_dir, todo, summary)], progress, as_completed,
+                 fields_per_task)
+
+
+@dataclass
+class RunJob:
+    """The fields one run still has to do: its parameters, run folder, ``(well, field)`` list
+    and the :class:`hcs.engine.run.RunSummary` that collects what happened."""
+
+    params: EngineParams
+    run_dir: Path
+    todo: list[tuple[str, int]]
+    summary: Any
+
+
+def execute_runs(handle: Any, jobs: list[RunJob], progress: bool, as_completed: Any,
+                 fields_per_task: int = 4) -> None:
+    """Submit the field groups of several runs (the plates of a screen) at once, into one
+    task graph on one cluster, so no worker waits for one plate to finish before the next
+    starts; each run's results go to its own folder and summary.
+
+    A field that fails in its group (or whose group task fails) is submitted again alone; a
+    field failing alone is recorded in its run's summary (2 attempts in all). A streak of
+    identical failures (:class:`FailureStreak`, counted per run) stops everything.
+    """
     client = handle.client
     token = uuid.uuid4().hex[:8]
-    p = params.model_dump()
-    out = str(run_dir.resolve())
-    futures: dict[Any, tuple[str, list[tuple[str, int]]]] = {}
-    for g in field_groups(todo, fields_per_task):
-        fut = client.submit(process_fields, p, out, g, pure=False, resources=handle.resources,
-                            key=f"fields-{g[0][0]}-{g[0][1]}-{len(g)}-{token}")
-        futures[fut] = ("group", g)
+    dumped = [j.params.model_dump() for j in jobs]
+    outs = [str(j.run_dir.resolve()) for j in jobs]
+    # one index per run in the task keys: two plates have the same well names
+    futures: dict[Any, tuple[int, str, list[tuple[str, int]]]] = {}
+    for i, job in enumerate(jobs):
+        for g in field_groups(job.todo, fields_per_task):
+            fut = client.submit(process_fields, dumped[i], outs[i], g, pure=False,
+                                resources=handle.resources,
+                                key=f"fields-{i}-{g[0][0]}-{g[0][1]}-{len(g)}-{token}")
+            futures[fut] = (i, "group", g)
     t0 = time.perf_counter()
-    streak = FailureStreak()
+    streaks = [FailureStreak() for _ in jobs]
 
-    def record(failure: dict[str, Any]) -> None:
+    def record(i: int, failure: dict[str, Any]) -> None:
         """A field failed its second attempt: record it; stop the run after a streak."""
+        summary, streak = jobs[i].summary, streaks[i]
         summary.failures.append(failure)
         summary.fields_failed += 1
         if streak.failed(failure["well"], failure["field"], failure["error_type"],
@@ -137,17 +168,19 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                 "cause and run again (hcs run: with --resume; failed fields are in "
                 "failures.parquet)")
 
-    with _progress(progress, len(todo)) as bar:
-        task = bar.add_task("fields", total=len(todo), cells_per_s=0.0, failed=0)
+    total = sum(len(j.todo) for j in jobs)
+    with _progress(progress, total) as bar:
+        task = bar.add_task("fields", total=total, cells_per_s=0.0, failed=0)
         ac = as_completed(list(futures))
         try:
             for fut in ac:
-                kind, items = futures.pop(fut)
+                i, kind, items = futures.pop(fut)
+                summary = jobs[i].summary
                 again: list[tuple[str, int]] = []
                 if fut.status == "finished":
                     res = fut.result()
                     if res["fields"]:
-                        streak.succeeded()
+                        streaks[i].succeeded()
                     summary.fields_done += len(res["fields"])
                     summary.cells += int(res["n_cells"])
                     summary.tasks.append(res)
@@ -156,7 +189,7 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                         again = [(f["well"], f["field"]) for f in res["failed"]]
                     for f in res["failed"] if kind == "single" else []:
                         advance += 1
-                        record({**f, "attempts": 2, "time": utc_timestamp()})
+                        record(i, {**f, "attempts": 2, "time": utc_timestamp()})
                 else:
                     exc = fut.exception()
                     advance = 0
@@ -164,20 +197,22 @@ def execute(handle: Any, params: EngineParams, run_dir: Path, todo: list[tuple[s
                         again = list(items)
                     else:
                         advance = 1
-                        record(failure_record(*items[0], exc, attempts=2,
-                                              time=utc_timestamp()))
+                        record(i, failure_record(*items[0], exc, attempts=2,
+                                                 time=utc_timestamp()))
                 fut.release()
                 if kind == "group":
                     for well, fld in again:  # second attempt, alone
                         # errors come back as records, not raised: a worker logs a raised
                         # error with its whole traceback
-                        retry = client.submit(process_fields, p, out, [(well, fld)], False,
-                                              pure=False, resources=handle.resources,
-                                              key=f"field-{well}-{fld}-{token}")
-                        futures[retry] = ("single", [(well, fld)])
+                        retry = client.submit(process_fields, dumped[i], outs[i], [(well, fld)],
+                                              False, pure=False, resources=handle.resources,
+                                              key=f"field-{i}-{well}-{fld}-{token}")
+                        futures[retry] = (i, "single", [(well, fld)])
                         ac.add(retry)
-                rate = summary.cells / max(time.perf_counter() - t0, 1e-9)
-                bar.update(task, advance=advance, cells_per_s=rate, failed=summary.fields_failed)
+                cells = sum(j.summary.cells for j in jobs)
+                failed = sum(j.summary.fields_failed for j in jobs)
+                rate = cells / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, advance=advance, cells_per_s=rate, failed=failed)
         except BaseException:
             client.cancel(list(futures))
             raise
