@@ -309,6 +309,9 @@ class ReportParams(_Params):
     """What the HTML report holds (``hcs report``)."""
 
     gallery: bool = Field(True, description="Cell image gallery.")
+    qc_readout: str | None = Field(
+        None, description="Readout whose Z' on the layout's controls gives each plate's verdict "
+        "(a column such as freq_dead, or a class; default: the first with a Z').")
 
 
 class ExportParams(_Params):

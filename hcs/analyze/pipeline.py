@@ -299,15 +299,18 @@ def stats_stage(pipe: Pipeline, wells: Path, stats: Path,
 
 
 def report_stage(pipe: Pipeline, run_dir: Path, plate: Path, report: Path,
-                 gallery: bool = True) -> StageOutcome:
-    """Run folder -> one HTML file (``hcs report``)."""
+                 gallery: bool = True, qc_readout: str | None = None) -> StageOutcome:
+    """Run folder -> one HTML file (``hcs report``; ``qc_readout``: the readout of the plate
+    verdicts)."""
     from hcs.report import build_report
 
     inputs = {name: file_sha256(run_dir / name)
               for name in ("run.json", "wells.parquet", "stats.parquet", "failures.parquet")}
     inputs["plate"] = plate_fingerprint(plate)
-    return pipe.step("report", inputs, {"gallery": gallery}, lambda: file_sha256(report),
-                     lambda: build_report(run_dir, report, overwrite=True, gallery=gallery))
+    params = {"gallery": gallery, **({"qc_readout": qc_readout} if qc_readout else {})}
+    return pipe.step("report", inputs, params, lambda: file_sha256(report),
+                     lambda: build_report(run_dir, report, overwrite=True, gallery=gallery,
+                                          qc_readout=qc_readout))
 
 
 def _given_plate(export: Path, convert: ConvertParams) -> bool:
@@ -422,7 +425,8 @@ def analyze(
                      "and no --reference was given")
         if before_report is not None:
             before_report(pipe, paths)
-        report_stage(pipe, paths["run"], paths["plate"], paths["report"], p.report.gallery)
+        report_stage(pipe, paths["run"], paths["plate"], paths["report"], p.report.gallery,
+                     p.report.qc_readout)
     return AnalyzeResult(folder, paths["plate"], paths["run"], paths["wells"],
                          paths["stats"] if has_reference else None, paths["report"],
                          pipe.outcomes, failed, _missing_planes(paths["run"]))

@@ -75,7 +75,8 @@ def report_cmd(
     from hcs.report import build_report
 
     t0 = time.perf_counter()
-    path = build_report(run_dir, out, overwrite=overwrite, gallery=params.gallery)
+    path = build_report(run_dir, out, overwrite=overwrite, gallery=params.gallery,
+                        qc_readout=params.qc_readout)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in"
                f" {time.perf_counter() - t0:.1f} s")
 
