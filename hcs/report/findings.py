@@ -57,7 +57,7 @@ def _cell(v: object, text: str | None = None) -> dict[str, Any]:
 
 def comparisons(stats: pd.DataFrame | None) -> pd.DataFrame:
     """The comparison rows of a statistics table (empty when there are none)."""
-    if stats is None or "kind" not in stats:
+    if stats is None or not {"kind", "readout"} <= set(stats.columns):
         return pd.DataFrame(columns=["readout", "plate", "condition", "reference", "diff",
                                      "ci_low", "ci_high", "p_adj", "stars"])
     return stats[stats["kind"] == "comparison"]
@@ -65,7 +65,7 @@ def comparisons(stats: pd.DataFrame | None) -> pd.DataFrame:
 
 def qc_readouts(stats: pd.DataFrame | None) -> list[str]:
     """Readouts that have a plate QC row, in the statistics table's order."""
-    if stats is None or "kind" not in stats:
+    if stats is None or not {"kind", "readout"} <= set(stats.columns):
         return []
     return list(dict.fromkeys(stats.loc[stats["kind"] == "qc", "readout"].astype(str)))
 
