@@ -203,3 +203,14 @@ def test_domain_warning_and_provenance_last(run96: Path, tmp_path: Path) -> None
     (run / "domain.json").write_text("{not json")
     with pytest.raises(InputError, match="domain.json: not valid JSON"):
         load_run(run)
+
+
+def test_analyze_refuses_an_unknown_qc_readout_before_any_stage(tmp_path: Path) -> None:
+    layout = Path(__file__).resolve().parents[1] / "plate_layouts" / "livedead_dose_series.csv"
+    out = tmp_path / "analysis"
+    res = subprocess.run([sys.executable, "-m", "hcs", "analyze", str(tmp_path / "export"),
+                          "-o", str(out), "-l", str(layout), "--assay", "livedead",
+                          "--qc-readout", "nuclei"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "--qc-readout nuclei: not a readout" in res.stderr and "freq_dead" in res.stderr
+    assert not out.exists()

@@ -137,6 +137,26 @@ def _check_layout(layout: str | Path, reference: str | None) -> bool:
     return len(controls) == 1
 
 
+def _check_qc_readout(assay: str | None, p: AnalyzeParams) -> None:
+    """``--qc-readout`` must name a readout the statistics can give a plate QC row: the cell
+    count, a class or composite frequency of the assay, or a ``--readout`` (checked before any
+    stage runs; ``hcs report`` checks it against the statistics table)."""
+    name = p.report.qc_readout
+    if not name:
+        return
+    from hcs.assays import get_assay
+
+    names = ["n_detected"]
+    if assay is not None:
+        a = get_assay(assay)
+        names += [f"freq_{c}" for c in (*a.classes, *a.composites)]
+    names += list(p.stats.readout or ())
+    if name in names or f"freq_{name}" in names or name == "cell count":
+        return
+    raise InputError(f"--qc-readout {name}: not a readout of this analysis; readouts: "
+                     f"{', '.join(names)}")
+
+
 def plate_fingerprint(plate: Path) -> str | None:
     """sha256 of a plate's group metadata (``zarr.json``, or ``.zattrs`` of an NGFF 0.4 plate),
     which holds the conversion's provenance and time."""
@@ -380,6 +400,7 @@ def analyze(
     if not Path(p.layout).is_file():
         raise InputError(f"layout not found: {p.layout}")
     has_reference = _check_layout(p.layout, p.stats.reference)
+    _check_qc_readout(assay, p)
     model_dir, model_fp = resolve_model(assay, p.model) if assay else (None, "")
     given_plate = _given_plate(Path(export), p.convert)
     # refuse before anything is written (the demo's export exists only after its simulation)
