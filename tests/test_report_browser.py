@@ -118,6 +118,7 @@ def test_cic_report_in_chromium(browser: Any, tmp_path: Path) -> None:
     # hover the heatmap cell of a well with data: the hover label names it and its condition
     wells = pd.read_parquet(run / "wells.parquet")
     w = wells[wells["n_detected"] > 0].iloc[len(wells) // 2]
+    page.locator("#heat-0-n_detected").scroll_into_view_if_needed()  # below the findings
     box = page.locator("#heat-0-n_detected .nsewdrag").first.bounding_box()
     x = box["x"] + (w["col"] + 0.5) * box["width"] / 12
     y = box["y"] + (w["row"] + 0.5) * box["height"] / 8

@@ -25,7 +25,7 @@ import hcs.report.sections as sections
 from hcs.atomic import atomic_write_text, check_file_replaceable
 from hcs.errors import InputError
 from hcs.plate import PlateGeometry
-from hcs.report.colours import report_colours
+from hcs.report.colours import dose_ordered, report_colours
 from hcs.report.figures import condition_order, figure_json
 
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -156,7 +156,8 @@ def build_context(data: dict[str, Any], gallery: bool = True,
 
     geometry = _geometry(wells, run, plate) if have_wells else None
     order = condition_order(wells, reference) if have_wells else []
-    add(findings.findings(run, wells, stats, data.get("domain"), order, qc_readout))
+    add(findings.findings(run, wells, stats, data.get("domain"), dose_ordered(order, wells),
+                          qc_readout))
     add(sections.summary(run, wells, data["failures"], assay, data["dir"], geometry))
     if have_wells:
         add(sections.heatmaps(wells, geometry))

@@ -92,7 +92,7 @@ def report_colours(classes: list[str], wells: pd.DataFrame | None,
     >>> c.of_class("live"), c.of_condition("DMSO")
     ('#0072B2', '#7F7F7F')
     >>> [c.of_condition(x) for x in ("d 0.1", "d 1", "d 10")]  # light to dark blue
-    ['rgb(171, 207, 230)', 'rgb(82, 157, 204)', 'rgb(8, 48, 107)']
+    ['rgb(166, 205, 228)', 'rgb(53, 133, 191)', 'rgb(8, 48, 107)']
     """
     from plotly.colors import sample_colorscale
 
@@ -119,3 +119,29 @@ def report_colours(classes: list[str], wells: pd.DataFrame | None,
                 conditions[cond] = CONDITION_PALETTE[k % len(CONDITION_PALETTE)]
                 k += 1
     return Colours(classes=class_colours, conditions=conditions)
+
+
+def dose_ordered(order: list[str], wells: pd.DataFrame | None) -> list[str]:
+    """``order`` with the conditions of each dose series sorted by dose (in the place of the
+    series' first condition).
+
+    Examples
+    --------
+    >>> w = pd.DataFrame({"condition": ["d 10", "DMSO", "d 1"], "construct": ["d", "DMSO", "d"],
+    ...                   "dose": [10, None, 1]})
+    >>> dose_ordered(["d 10", "DMSO", "d 1"], w)
+    ['d 1', 'd 10', 'DMSO']
+    """
+    if wells is None:
+        return list(order)
+    series = _dose_series(wells)
+    of = {c: s for s, conds in series.items() for c in conds}
+    out: list[str] = []
+    for cond in order:
+        if cond in out:
+            continue
+        if cond in of:
+            out += [c for c in series[of[cond]] if c in order and c not in out]
+        else:
+            out.append(cond)
+    return out

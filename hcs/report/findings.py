@@ -198,7 +198,7 @@ def effect_map(stats: pd.DataFrame | None, order: list[str]) -> Figure | None:
         colorbar={"title": {"text": "Hedges' g"}, "len": 0.9, "thickness": 12},
         textfont={"size": 12}))
     base_layout(fig, "Effect map: condition vs reference", height=max(220, 24 * len(conds) + 110),
-                width=max(300, 90 * len(readouts) + 260))
+                width=max(300, 56 * len(readouts) + 230))
     fig.update_xaxes(side="top", showgrid=False, automargin=True)
     fig.update_yaxes(autorange="reversed", showgrid=False, automargin=True)
     fig.update_layout(margin={"l": 10, "r": 10, "t": 80, "b": 10}, plot_bgcolor="#eeeeee")
