@@ -199,9 +199,14 @@ def effect_map(stats: pd.DataFrame | None, order: list[str]) -> Figure | None:
         textfont={"size": 12}))
     base_layout(fig, "Effect map: condition vs reference", height=max(220, 24 * len(conds) + 110),
                 width=max(300, 56 * len(readouts) + 230))
-    fig.update_xaxes(side="top", showgrid=False, automargin=True)
+    longest = max(len(readout_label(r)) for r in readouts)
+    top = 60 + (min(120, 6 * longest) if len(readouts) > 3 else 20)  # room for slanted labels
+    fig.update_xaxes(side="top", showgrid=False, automargin=True,
+                     tickangle=-35 if len(readouts) > 3 else 0)
     fig.update_yaxes(autorange="reversed", showgrid=False, automargin=True)
-    fig.update_layout(margin={"l": 10, "r": 10, "t": 80, "b": 10}, plot_bgcolor="#eeeeee")
+    fig.update_layout(margin={"l": 10, "r": 10, "t": top, "b": 10}, plot_bgcolor="#eeeeee",
+                      height=max(220, 24 * len(conds) + 30 + top),
+                      title={"y": 0.99, "yanchor": "top", "yref": "container"})
     return fig
 
 
