@@ -320,6 +320,9 @@ class ReportParams(_Params):
     gallery: bool = Field(True, description="Cell image gallery.")
     montage: bool = Field(True, description="Plate montage: a thumbnail per well, its fields "
                           "with the cells outlined on a click (--no-montage: none).")
+    qc_readout: str | None = Field(
+        None, description="Readout whose Z' on the layout's controls gives each plate's verdict "
+        "(a column such as freq_dead, or a class; default: the first with a Z').")
 
 
 class ExportParams(_Params):

@@ -28,10 +28,11 @@ EVIL = "<script>alert(1)</script>"
 
 
 def make_run(folder: Path, n_wells: int = 96, layout: bool = True, evil: bool = False,
-             seed: int = 0) -> Path:
+             seed: int = 0, positive: float = 0.85) -> Path:
     """A run folder of livedead wells on an ``n_wells`` plate: a DMSO control, a positive
     control, a 4-dose series with dead fraction 0.1 + 0.7 / (1 + (1 / dose)^1.5) and (with
-    ``evil``) a condition whose name is a script tag; 200 cells per well, binomial counts."""
+    ``evil``) a condition whose name is a script tag; 200 cells per well, binomial counts.
+    ``positive``: the dead fraction of the positive control (near 0.1, its Z' is below 0)."""
     rng = np.random.default_rng(seed)
     geom = PlateGeometry.from_format(n_wells)
     rows = []
@@ -41,7 +42,7 @@ def make_run(folder: Path, n_wells: int = 96, layout: bool = True, evil: bool = 
             cond, construct, dose, role, p = "DMSO", "DMSO", np.nan, "negative_control", 0.1
         elif kind == 2:
             cond, construct, dose, role, p = "staurosporine", "stauro", np.nan, \
-                "positive_control", 0.85
+                "positive_control", positive
         elif kind == 7 and evil:
             cond, construct, dose, role, p = EVIL, EVIL, np.nan, "sample", 0.3
         else:
@@ -83,8 +84,8 @@ def _figures(ctx: dict) -> dict[str, dict]:
 def test_sections_and_valid_figures(run96: Path) -> None:
     ctx = build_context(load_run(run96), gallery=False)
     ids = [s["id"] for s in ctx["sections"]]
-    assert ids == ["summary", "heatmaps", "conditions", "statistics", "normalised", "dose", "qc",
-                   "layout"]
+    assert ids == ["findings", "summary", "heatmaps", "conditions", "statistics", "normalised",
+                   "dose", "qc", "layout", "provenance"]
     figs = _figures(ctx)
     # heatmaps: cell count + freq_live + freq_dead; boxes per readout; two compositions; one
     # dose series (DMSO and staurosporine have no dose); the count QC figure
@@ -173,7 +174,8 @@ def test_run_without_layout(tmp_path: Path) -> None:
     run = make_run(tmp_path / "nolayout", layout=False)
     out = build_report(run, tmp_path / "r.html")
     ctx = build_context(load_run(run), gallery=False)
-    assert [s["id"] for s in ctx["sections"]] == ["summary", "heatmaps", "qc"]
+    assert [s["id"] for s in ctx["sections"]] == ["findings", "summary", "heatmaps", "qc",
+                                                  "provenance"]
     page = out.read_text()
     assert 'id="heatmaps"' in page and 'id="conditions"' not in page
     assert 'id="statistics"' not in page and 'id="dose"' not in page
@@ -283,7 +285,7 @@ def test_embedding_section_separates_classes(run96: Path, tmp_path: Path) -> Non
     emb = pd.DataFrame(feats, columns=[f"emb_{i}" for i in range(6)]).assign(label=label)
     emb.to_parquet(run / "embeddings.parquet")
     ctx = build_context(load_run(run), gallery=False)
-    assert ctx["sections"][-1]["id"] == "embedding"
+    assert [s["id"] for s in ctx["sections"]][-2:] == ["embedding", "provenance"]
     traces = {t["name"]: np.column_stack([t["x"], t["y"]])
               for t in json.loads(ctx["figures"]["embedding"])["data"]}
     live, dead = traces["live"], traces["dead"]
@@ -305,7 +307,8 @@ def test_failures_and_provenance_shown_escaped(run96: Path, tmp_path: Path) -> N
     pd.DataFrame({"well": ["B02", "C07"], "field": [0, 3], "error_type": ["OSError", "Err"],
                   "error": ["disk gone", EVIL]}).to_parquet(run / "failures.parquet")
     ctx = build_context(load_run(run), gallery=False)
-    facts = dict(ctx["sections"][0]["blocks"][0]["items"])
+    summary = next(s for s in ctx["sections"] if s["id"] == "summary")
+    facts = dict(summary["blocks"][0]["items"])
     assert facts["failed fields"] == "2"
     assert facts["wells imaged"] == "96 of the 96 wells of the plate"
     assert facts["cells detected"] == f"{95 * 200:,}"  # one well has no cells

@@ -107,8 +107,8 @@ def test_cic_report_in_chromium(browser: Any, tmp_path: Path) -> None:
                          wells_per_condition=6)
     html = build_report(run, tmp_path / "cic.html")
     page, problems = _open(browser, html)
-    expected = ["summary", "heatmaps", "conditions", "statistics", "normalised", "qc", "montage",
-                "layout", "gallery"]
+    expected = ["findings", "summary", "heatmaps", "conditions", "statistics", "normalised",
+                "qc", "montage", "layout", "gallery", "provenance"]
     assert page.eval_on_selector_all("section", "els => els.map(e => e.id)") == expected
     _check_figures(page)
     for fig in ("heat-0-n_detected", "heat-0-freq_completed_cic", "cond-freq_completed_cic",
@@ -118,6 +118,7 @@ def test_cic_report_in_chromium(browser: Any, tmp_path: Path) -> None:
     # hover the heatmap cell of a well with data: the hover label names it and its condition
     wells = pd.read_parquet(run / "wells.parquet")
     w = wells[wells["n_detected"] > 0].iloc[len(wells) // 2]
+    page.locator("#heat-0-n_detected").scroll_into_view_if_needed()  # below the findings
     box = page.locator("#heat-0-n_detected .nsewdrag").first.bounding_box()
     x = box["x"] + (w["col"] + 0.5) * box["width"] / 12
     y = box["y"] + (w["row"] + 0.5) * box["height"] / 8
@@ -144,7 +145,7 @@ def test_cic_report_in_chromium(browser: Any, tmp_path: Path) -> None:
     assert len(sizes) >= 10 and set(sizes) == {96}
     assert page.locator("figure.overlay img").evaluate("i => i.naturalWidth") > 100
     page.mouse.move(0, 0)
-    _screenshots(page, expected, tmp_path / "shots", "cic")
+    _screenshots(page, expected[:-1], tmp_path / "shots", "cic")
     assert problems == []
 
 
@@ -153,8 +154,8 @@ def test_dose_report_in_chromium(browser: Any, tmp_path: Path) -> None:
     html = build_report(run, tmp_path / "dose.html")
     page, problems = _open(browser, html)
     sections = page.eval_on_selector_all("section", "els => els.map(e => e.id)")
-    assert sections == ["summary", "heatmaps", "conditions", "statistics", "normalised", "dose",
-                        "qc", "montage", "layout", "gallery"]
+    assert sections == ["findings", "summary", "heatmaps", "conditions", "statistics",
+                        "normalised", "dose", "qc", "montage", "layout", "gallery", "provenance"]
     _check_figures(page)
     assert page.locator("#dose-0 svg.main-svg").count() >= 1
     assert "doxorubicin" in page.locator("#dose-0").inner_text()
@@ -205,10 +206,93 @@ def test_report_of_a_real_engine_run_in_chromium(browser: Any, tmp_path: Path) -
     html = build_report(run, tmp_path / "engine.html")
     page, problems = _open(browser, html)
     sections = page.eval_on_selector_all("section", "els => els.map(e => e.id)")
-    assert sections[:4] == ["summary", "heatmaps", "conditions", "statistics"]
+    assert sections[:5] == ["findings", "summary", "heatmaps", "conditions", "statistics"]
     assert "gallery" in sections and "dose" in sections
     _check_figures(page)
-    summary_text = page.locator("section#summary").inner_text()
-    assert "livedead-ldc" in summary_text and "threshold" in summary_text
-    _screenshots(page, ["summary", "gallery"], tmp_path / "shots", "engine")
+    assert "livedead-ldc" in page.locator("section#findings").inner_text()
+    assert "threshold" in page.locator("section#provenance").text_content()  # collapsed
+    _screenshots(page, ["findings", "summary", "gallery"], tmp_path / "shots", "engine")
+    assert problems == []
+
+
+def test_findings_first_screen_in_chromium(browser: Any, tmp_path: Path) -> None:
+    """At 1400 x 900 the first screen shows the plate verdict and the hit list; every chart
+    draws a class in one colour (read from the figure JSON of the page); the CSV button
+    downloads the hit list; the provenance is collapsed at the end; failing controls give the
+    verdict 'unusable'."""
+    import io
+
+    from test_report import make_run
+
+    from hcs.report.findings import csv_text, hit_table
+
+    run = make_run(tmp_path / "good")
+    html = build_report(run, tmp_path / "good.html")
+    page, problems = _open(browser, html)
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.evaluate("window.scrollTo(0, 0)")
+    verdict = page.locator("section#findings .verdict").first
+    assert verdict.get_attribute("data-verdict") == "good"
+    box = verdict.bounding_box()
+    assert box["y"] >= 0 and box["y"] + box["height"] <= 900, box
+    table = page.locator("section#findings table.hits")
+    head = table.locator("thead").bounding_box()
+    first_rows = table.locator("tbody tr").nth(4).bounding_box()  # the top five hits
+    assert head["y"] < 900 and first_rows["y"] + first_rows["height"] <= 900, first_rows
+    assert page.locator("#effect-map svg.main-svg").count() >= 1
+    assert page.locator("#effect-map").bounding_box()["y"] < 900
+    top = table.locator("tbody tr").first.inner_text()
+    assert "staurosporine" in top and "***" in top
+
+    # one colour per class over every figure of the page (the JSON plotly drew)
+    colours = page.evaluate("""() => {
+        const out = {};
+        document.querySelectorAll('script[type="application/json"]').forEach(s => {
+            JSON.parse(s.textContent).data.forEach(t => {
+                const c = (t.marker && t.marker.color) || (t.line && t.line.color);
+                if ((t.name === 'live' || t.name === 'dead') && typeof c === 'string') {
+                    (out[t.name] = out[t.name] || []).push(c);
+                }
+            });
+        });
+        return out;
+    }""")
+    assert set(colours) == {"live", "dead"}
+    assert all(len(set(v)) == 1 and len(v) >= 3 for v in colours.values()), colours
+    assert colours["live"][0] != colours["dead"][0]
+
+    # the CSV button makes a file (a Blob, offline) holding the hit list
+    with page.expect_download() as dl:
+        page.locator("section#findings button[data-csv='hits']").first.click()
+    got = Path(dl.value.path()).read_text(encoding="utf-8")
+    assert dl.value.suggested_filename == "hits.csv"
+    assert got == csv_text(hit_table(pd.read_parquet(run / "stats.parquet")))
+    assert len(pd.read_csv(io.StringIO(got))) == 12
+    with page.expect_download() as dl:
+        page.locator("button[data-csv='wells']").first.click()
+    wells = pd.read_csv(dl.value.path())
+    assert len(wells) == 96 and list(wells["well"][:2]) == ["A01", "A02"]
+
+    # provenance: the last section, collapsed (its rows are not rendered until opened)
+    assert page.eval_on_selector_all("section", "els => els.map(e => e.id)")[-1] == "provenance"
+    details = page.locator("section#provenance details")
+    assert details.evaluate("d => d.open") is False
+    assert not page.locator("section#provenance dl.kv").is_visible()
+    details.locator("summary").click()
+    assert page.locator("section#provenance dl.kv").is_visible()
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(tmp_path / "first-screen.png"))
+    if os.environ.get("HCS_DOCS_SCREENSHOTS") == "1":
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "first-screen.png", DOCS_IMG / "report-first-screen.png")
+    assert problems == []
+
+    bad = make_run(tmp_path / "bad", positive=0.12)  # controls that overlap: Z' < 0
+    page, problems = _open(browser, build_report(bad, tmp_path / "bad.html"))
+    page.set_viewport_size({"width": 1400, "height": 900})
+    verdict = page.locator("section#findings .verdict").first
+    assert verdict.get_attribute("data-verdict") == "unusable"
+    assert "UNUSABLE" in verdict.inner_text().upper() and "Z' = -" in verdict.inner_text()
+    box = verdict.bounding_box()
+    assert box["y"] + box["height"] <= 900
     assert problems == []

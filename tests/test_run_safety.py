@@ -271,8 +271,9 @@ def test_wells_without_cells_or_with_failed_fields_stay_on_the_real_plate(
     wells = pd.read_parquet(out / "run" / "wells.parquet")
     assert set(wells["plate"]) == {"SIMPLATE"} and len(wells) == 96
     assert wells.set_index("well").loc["A05", "n_detected"] == 0  # no nuclei without Hoechst
-    facts = dict(build_context(load_run(out / "run"), gallery=False)["sections"][0]["blocks"][0]
-                 ["items"])
+    summary = next(s for s in build_context(load_run(out / "run"), gallery=False)["sections"]
+                   if s["id"] == "summary")  # the findings come first
+    facts = dict(summary["blocks"][0]["items"])
     assert facts["plates"] == "SIMPLATE"
     imaged = int((~wells["missing"]).sum())  # the layout has 96 wells; not all were imaged
     assert facts["wells imaged"] == f"{imaged} of the 96 wells of the plate"

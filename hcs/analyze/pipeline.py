@@ -144,6 +144,26 @@ def check_layout(layout: str | Path, reference: str | None) -> bool:
     return len(controls) == 1
 
 
+def _check_qc_readout(assay: str | None, p: AnalyzeParams) -> None:
+    """``--qc-readout`` must name a readout the statistics can give a plate QC row: the cell
+    count, a class or composite frequency of the assay, or a ``--readout`` (checked before any
+    stage runs; ``hcs report`` checks it against the statistics table)."""
+    name = p.report.qc_readout
+    if not name:
+        return
+    from hcs.assays import get_assay
+
+    names = ["n_detected"]
+    if assay is not None:
+        a = get_assay(assay)
+        names += [f"freq_{c}" for c in (*a.classes, *a.composites)]
+    names += list(p.stats.readout or ())
+    if name in names or f"freq_{name}" in names or name == "cell count":
+        return
+    raise InputError(f"--qc-readout {name}: not a readout of this analysis; readouts: "
+                     f"{', '.join(names)}")
+
+
 def plate_fingerprint(plate: Path) -> str | None:
     """sha256 of a plate's group metadata (``zarr.json``, or ``.zattrs`` of an NGFF 0.4 plate),
     which holds the conversion's provenance and time."""
@@ -311,18 +331,21 @@ def stats_stage(pipe: Pipeline, wells: Path, stats: Path,
 
 
 def report_stage(pipe: Pipeline, run_dir: Path, plate: Path, report: Path,
-                 gallery: bool = True, montage: bool = True) -> StageOutcome:
-    """Run folder -> one HTML file (``hcs report``)."""
+                 gallery: bool = True, montage: bool = True,
+                 qc_readout: str | None = None) -> StageOutcome:
+    """Run folder -> one HTML file (``hcs report``; ``qc_readout``: the readout of the plate
+    verdicts)."""
     from hcs.report import build_report
 
     inputs = {name: file_sha256(run_dir / name)
               for name in ("run.json", "wells.parquet", "stats.parquet", "failures.parquet",
                            "fields.parquet")}
     inputs["plate"] = plate_fingerprint(plate)
-    return pipe.step("report", inputs, {"gallery": gallery, "montage": montage},
-                     lambda: file_sha256(report),
+    params = {"gallery": gallery, "montage": montage,
+              **({"qc_readout": qc_readout} if qc_readout else {})}
+    return pipe.step("report", inputs, params, lambda: file_sha256(report),
                      lambda: build_report(run_dir, report, overwrite=True, gallery=gallery,
-                                          montage=montage))
+                                          montage=montage, qc_readout=qc_readout))
 
 
 def given_plate_input(export: Path, convert: ConvertParams) -> bool:
@@ -392,6 +415,7 @@ def analyze(
     if not Path(p.layout).is_file():
         raise InputError(f"layout not found: {p.layout}")
     has_reference = check_layout(p.layout, p.stats.reference)
+    _check_qc_readout(assay, p)
     model_dir, model_fp = resolve_model(assay, p.model) if assay else (None, "")
     given_plate = given_plate_input(Path(export), p.convert)
     # refuse before anything is written (the demo's export exists only after its simulation)
@@ -441,7 +465,7 @@ def analyze(
         if before_report is not None:
             before_report(pipe, paths)
         report_stage(pipe, paths["run"], paths["plate"], paths["report"], p.report.gallery,
-                     p.report.montage)
+                     p.report.montage, p.report.qc_readout)
     return AnalyzeResult(folder, paths["plate"], paths["run"], paths["wells"],
                          paths["stats"] if has_reference else None, paths["report"],
                          pipe.outcomes, failed, run_missing_planes(paths["run"]))

@@ -85,7 +85,7 @@ def report_cmd(
 
     t0 = time.perf_counter()
     path = build_report(run_dir, out, overwrite=overwrite, gallery=params.gallery,
-                        montage=params.montage)
+                        montage=params.montage, qc_readout=params.qc_readout)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in"
                f" {time.perf_counter() - t0:.1f} s")
 

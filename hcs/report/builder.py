@@ -1,11 +1,14 @@
 """``build_report``: a run folder -> one self-contained HTML report.
 
 The report reads only the run's files (``run.json``, ``wells.parquet``, ``stats.parquet``,
-``cells/``, ``failures.parquet``, optional ``embeddings.parquet``) and, for the cell gallery, the
-plate named in ``run.json``. Each section appears only when its data exists. plotly.js is inlined
-once; figures are JSON in ``<script type="application/json">`` elements drawn by
-``Plotly.newPlot``; every user-supplied string is escaped (jinja2 autoescape for the page,
-:func:`hcs.report.figures.esc` for text inside figures).
+``cells/``, ``failures.parquet``, optional ``embeddings.parquet`` and ``domain.json``) and, for the
+cell gallery, the plate named in ``run.json``. The findings (:mod:`hcs.report.findings`) come first,
+the provenance last; one colour mapping (:mod:`hcs.report.colours`) serves every figure; the
+wells, statistics and hit tables are embedded as CSV text for the download buttons. Each section
+appears only when its data exists. plotly.js is inlined once; figures are JSON in
+``<script type="application/json">`` elements drawn by ``Plotly.newPlot``; every user-supplied
+string is escaped (jinja2 autoescape for the page, :func:`hcs.report.figures.esc` for text
+inside figures).
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from typing import Any
 
 import pandas as pd
 
+import hcs.report.findings as findings
 import hcs.report.sections as sections
 from hcs.atomic import atomic_write_text, check_file_replaceable
 from hcs.errors import InputError
 from hcs.plate import PlateGeometry
-from hcs.report.figures import PALETTE, figure_json
+from hcs.report.colours import dose_ordered, report_colours
+from hcs.report.figures import condition_order, figure_json
 from hcs.runinfo import run_plate_path
 
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -37,7 +42,8 @@ def _read_parquet(path: Path) -> pd.DataFrame | None:
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """The tables of a run folder (``None`` for those absent) and its ``run.json``."""
+    """The tables of a run folder (``None`` for those absent), its ``run.json`` and its
+    ``domain.json`` (the model-domain check of ``hcs run``; ``None`` when absent)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"run folder not found: {run_dir}")
@@ -55,6 +61,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "stats": _read_parquet(run_dir / "stats.parquet"),
         "failures": _read_parquet(run_dir / "failures.parquet"),
         "embeddings": _read_parquet(run_dir / "embeddings.parquet"),
+        "domain": _read_domain(run_dir / "domain.json"),
     }
     if data["wells"] is None and data["stats"] is None and not (run_dir / "cells").is_dir():
         raise InputError(f"{run_dir}: not a run folder (no wells.parquet, stats.parquet or"
@@ -64,6 +71,18 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         raise InputError(f"{run_dir}: no wells.parquet; run `hcs aggregate {run_dir}` first "
                          f"(and `hcs stats {run_dir}` for the statistics)")
     return data
+
+
+def _read_domain(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        domain = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(domain, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return domain
 
 
 def _geometry(wells: pd.DataFrame, run: dict[str, Any], plate: Path | None) -> PlateGeometry:
@@ -110,15 +129,19 @@ def _classes(run: dict[str, Any], wells: pd.DataFrame | None) -> tuple[list[str]
 
 
 def build_context(data: dict[str, Any], gallery: bool = True,
-                  montage: bool = True) -> dict[str, Any]:
-    """Everything the template shows, section by section (figures as JSON text)."""
+                  montage: bool = True, qc_readout: str | None = None) -> dict[str, Any]:
+    """Everything the template shows, section by section (figures as JSON text, tables to
+    download as CSV text). ``qc_readout``: the readout whose Z' gives the plate verdicts."""
     run, wells, stats = data["run"], data["wells"], data["stats"]
     stats = stats if stats is not None else pd.DataFrame(columns=["kind"])
     plate = run_plate_path(run, data["dir"])
     classes, assay = _classes(run, wells)
-    colours = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(classes)}
+    have_wells = wells is not None and len(wells) > 0
+    reference = sections.reference_of(stats, wells) if have_wells else None
+    colours = report_colours(classes, wells, reference)  # one mapping for every figure
     ctx: dict[str, Any] = {"sections": [], "figures": {}, "title": _title(run, wells, data),
-                           "classes": [{"name": c, "colour": colours[c]} for c in classes]}
+                           "classes": [{"name": c, "colour": colours.of_class(c)}
+                                       for c in classes], "downloads": {}}
 
     def add(section: dict[str, Any] | None) -> None:
         if section is None:
@@ -127,32 +150,45 @@ def build_context(data: dict[str, Any], gallery: bool = True,
             ctx["figures"][fig_id] = figure_json(fig)
         ctx["sections"].append(section)
 
-    have_wells = wells is not None and len(wells) > 0
     geometry = _geometry(wells, run, plate) if have_wells else None
+    order = condition_order(wells, reference) if have_wells else []
+    add(findings.findings(run, wells, stats, data.get("domain"), dose_ordered(order, wells),
+                          qc_readout))
     from hcs.report.domain import domain_section
 
     add(sections.summary(run, wells, data["failures"], assay, data["dir"], geometry))
     add(domain_section(data["dir"]))  # near the top: a plate off the model's domain warns
     if have_wells:
         add(sections.heatmaps(wells, geometry))
-        add(sections.conditions(wells, stats, classes, sections.reference_of(stats, wells)))
-        add(sections.model_vs_stain(wells))
-    add(sections.stats_table(stats))
+        add(sections.conditions(wells, stats, classes, reference, colours))
+        add(sections.model_vs_stain(wells, colours))
+    table = sections.stats_table(stats)
+    if table is not None:
+        table["blocks"][-1]["csv"] = "stats"  # its download: the whole statistics table
+    add(table)
     if have_wells:
         add(sections.normalised(wells, stats))
-        add(sections.dose(wells, stats))
+        add(sections.dose(wells, stats, colours))
         add(sections.plate_qc(wells, stats, geometry))
         from hcs.report.montage import image_qc_section, layout_section, montage_section
 
         add(image_qc_section(data["dir"], wells, geometry))
         if montage:
-            add(montage_section(plate, data["dir"], wells, geometry, colours,
+            add(montage_section(plate, data["dir"], wells, geometry, colours.classes,
                                 run.get("plate_name")))
         add(layout_section(wells, geometry))
     if gallery:
-        add(sections.gallery(data["dir"], plate, classes, colours))
+        add(sections.gallery(data["dir"], plate, classes, colours.classes))
     if data["embeddings"] is not None:
-        add(sections.embedding(data["embeddings"], classes))
+        add(sections.embedding(data["embeddings"], classes, colours=colours))
+    add(findings.provenance(run))
+    if wells is not None:
+        ctx["downloads"]["wells"] = {"filename": "wells.csv", "text": findings.csv_text(wells)}
+    if len(findings.comparisons(stats)):
+        ctx["downloads"]["stats"] = {"filename": "stats.csv", "text": findings.csv_text(
+            stats.dropna(axis=1, how="all"))}
+        ctx["downloads"]["hits"] = {"filename": "hits.csv",
+                                    "text": findings.csv_text(findings.hit_table(stats))}
     return ctx
 
 
@@ -181,7 +217,8 @@ def render(ctx: dict[str, Any]) -> str:
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False,
-                 gallery: bool = True, montage: bool = True) -> Path:
+                 gallery: bool = True, montage: bool = True,
+                 qc_readout: str | None = None) -> Path:
     """Write the HTML report of a run folder.
 
     Parameters
@@ -197,6 +234,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, overwrite: 
     montage
         Include the plate montage (:mod:`hcs.report.montage`: a thumbnail per well and up to
         four fields per well with the cells outlined, read from the plate).
+    qc_readout
+        The readout whose Z' on the layout's controls gives each plate's verdict (a column such
+        as ``freq_dead`` or a class such as ``dead``); default: the first with a Z'.
 
     Returns
     -------
@@ -207,6 +247,10 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, overwrite: 
     out = Path(out) if out is not None else Path("reports") / f"{run_dir.resolve().name}.html"
     check_file_replaceable(out, overwrite=overwrite, kind="html", inputs=[
         run_dir / n for n in ("cells", "run.json", "failures.parquet", "wells.parquet",
-                              "stats.parquet", "embeddings.parquet", "fields.parquet")])
-    page = render(build_context(load_run(run_dir), gallery=gallery, montage=montage))
+                              "stats.parquet", "embeddings.parquet", "fields.parquet",
+                              "domain.json")])
+    data = load_run(run_dir)
+    findings.resolve_qc_readout(data["stats"], qc_readout)  # a bad name fails before any work
+    page = render(build_context(data, gallery=gallery, montage=montage,
+                                     qc_readout=qc_readout))
     return atomic_write_text(out, page)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from hcs.plate import PlateGeometry
 from hcs.report.figures import PALETTE, Figure, base_layout, esc, fmt_num, readout_label, trace
+
+if TYPE_CHECKING:
+    from hcs.report.colours import Colours
 
 #: Fit statuses that come with estimates (a curve can be drawn).
 _HAS_CURVE = ("ok", "ec50_outside_doses", "no_dose_effect", "no_ci")
@@ -28,14 +32,15 @@ def _short(text: object, n: int = 90) -> str:
     return t if len(t) <= n else t[: n - 3] + "..."
 
 
-def dose_figure(wells: pd.DataFrame, fits: pd.DataFrame, construct: str) -> Figure:
+def dose_figure(wells: pd.DataFrame, fits: pd.DataFrame, construct: str,
+                colours: Colours | None = None) -> Figure:
     """Dose-response of one construct: every usable well a point, the fitted 4PL curve per
     readout, the EC50 marked with its 95% CI. Dose 0 is drawn one decade below the lowest dose.
 
     Every readout's points are shown whatever its fit status; a fit that is not ``ok`` is drawn
     dashed when it has estimates, and its status and reason are written above the plot (a fit
     without estimates, e.g. ``no_convergence``, shows the points and the reason, never an empty
-    axis).
+    axis). A class readout is drawn in the class's colour of ``colours``.
     """
     usable = wells["usable"].astype(bool) if "usable" in wells else True
     w = wells[usable & (wells["construct"].astype(str) == construct) & wells["dose"].notna()]
@@ -52,7 +57,7 @@ def dose_figure(wells: pd.DataFrame, fits: pd.DataFrame, construct: str) -> Figu
     notes: list[str] = []
     for i, (_, fit) in enumerate(fits.iterrows()):
         col = str(fit["readout"])
-        colour = PALETTE[i % len(PALETTE)]
+        colour = colours.of_readout(col, i) if colours is not None else PALETTE[i % len(PALETTE)]
         name = esc(readout_label(col))
         ok = fit["status"] == "ok"
         visible = True
@@ -150,8 +155,8 @@ def count_qc_figure(wells: pd.DataFrame, outliers: dict[str, set[str]],
 
 
 def embedding_figure(xy: np.ndarray, labels: list[str], classes: list[str],
-                     method: str) -> Figure:
-    """2-D embedding of cells coloured by predicted class."""
+                     method: str, colours: Colours | None = None) -> Figure:
+    """2-D embedding of cells coloured by predicted class (``colours``: the report's mapping)."""
     fig = Figure()
     lab = np.asarray(labels, dtype=object)
     for i, c in enumerate(classes):
@@ -159,7 +164,8 @@ def embedding_figure(xy: np.ndarray, labels: list[str], classes: list[str],
         if sel.any():
             fig.add_trace(trace("scattergl",
                 x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=esc(c.replace("_", " ")),
-                marker={"size": 4, "color": PALETTE[i % len(PALETTE)], "opacity": 0.7},
+                marker={"size": 4, "opacity": 0.7, "color": colours.of_class(c, i)
+                        if colours is not None else PALETTE[i % len(PALETTE)]},
                 hoverinfo="name",
             ))
     base_layout(fig, f"Cell embedding ({esc(method)}), coloured by class", height=460,

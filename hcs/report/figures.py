@@ -11,12 +11,16 @@ from __future__ import annotations
 import html
 import json
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from plotly.utils import PlotlyJSONEncoder
 
 from hcs.plate import PlateGeometry, row_name, well_name
+
+if TYPE_CHECKING:
+    from hcs.report.colours import Colours
 
 #: Colours per class, in the order of the assay's classes (colour-blind friendly, Okabe-Ito+).
 PALETTE: tuple[str, ...] = (
@@ -200,9 +204,10 @@ def condition_order(wells: pd.DataFrame, reference: str | None) -> list[str]:
 
 
 def condition_box(wells: pd.DataFrame, column: str, order: list[str], stats: pd.DataFrame,
-                  reference: str | None) -> Figure:
+                  reference: str | None, colours: Colours | None = None) -> Figure:
     """Box plot of one readout per condition: every usable well a point, the mean dashed, and
-    the significance stars of each condition against the reference above its box."""
+    the significance stars of each condition against the reference above its box. Each
+    condition in its colour of ``colours`` (the report's mapping)."""
     fig = Figure()
     usable = wells["usable"].astype(bool) if "usable" in wells else True
     w = wells[usable & wells["condition"].notna()]
@@ -213,7 +218,8 @@ def condition_box(wells: pd.DataFrame, column: str, order: list[str], stats: pd.
         fig.add_trace(trace("box",
             y=sel[column], x=[esc(cond)] * len(sel), name=esc(cond), boxmean=True,
             boxpoints="all", jitter=0.35, pointpos=0, text=[esc(x) for x in sel["well"]],
-            marker={"color": PALETTE[i % len(PALETTE)], "size": 6, "opacity": 0.8},
+            marker={"color": colours.of_condition(cond, i) if colours is not None
+                    else PALETTE[i % len(PALETTE)], "size": 6, "opacity": 0.8},
             line={"width": 1.2}, showlegend=False,
             hovertemplate="%{text}: %{y:.4g}<extra>%{x}</extra>",
         ))
@@ -237,11 +243,12 @@ def condition_box(wells: pd.DataFrame, column: str, order: list[str], stats: pd.
 
 
 def class_composition(wells: pd.DataFrame, classes: list[str], order: list[str],
-                      title: str, normalise: bool) -> Figure:
+                      title: str, normalise: bool, colours: Colours | None = None) -> Figure:
     """Class frequencies per condition (mean over usable wells).
 
     ``normalise=False``: grouped bars of the mean frequency with the SD as error bars (absolute);
     ``normalise=True``: stacked bars of the mean frequencies rescaled to 100 % (relative).
+    Each class in its colour of ``colours``.
     """
     usable = wells["usable"].astype(bool) if "usable" in wells else True
     w = wells[usable & wells["condition"].notna()]
@@ -256,7 +263,8 @@ def class_composition(wells: pd.DataFrame, classes: list[str], order: list[str],
     for i, col in enumerate(cols):
         fig.add_trace(trace("bar",
             x=[esc(c) for c in order], y=100 * mean[col], name=esc(readout_label(col)),
-            marker={"color": PALETTE[i % len(PALETTE)]},
+            marker={"color": colours.of_readout(col, i) if colours is not None
+                    else PALETTE[i % len(PALETTE)]},
             error_y={"visible": False} if normalise else {"type": "data", "array": 100 * sd[col],
                                                           "thickness": 1},
             hovertemplate=f"{esc(readout_label(col))}: %{{y:.2f}} %<extra>%{{x}}</extra>",

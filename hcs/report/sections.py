@@ -9,22 +9,25 @@ template escapes them.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from hcs.report.curves import count_qc_figure, dose_figure, embedding_figure
 from hcs.report.figures import (
+    PALETTE,
     class_composition,
     condition_box,
     condition_order,
     plate_heatmap,
     readout_label,
 )
+
+if TYPE_CHECKING:
+    from hcs.report.colours import Colours
 
 _MAX_FAILURES = 50
 
@@ -60,37 +63,6 @@ def _table(df: pd.DataFrame, columns: dict[str, str], sortable: bool = True,
             "sortable": sortable}
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    items: list[tuple[str, str]] = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            items += _flatten(v, key + ".")
-        else:
-            items.append((key, v if isinstance(v, str) else json.dumps(v, default=str)))
-    return items
-
-
-# Provenance keys shown first, in this order (run.json may hold more; they follow).
-_FIRST = ("status", "plate", "plate_name", "instrument", "assay", "model", "model_sha256",
-          "model_training_data", "detector", "parameters", "hcs_version", "start", "end",
-          "started", "finished")
-
-
-def _training_data(run: dict[str, Any]) -> dict[str, Any]:
-    """``training_data`` of the model card (``model_path``/model.yaml), if run.json lacks it."""
-    if "model_training_data" in run or not run.get("model_path"):
-        return {}
-    card = Path(str(run["model_path"])) / "model.yaml"
-    try:
-        import yaml
-
-        data = yaml.safe_load(card.read_text()) or {}
-    except (OSError, ValueError):  # a missing or broken card only costs this line
-        return {}
-    return {"model_training_data": data["training_data"]} if "training_data" in data else {}
-
-
 def well_states(wells: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """``(imaged, flagged)``: wells that were imaged (no ``missing`` flag), and imaged wells
     that are flagged (not usable). The third state is usable (imaged and not flagged)."""
@@ -114,7 +86,8 @@ def _flag_counts(wells: pd.DataFrame) -> str:
 
 def summary(run: dict[str, Any], wells: pd.DataFrame | None, failures: pd.DataFrame | None,
             assay: str | None, run_dir: Path, geometry: Any = None) -> dict[str, Any]:
-    """Run summary, provenance (every run.json entry) and failures.
+    """Run summary and failures (the provenance, every run.json entry, is
+    :func:`hcs.report.findings.provenance`, collapsed at the end of the report).
 
     The well count is of imaged wells, with the size of the plate (``geometry``) and the
     layout wells that were not imaged; flagged wells are counted with their reasons."""
@@ -143,14 +116,6 @@ def summary(run: dict[str, Any], wells: pd.DataFrame | None, failures: pd.DataFr
             facts.append((f"{pos['channel']} positive", f"nuclear mean intensity > "
                           f"{pos['threshold']:.6g} ({pos['method']}, once for the plate)"))
     blocks.append({"type": "kv", "items": facts})
-    if run:
-        run = {**run, **_training_data(run)}
-        ordered = {k: run[k] for k in _FIRST if k in run}
-        ordered.update({k: v for k, v in run.items() if k not in ordered})
-        blocks += [{"type": "text", "text": "Provenance (run.json)"},
-                   {"type": "kv", "items": _flatten(ordered)}]
-    else:
-        blocks.append({"type": "text", "text": "No run.json: provenance unknown."})
     missing = list(run.get("fields_missing_planes") or []) if run else []
     if missing or (wells is not None and "qc_missing_planes" in wells):
         facts.append(("fields with planes missing at convert", str(len(missing))))
@@ -171,7 +136,7 @@ def summary(run: dict[str, Any], wells: pd.DataFrame | None, failures: pd.DataFr
                           else "")})
         head = failures.head(_MAX_FAILURES)
         blocks.append(_table(head, {c: c for c in head.columns}))
-    return {"id": "summary", "title": "Run summary and provenance", "blocks": blocks}
+    return {"id": "summary", "title": "Run summary", "blocks": blocks}
 
 
 def heatmaps(wells: pd.DataFrame, geometry: Any) -> dict[str, Any]:
@@ -210,7 +175,7 @@ def feature_readouts(wells: pd.DataFrame, stats: pd.DataFrame | None = None) -> 
     return cols
 
 
-def model_vs_stain(wells: pd.DataFrame) -> dict[str, Any] | None:
+def model_vs_stain(wells: pd.DataFrame, colours: Colours | None = None) -> dict[str, Any] | None:
     """Per well, each classifier frequency against each stain's percent positive
     (``hcs aggregate --positive``): a model checked against the marker a lab already uses."""
     from hcs.report.figures import Figure, base_layout, trace
@@ -225,9 +190,11 @@ def model_vs_stain(wells: pd.DataFrame) -> dict[str, Any] | None:
     use = wells[wells["usable"]] if "usable" in wells else wells
     for p in pos:
         fig = Figure()
-        for c in classes:
+        for i, c in enumerate(classes):
             fig.add_trace(trace("scatter", x=use[p].tolist(), y=use[c].tolist(), mode="markers",
-                                name=readout_label(c), text=use["well"].astype(str).tolist(),
+                                name=readout_label(c), marker={"color": colours.of_readout(
+                                    c, i) if colours is not None else PALETTE[i % len(PALETTE)]},
+                                text=use["well"].astype(str).tolist(),
                                 hovertemplate="%{text}: %{x:.3g} / %{y:.3g}"))
             ok = use[[p, c]].dropna()
             r = float(np.corrcoef(ok[p], ok[c])[0, 1]) if len(ok) > 2 and ok[p].std() > 0 \
@@ -261,20 +228,23 @@ def reference_of(stats: pd.DataFrame, wells: pd.DataFrame) -> str | None:
 
 
 def conditions(wells: pd.DataFrame, stats: pd.DataFrame, classes: list[str],
-               reference: str | None) -> dict[str, Any] | None:
+               reference: str | None, colours: Colours | None = None) -> dict[str, Any] | None:
     """Per readout a box plot per condition with stars; class compositions per condition."""
     order = condition_order(wells, reference)
     if not order:
         return None
     readouts = [c for c in wells if c.startswith("freq_")] + feature_readouts(wells, stats)
-    figs = {f"cond-{c}": condition_box(wells, c, order, stats, reference) for c in readouts}
+    figs = {f"cond-{c}": condition_box(wells, c, order, stats, reference, colours)
+            for c in readouts}
     analysed = [c for c in classes if f"freq_{c}" in wells]
     ids = []
     if analysed:  # a detection-only run has no classes
         figs["comp-abs"] = class_composition(wells, analysed, order, "Class frequencies per"
-                                             " condition (absolute)", normalise=False)
+                                             " condition (absolute)", normalise=False,
+                                             colours=colours)
         figs["comp-rel"] = class_composition(wells, analysed, order, "Class composition per"
-                                             " condition (relative, stacked)", normalise=True)
+                                             " condition (relative, stacked)", normalise=True,
+                                             colours=colours)
         ids = ["comp-abs", "comp-rel"]
     from hcs.assays import ASSAYS
 
@@ -287,7 +257,7 @@ def conditions(wells: pd.DataFrame, stats: pd.DataFrame, classes: list[str],
                 shown.append(set(parts))
                 figs[f"comp-{name}"] = class_composition(
                     wells, list(parts), order, f"Composition of {readout_label(name)} per"
-                    " condition (relative, stacked)", normalise=True)
+                    " condition (relative, stacked)", normalise=True, colours=colours)
                 ids.append(f"comp-{name}")
     ref = f"reference: {reference}" if reference else "no reference condition"
     text = (f"Every usable well is one point; the box shows median and quartiles, the dashed"
@@ -334,14 +304,15 @@ def stats_table(stats: pd.DataFrame) -> dict[str, Any] | None:
     return {"id": "statistics", "title": "Statistics", "blocks": [*blocks, _table(comp, cols)]}
 
 
-def dose(wells: pd.DataFrame, stats: pd.DataFrame) -> dict[str, Any] | None:
+def dose(wells: pd.DataFrame, stats: pd.DataFrame,
+         colours: Colours | None = None) -> dict[str, Any] | None:
     """One dose-response figure per construct, and the table of fits."""
     rows = stats[stats["kind"] == "dose_response"] if "kind" in stats else stats.iloc[:0]
     if not len(rows) or not {"construct", "dose"} <= set(wells.columns):
         return None
     figs = {}
     for i, (construct, fits) in enumerate(rows.groupby("condition", sort=True)):
-        figs[f"dose-{i}"] = dose_figure(wells, fits, str(construct))
+        figs[f"dose-{i}"] = dose_figure(wells, fits, str(construct), colours)
     table = rows.sort_values(["condition", "readout"]).copy()
     table["readout"] = table["readout"].map(readout_label)
     table["ec50_ci"] = [f"{_fmt(a)} to {_fmt(b)}" if pd.notna(a) else ""
@@ -461,7 +432,7 @@ def gallery(run_dir: Path, plate: Path | None, classes: list[str],
 
 
 def embedding(emb: pd.DataFrame, classes: list[str], max_cells: int = 5000,
-              seed: int = 0) -> dict[str, Any] | None:
+              seed: int = 0, colours: Colours | None = None) -> dict[str, Any] | None:
     """Scatter of cells coloured by class: precomputed 2-D coordinates (``umap_1``/``umap_2``
     or ``tsne_1``/``tsne_2``) if the embeddings table has them, else the first two principal
     components of its ``emb_*``/``feat_*`` features (standardised). t-SNE or UMAP are not run
@@ -483,7 +454,8 @@ def embedding(emb: pd.DataFrame, classes: list[str], max_cells: int = 5000,
         xy, method = u[:, :2] * s[:2], f"PCA of {len(feats)} standardised features"
     else:
         return None
-    fig = embedding_figure(xy, emb["label"].astype(str).tolist(), classes, method)
+    fig = embedding_figure(xy, emb["label"].astype(str).tolist(), classes, method,
+                           colours)
     return {"id": "embedding", "title": "Cell embedding", "fig_objects": {"embedding": fig},
             "blocks": [{"type": "text", "text": f"{len(xy):,} cells; {method}."},
                        {"type": "figures", "ids": ["embedding"], "grid": False}]}

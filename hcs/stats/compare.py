@@ -90,6 +90,10 @@ def adjust_pvalues(p: np.ndarray | pd.Series, method: str = "fdr_bh") -> np.ndar
     return out
 
 
+#: Significance level of a hit: adjusted p below it (one star).
+ALPHA = 0.05
+
+
 def stars(p: float) -> str:
     """Significance stars: ``***`` p < 0.001, ``**`` < 0.01, ``*`` < 0.05, ``ns``; ``""`` for NaN.
 
@@ -100,7 +104,7 @@ def stars(p: float) -> str:
     """
     if not np.isfinite(p):
         return ""
-    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "ns"
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < ALPHA else "ns"
 
 
 def readout_values(wells: pd.DataFrame, readouts: list[str], transform: str) -> pd.DataFrame:
