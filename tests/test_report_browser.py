@@ -206,7 +206,9 @@ def test_report_of_a_real_engine_run_in_chromium(browser: Any, tmp_path: Path) -
     html = build_report(run, tmp_path / "engine.html")
     page, problems = _open(browser, html)
     sections = page.eval_on_selector_all("section", "els => els.map(e => e.id)")
-    assert sections[:5] == ["findings", "summary", "heatmaps", "conditions", "statistics"]
+    # a run with a model writes domain.json: its section follows the run summary
+    assert sections[:6] == ["findings", "summary", "domain", "heatmaps", "conditions",
+                            "statistics"]
     assert "gallery" in sections and "dose" in sections
     _check_figures(page)
     assert "livedead-ldc" in page.locator("section#findings").inner_text()
