@@ -36,8 +36,10 @@ def test_cpu_run_measures_every_row(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     rows = re.findall(r"^\s+(4|16)\s+(\d+)$", out, re.M)
     assert [r[0] for r in rows] == ["4", "16"] and all(int(r[1]) > 0 for r in rows)
-    # the same crops on the same device: identical probabilities and labels
-    assert "AMP off: max |dp| 0.00e+00, labels identical for 100.00% of crops" in out
+    # the same crops on the same device: the same probabilities (up to the float rounding of
+    # another batch size / thread count) and identical labels
+    agree = re.search(r"AMP off: max \|dp\| (\S+), labels identical for (\S+)% of crops", out)
+    assert agree is not None and float(agree.group(1)) < 1e-5 and agree.group(2) == "100.00"
     assert re.search(r"^\s+1\s+\d+\.\d\d$", out, re.M)  # tiles/s at 1 tile per call
     # the detector: the same module on the same tile gives the same boxes, scores included
     det = re.findall(r"agreement with the CPU \((all raw outputs|score >= [\d.]+)\): (\d+) "

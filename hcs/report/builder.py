@@ -176,7 +176,7 @@ def build_context(data: dict[str, Any], gallery: bool = True,
         if montage:
             add(montage_section(plate, data["dir"], wells, geometry, colours.classes,
                                 run.get("plate_name")))
-        add(layout_section(wells, geometry))
+        add(layout_section(wells, geometry, colours.conditions))
     if gallery:
         add(sections.gallery(data["dir"], plate, classes, colours.classes))
     if data["embeddings"] is not None:

@@ -202,7 +202,7 @@ def screen_context(folder: str | Path, plates: dict[str, Path], out: Path) -> di
         runs[key] = json.loads(rj.read_text()) if rj.is_file() else {}
         rep = Path(pdir) / "report.html"
         links.append((key, os.path.relpath(rep, out.parent)))
-    ctx: dict[str, Any] = {"sections": [], "figures": {}, "classes": [],
+    ctx: dict[str, Any] = {"sections": [], "figures": {}, "classes": [], "downloads": {},
                            "title": f"hcs screen report: {len(plates)} plates ({folder.name})"}
 
     def add(section: dict[str, Any] | None) -> None:
