@@ -130,6 +130,18 @@ def test_readme_starts_with_the_two_setup_commands():
     assert lines.index("```bash") < 4
 
 
+def test_own_labels_covered():
+    """`hcs train classifier --labels ...` needs a labelled annotation folder, which the README
+    sandbox does not have: tests/test_train_labels.py runs it with the same options."""
+    cmds = [c for c in readme_commands(README.read_text()) if "--labels" in c]
+    assert cmds, "the README shows training on your own labels"
+    src = (REPO / "tests" / "test_train_labels.py").read_text()
+    for cmd in cmds:
+        assert subcommand(cmd) == "train classifier"
+        for opt in _options(cmd):
+            assert f'"{opt}"' in src or f"'{opt}'" in src, f"{opt} of `{' '.join(cmd)}` untested"
+
+
 def test_every_readme_command_is_covered():
     cmds = readme_commands(README.read_text())
     assert len(cmds) >= 15
@@ -211,7 +223,7 @@ def test_readme_commands_run_on_small_inputs(tmp_path, monkeypatch, scheduler):
     ran, skipped = [], []
     for cmd in readme_commands(README.read_text()):
         sub = subcommand(cmd)
-        if sub not in RUN_HERE:
+        if sub not in RUN_HERE or "--labels" in cmd:  # own labels: test_own_labels_covered
             continue
         args = [a.replace("../shared/data", str(SHARED)) for a in cmd[1:]]
         args = [scheduler if a == PLACEHOLDERS["scheduler"] else a for a in args]

@@ -200,6 +200,19 @@ def test_features_model_needs_measurements(sim, features_model, tmp_path) -> Non
     assert not (tmp_path / "r").exists()
 
 
+def test_cli_trains_features_on_labels(sim, tmp_path) -> None:
+    """The README's command: `hcs train classifier --labels --run --kind features --channels
+    ROLE=NAME --out MODEL` writes a features model blind to every channel not named."""
+    res = hcs("train", "classifier", "--labels", str(sim["labels"]), "--run", str(sim["run"]),
+              "--kind", "features", "--channels", "hoechst=HOECHST 33342", "--out",
+              str(tmp_path / "m"))
+    assert res.returncode == 0, res.stderr
+    card = yaml.safe_load((tmp_path / "m" / "model.yaml").read_text())
+    assert card["kind"] == "features" and card["classes"] == ["live", "dead"]
+    used = " ".join(str(f) for f in card["features"])
+    assert "PI" not in used  # kept blind to the dead stain
+
+
 def test_labels_naming_no_cell_refused(sim, tmp_path) -> None:
     bad = pd.read_csv(sim["labels"]).head(30)
     bad.loc[5, "cell_id"] = 99999
