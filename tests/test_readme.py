@@ -130,6 +130,10 @@ def test_readme_starts_with_the_two_setup_commands():
     assert lines.index("```bash") < 4
 
 
+#: The model the README trains on your own labels (its commands: test_own_labels_covered).
+OWN_MODEL = "models/my-cells"
+
+
 def test_own_labels_covered():
     """`hcs train classifier --labels ...` needs a labelled annotation folder, which the README
     sandbox does not have: tests/test_train_labels.py runs it with the same options."""
@@ -140,6 +144,8 @@ def test_own_labels_covered():
         assert subcommand(cmd) == "train classifier"
         for opt in _options(cmd):
             assert f'"{opt}"' in src or f"'{opt}'" in src, f"{opt} of `{' '.join(cmd)}` untested"
+    # `hcs run PLATE --model OWN_MODEL` (no --assay): test_run_features_model_without_assay
+    assert "def test_run_features_model_without_assay" in src
 
 
 def test_every_readme_command_is_covered():
@@ -223,8 +229,8 @@ def test_readme_commands_run_on_small_inputs(tmp_path, monkeypatch, scheduler):
     ran, skipped = [], []
     for cmd in readme_commands(README.read_text()):
         sub = subcommand(cmd)
-        if sub not in RUN_HERE or "--labels" in cmd:  # own labels: test_own_labels_covered
-            continue
+        if sub not in RUN_HERE or "--labels" in cmd or OWN_MODEL in cmd:
+            continue  # own labels and the model trained on them: test_own_labels_covered
         args = [a.replace("../shared/data", str(SHARED)) for a in cmd[1:]]
         args = [scheduler if a == PLACEHOLDERS["scheduler"] else a for a in args]
         if any(str(SHARED) in a for a in args) and not SHARED.is_dir() or \
