@@ -128,6 +128,22 @@ def _classes(run: dict[str, Any], wells: pd.DataFrame | None) -> tuple[list[str]
             and f"freq_{c[2:]}" in wells], name
 
 
+def new_context(title: str, classes: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """An empty page context with every key the template reads (sections, figures, classes,
+    CSV downloads, title)."""
+    return {"sections": [], "figures": {}, "classes": classes or [], "downloads": {},
+            "title": title}
+
+
+def add_section(ctx: dict[str, Any], section: dict[str, Any] | None) -> None:
+    """Append a section (``None``: nothing) to a page context, its figures as JSON."""
+    if section is None:
+        return
+    for fig_id, fig in section.pop("fig_objects", {}).items():
+        ctx["figures"][fig_id] = figure_json(fig)
+    ctx["sections"].append(section)
+
+
 def build_context(data: dict[str, Any], gallery: bool = True,
                   montage: bool = True, qc_readout: str | None = None) -> dict[str, Any]:
     """Everything the template shows, section by section (figures as JSON text, tables to
@@ -139,16 +155,11 @@ def build_context(data: dict[str, Any], gallery: bool = True,
     have_wells = wells is not None and len(wells) > 0
     reference = sections.reference_of(stats, wells) if have_wells else None
     colours = report_colours(classes, wells, reference)  # one mapping for every figure
-    ctx: dict[str, Any] = {"sections": [], "figures": {}, "title": _title(run, wells, data),
-                           "classes": [{"name": c, "colour": colours.of_class(c)}
-                                       for c in classes], "downloads": {}}
+    ctx = new_context(_title(run, wells, data),
+                      [{"name": c, "colour": colours.of_class(c)} for c in classes])
 
     def add(section: dict[str, Any] | None) -> None:
-        if section is None:
-            return
-        for fig_id, fig in section.pop("fig_objects", {}).items():
-            ctx["figures"][fig_id] = figure_json(fig)
-        ctx["sections"].append(section)
+        add_section(ctx, section)
 
     geometry = _geometry(wells, run, plate) if have_wells else None
     order = condition_order(wells, reference) if have_wells else []

@@ -22,7 +22,7 @@ import hcs.report.sections as sections
 from hcs.atomic import atomic_write_text
 from hcs.plate import PlateGeometry
 from hcs.report.builder import render
-from hcs.report.figures import Figure, base_layout, figure_json, readout_label, trace
+from hcs.report.figures import Figure, base_layout, readout_label, trace
 
 __all__ = ["build_screen_report", "screen_context"]
 
@@ -202,15 +202,12 @@ def screen_context(folder: str | Path, plates: dict[str, Path], out: Path) -> di
         runs[key] = json.loads(rj.read_text()) if rj.is_file() else {}
         rep = Path(pdir) / "report.html"
         links.append((key, os.path.relpath(rep, out.parent)))
-    ctx: dict[str, Any] = {"sections": [], "figures": {}, "classes": [], "downloads": {},
-                           "title": f"hcs screen report: {len(plates)} plates ({folder.name})"}
+    from hcs.report.builder import add_section, new_context
+
+    ctx = new_context(f"hcs screen report: {len(plates)} plates ({folder.name})")
 
     def add(section: dict[str, Any] | None) -> None:
-        if section is None:
-            return
-        for fig_id, fig in section.pop("fig_objects", {}).items():
-            ctx["figures"][fig_id] = figure_json(fig)
-        ctx["sections"].append(section)
+        add_section(ctx, section)
 
     add(_summary(wells, stats, runs, links))
     add(_hits(stats))
