@@ -161,6 +161,51 @@ def test_engine_cell_table_is_unchanged():
     assert got == ENGINE_REFERENCE
 
 
+# --- the faster building blocks give the numbers of the ones they replace -------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_threshold_li_equals_scikit_image(seed, monkeypatch):
+    from skimage import filters
+
+    import hcs.detect._util as util
+
+    img, _ = nuclei_field((256, 256), 12, seed=seed)
+    smooth = ndi.gaussian_filter(img.astype(np.float32), 1.0)
+    images = (smooth, smooth - smooth.mean(), smooth[:, :1].copy())
+    expected = [float(filters.threshold_li(image)) for image in images]
+    fallbacks: list[int] = []
+    original = util.filters.threshold_li
+    monkeypatch.setattr(util.filters, "threshold_li",
+                        lambda im: fallbacks.append(1) or original(im))
+    assert [util.threshold_li(image) for image in images] == expected
+    assert fallbacks == []  # the fast iteration decided every one
+
+
+def test_fill_holes_equals_scipy():
+    from hcs.detect._util import fill_holes
+
+    rng = np.random.default_rng(3)
+    for density in (0.3, 0.5, 0.7):
+        mask = rng.random((120, 90)) < density
+        assert np.array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+        assert fill_holes(mask).sum() > mask.sum()  # there were holes to fill
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, bool])
+def test_integer_noise_sigma_equals_float(dtype):
+    from hcs.detect.background import noise_sigma
+
+    rng = np.random.default_rng(5)
+    for shape in ((101, 64), (40, 33), (1, 50), (50, 1)):
+        img = rng.poisson(3.0 if dtype is bool else 40.0, shape)
+        img = (img > 3) if dtype is bool else img.astype(dtype)
+        assert noise_sigma(img) == noise_sigma(img.astype(np.float64))
+    flat = np.full((80, 80), 7, dtype if dtype is not bool else np.uint8)
+    flat[::3, ::5] = 9  # more than half the differences zero: the std fallback
+    assert noise_sigma(flat) == noise_sigma(flat.astype(np.float64)) > 0
+
+
 if __name__ == "__main__":  # print the digests of the code that is imported
     for case, (img, fn) in CASES.items():
         print(f"    {case!r}: {detections_digest(fn(img()))!r},")

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters, segmentation
 
-from hcs.detect._util import as_float_image, foreground, px, valid_pixel_size
+from hcs.detect._util import as_float_image, fill_holes, foreground, px, valid_pixel_size
 from hcs.detect.background import noise_sigma
 from hcs.detect.detections import Detections
 from hcs.detect.threshold import detect_nuclei
@@ -100,11 +100,13 @@ def detect_cells(
     if float(cell.max()) == float(cell.min()):
         fg = np.zeros(cell.shape, bool)
     else:
-        noise = noise_sigma(cell) / max(1.0, 2.0 * math.sqrt(math.pi) * sigma_px)
+        raw = cell_image if isinstance(cell_image, np.ndarray) and cell_image.dtype.kind in "iub" \
+            else cell
+        noise = noise_sigma(raw) / max(1.0, 2.0 * math.sqrt(math.pi) * sigma_px)
         fg, _ = foreground(smoothed, noise, threshold, min_contrast, 51)
         if stain == "membrane":
             # membranes outline cells; the interiors are the holes the outlines enclose
-            fg = ndi.binary_fill_holes(fg)
+            fg = fill_holes(fg)
     fg |= seeds > 0
     if max_distance_um is not None:
         reach = px(max_distance_um, pixel_size_um, max_distance_um)
