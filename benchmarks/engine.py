@@ -12,8 +12,14 @@ Scheduling overhead = 1 - (sum of task times) / (workers x wall time from first 
 result): everything that is not a worker computing a field (task dispatch, result transfer,
 idle workers at the tail). Cluster start-up is reported separately.
 
+The plain loop is also timed stage by stage (:mod:`hcs.timing`: read, background/threshold,
+seeds/watershed, measurements, image QC, compose, crop, classify, write; CPU and wall ms per
+field, ``other`` = the rest of the loop's CPU); ``--loop-only`` runs just that loop,
+``--repeats N`` times (the table shows the fastest repeat of each stage).
+
     python benchmarks/engine.py [--wells 24] [--big-wells 96] [--fields 4] [--size 1080]
                                 [--fields-per-task 4] [--batch-size 64] [--keep DIR]
+                                [--loop-only] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -60,7 +66,8 @@ def make_plate(work: Path, n_wells: int, fields: int, size: int) -> Path:
 
 
 def baseline(plate: Path, model: Path, out: Path, batch_size: int) -> dict:
-    """A plain loop over the fields in this process: no Dask at all."""
+    """A plain loop over the fields in this process: no Dask at all (timed by stage)."""
+    from hcs import timing
     from hcs.engine.processor import get_processor
     from hcs.engine.run import list_fields
     from hcs.engine.tasks import _peak_rss_bytes, _rss_bytes
@@ -70,15 +77,41 @@ def baseline(plate: Path, model: Path, out: Path, batch_size: int) -> dict:
                           model=str(model.resolve()), batch_size=batch_size)
     fields = list_fields(open_plate(plate))
     get_processor(params)  # load the model first, as the engine's workers do before timing
+    was_on = timing.enabled()
+    timing.enable(True)
+    timing.reset()
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     cells = 0
     for w, f in fields:
         cells += process_field(params, str(out), w, f)["n_cells"]
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    stages = timing.totals()
+    timing.enable(was_on)
     rss = _peak_rss_bytes()
     return {"fields": len(fields), "cells": cells, "wall": wall, "startup": 0.0,
             "rss": rss, "rss_quarter": float("nan"), "rss_end": _rss_bytes(),
-            "overhead": float("nan"), "workers": 1, "task_s": wall / len(fields)}
+            "overhead": float("nan"), "workers": 1, "task_s": wall / len(fields),
+            "cpu": cpu, "stages": stages}
+
+
+def show_stages(runs: list[dict]) -> None:
+    """Per-stage CPU and wall ms per field of the plain loop (fastest of ``runs``)."""
+    n = runs[0]["fields"]
+    names = list(runs[0]["stages"])
+    print(f"\nplain loop by stage ({n} fields, fastest of {len(runs)} run(s); "
+          f"ms per field):\n{'stage':22s}{'CPU ms':>9s}{'wall ms':>9s}{'CPU share':>10s}")
+    total = min(r["cpu"] for r in runs) * 1000 / n
+    timed = 0.0
+    for s in names:
+        c = min(r["stages"][s]["cpu"] for r in runs) * 1000 / n
+        w = min(r["stages"][s]["wall"] for r in runs) * 1000 / n
+        timed += c
+        print(f"{s:22s}{c:9.1f}{w:9.1f}{c / total:10.1%}")
+    print(f"{'other':22s}{total - timed:9.1f}{'':9s}{(total - timed) / total:10.1%}")
+    wall = min(r["wall"] for r in runs) * 1000 / n
+    print(f"{'total':22s}{total:9.1f}{wall:9.1f}", flush=True)
 
 
 def engine(plate: Path, model: Path, out: Path, workers: int, fields_per_task: int,
@@ -129,6 +162,9 @@ def main() -> None:
     ap.add_argument("--fields-per-task", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--keep", default=None, help="Work folder to keep (default: temporary)")
+    ap.add_argument("--loop-only", action="store_true",
+                    help="Only the plain loop and its per-stage table (no engine runs)")
+    ap.add_argument("--repeats", type=int, default=1, help="Plain-loop repeats (stage table)")
     args = ap.parse_args()
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="hcs-bench-engine-"))
@@ -145,8 +181,17 @@ def main() -> None:
           f"'vs 1w' = fields/s relative to the 1-worker engine run")
     print(HEADER, flush=True)
     rows = {}
-    rows["plain loop (baseline)"] = baseline(plate, model, work / "loop", args.batch_size)
+    loops = []
+    for _ in range(max(args.repeats, 1)):
+        shutil.rmtree(work / "loop", ignore_errors=True)
+        loops.append(baseline(plate, model, work / "loop", args.batch_size))
+    rows["plain loop (baseline)"] = min(loops, key=lambda r: r["wall"])
     show("plain loop (baseline)", rows["plain loop (baseline)"], None)
+    if args.loop_only:
+        show_stages(loops)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     for n in (1, 2):
         name = f"engine {n} worker{'s' if n > 1 else ''}"
         rows[name] = engine(plate, model, work / f"w{n}", n, args.fields_per_task,
@@ -158,6 +203,7 @@ def main() -> None:
         rows[name] = engine(big, model, work / "big", 2, args.fields_per_task, args.batch_size)
         show(name, rows[name], rows["engine 1 worker"])
     print(f"loadavg now {os.getloadavg()[0]:.1f}")
+    show_stages(loops)
     from hcs.engine.tasks import _peak_rss_bytes
 
     print("peak RSS = the worker's own VmHWM. ru_maxrss, which a spawned worker inherits from "

@@ -206,6 +206,41 @@ def test_integer_noise_sigma_equals_float(dtype):
     assert noise_sigma(flat) == noise_sigma(flat.astype(np.float64)) > 0
 
 
+def test_windowed_distance_equals_whole_field_edt():
+    """Per-component windows, including masks so dense that windows hold no background and
+    fall back to the whole-field transform."""
+    from hcs.detect.threshold import _distance
+
+    rng = np.random.default_rng(2)
+    for density in (0.4, 0.6, 0.75, 0.97):
+        mask = ndi.binary_opening(rng.random((150, 170)) < density)
+        components, _ = ndi.label(mask)
+        got = _distance(mask, components, ndi.find_objects(components))
+        assert np.array_equal(got, ndi.distance_transform_edt(mask).astype(np.float32))
+        assert got.max() > 1
+
+
+def test_centroids_and_boxes_equal_scipy():
+    from hcs.detect.detections import _label_boxes, _mask_centroids
+
+    labels = nuclei_field((300, 260), 25, seed=4)[1].labels
+    ones, (rows, cols) = np.ones(labels.shape), np.indices(labels.shape, dtype=np.float64)
+    # unordered ids with an absent one (the foreground-only sums), then with the background
+    for ids in (np.array([3, 1, 99, 2]), np.array([0, 2])):
+        got = _mask_centroids(labels, ids)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            area = ndi.sum_labels(ones, labels, ids)
+            want = (ndi.sum_labels(cols, labels, ids) / area,
+                    ndi.sum_labels(rows, labels, ids) / area, area)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+        assert got[2][-1] > 100
+    got_ids, boxes = _label_boxes(labels)
+    assert got_ids.tolist() == np.unique(labels)[1:].tolist()
+    sl = ndi.find_objects(labels)[0]
+    assert boxes[0].tolist() == [sl[1].start, sl[0].start, sl[1].stop, sl[0].stop]
+
+
 if __name__ == "__main__":  # print the digests of the code that is imported
     for case, (img, fn) in CASES.items():
         print(f"    {case!r}: {detections_digest(fn(img()))!r},")

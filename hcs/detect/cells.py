@@ -13,6 +13,7 @@ from hcs.detect.background import noise_sigma
 from hcs.detect.detections import Detections
 from hcs.detect.threshold import detect_nuclei
 from hcs.errors import InputError
+from hcs.timing import stage
 
 __all__ = ["detect_cells"]
 
@@ -95,27 +96,29 @@ def detect_cells(
     if len(nuclei) == 0:
         return Detections.empty(cell.shape)
 
-    sigma_px = px(smooth_sigma_um, pixel_size_um, 1.0)
-    smoothed = ndi.gaussian_filter(cell, sigma_px) if sigma_px > 0 else cell
-    if float(cell.max()) == float(cell.min()):
-        fg = np.zeros(cell.shape, bool)
-    else:
-        raw = cell_image if isinstance(cell_image, np.ndarray) and cell_image.dtype.kind in "iub" \
-            else cell
-        noise = noise_sigma(raw) / max(1.0, 2.0 * math.sqrt(math.pi) * sigma_px)
-        fg, _ = foreground(smoothed, noise, threshold, min_contrast, 51)
-        if stain == "membrane":
-            # membranes outline cells; the interiors are the holes the outlines enclose
-            fg = fill_holes(fg)
-    fg |= seeds > 0
-    if max_distance_um is not None:
-        reach = px(max_distance_um, pixel_size_um, max_distance_um)
-        fg &= ndi.distance_transform_edt(seeds == 0) <= reach
-    # the landscape is normalised to about [0, 1] so that `compactness` (a cost per pixel of
-    # distance from the nucleus) means the same for every camera and stain
-    lo, hi = np.percentile(smoothed, [1.0, 99.9])
-    norm = (smoothed - lo) / (hi - lo) if hi > lo else np.zeros_like(smoothed)
-    landscape = filters.sobel(norm) if stain == "cytoplasm" else norm
-    cells = segmentation.watershed(landscape, seeds, mask=fg, compactness=compactness)
+    with stage("background/threshold"):  # hcs.timing (off by default)
+        sigma_px = px(smooth_sigma_um, pixel_size_um, 1.0)
+        smoothed = ndi.gaussian_filter(cell, sigma_px) if sigma_px > 0 else cell
+        if float(cell.max()) == float(cell.min()):
+            fg = np.zeros(cell.shape, bool)
+        else:
+            integer = isinstance(cell_image, np.ndarray) and cell_image.dtype.kind in "iub"
+            raw = cell_image if integer else cell  # integer counts: a faster, same sigma
+            noise = noise_sigma(raw) / max(1.0, 2.0 * math.sqrt(math.pi) * sigma_px)
+            fg, _ = foreground(smoothed, noise, threshold, min_contrast, 51)
+            if stain == "membrane":
+                # membranes outline cells; the interiors are the holes the outlines enclose
+                fg = fill_holes(fg)
+        fg |= seeds > 0
+        if max_distance_um is not None:
+            reach = px(max_distance_um, pixel_size_um, max_distance_um)
+            fg &= ndi.distance_transform_edt(seeds == 0) <= reach
+        # the landscape is normalised to about [0, 1] so that `compactness` (a cost per pixel of
+        # distance from the nucleus) means the same for every camera and stain
+        lo, hi = np.percentile(smoothed, [1.0, 99.9])
+        norm = (smoothed - lo) / (hi - lo) if hi > lo else np.zeros_like(smoothed)
+        landscape = filters.sobel(norm) if stain == "cytoplasm" else norm
+    with stage("seeds/watershed"):
+        cells = segmentation.watershed(landscape, seeds, mask=fg, compactness=compactness)
     scores = dict(zip(nuclei.ids.tolist(), nuclei.scores.tolist(), strict=True))
     return Detections.from_labels(cells.astype(np.int32), scores)

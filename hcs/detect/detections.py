@@ -159,13 +159,17 @@ def _label_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted non-zero ids and their boxes ``(x0, y0, x1, y1)`` (exclusive upper edges)."""
     from scipy import ndimage as ndi
 
-    ids = np.unique(labels)
+    if labels.size and labels.min() < 0:
+        raise InputError("a label mask must not contain negative ids")
+    if labels.size and int(labels.max()) <= labels.size:  # ids present = non-empty bins
+        ids = np.flatnonzero(np.bincount(labels.ravel()))
+    else:
+        ids = np.unique(labels)
     ids = ids[ids != 0]
     if ids.size == 0:
         return ids.astype(np.int32), np.zeros((0, 4), np.float32)
-    if ids.min() < 0:
-        raise InputError("a label mask must not contain negative ids")
-    slices = ndi.find_objects(labels.astype(np.int64, copy=False))
+    native = labels.dtype in (np.int32, np.int64)  # find_objects takes these as they are
+    slices = ndi.find_objects(labels if native else labels.astype(np.int64, copy=False))
     boxes = np.array(
         [[slices[i - 1][1].start, slices[i - 1][0].start, slices[i - 1][1].stop,
           slices[i - 1][0].stop] for i in ids],
@@ -177,13 +181,29 @@ def _label_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _mask_centroids(
     labels: np.ndarray, ids: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centroid x, y and pixel area of each id in ``labels``."""
-    from scipy import ndimage as ndi
+    """Centroid x, y and pixel area of each id in ``labels``.
 
-    ones = np.ones(labels.shape, np.float64)
-    area = ndi.sum_labels(ones, labels, ids)
-    rows, cols = np.indices(labels.shape, dtype=np.float64)
+    The sums of row and column indices are whole numbers far below 2**53, so accumulating them
+    over the foreground pixels only gives exactly :func:`scipy.ndimage.sum_labels`'s numbers.
+    """
+    flat = labels.ravel()
+    nz = np.flatnonzero(flat)
+    lab = flat[nz].astype(np.intp)
+    if (lab.size and lab.min() < 0) or (np.asarray(ids) == 0).any():  # scipy's general path
+        from scipy import ndimage as ndi
+
+        area = ndi.sum_labels(np.ones(labels.shape), labels, ids)
+        rows, cols = np.indices(labels.shape, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (ndi.sum_labels(cols, labels, ids) / area,
+                    ndi.sum_labels(rows, labels, ids) / area, area)
+    idx = np.array(ids, np.intp, copy=True, ndmin=1)
+    size = int(lab.max()) + 1 if lab.size else 1
+    found = (idx >= 0) & (idx < size)
+    idx[~found] = 0  # bin 0 holds nothing (only non-zero pixels are counted): 0, as scipy
+    area = np.bincount(lab, minlength=size).astype(np.float64)[idx]
+    rows, cols = np.divmod(nz, labels.shape[1])
     with np.errstate(invalid="ignore", divide="ignore"):
-        y = ndi.sum_labels(rows, labels, ids) / area
-        x = ndi.sum_labels(cols, labels, ids) / area
+        y = np.bincount(lab, weights=rows, minlength=size)[idx] / area
+        x = np.bincount(lab, weights=cols, minlength=size)[idx] / area
     return x, y, area

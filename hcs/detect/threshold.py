@@ -31,6 +31,7 @@ from hcs.detect._util import (
 from hcs.detect.background import background_surface, noise_sigma
 from hcs.detect.detections import Detections
 from hcs.errors import InputError
+from hcs.timing import stage
 
 __all__ = ["detect_nuclei", "noise_sigma", "background_surface"]
 
@@ -65,7 +66,9 @@ def _split_touching(
         mask = ~small[components]
         components = np.where(mask, components, 0)
     boxes = ndi.find_objects(components)
-    dist = _smoothed_distance(mask, components, boxes, smooth_px)
+    dist = _distance(mask, components, boxes)
+    if smooth_px > 0:
+        dist = ndi.gaussian_filter(dist, smooth_px) * mask
     # h-maxima (a grey reconstruction) is costly, so it runs per component box and only where
     # the distance map has more than one local maximum; otherwise the component is one seed.
     markers = np.zeros(mask.shape, np.int32)
@@ -97,60 +100,50 @@ def _split_touching(
 _fill_holes = fill_holes  # the parameter of detect_nuclei shadows the name
 
 
-def _smoothed_distance(
-    mask: np.ndarray, components: np.ndarray, boxes: list, smooth_px: float, margin: int = 6
-) -> np.ndarray:
-    """``gaussian_filter(distance_transform_edt(mask).astype(float32), smooth_px) * mask``,
-    the same numbers bit for bit, computed on each component's box instead of the whole field.
+def _distance(mask: np.ndarray, components: np.ndarray, boxes: list,
+              margin: int = 6) -> np.ndarray:
+    """``distance_transform_edt(mask).astype(np.float32)``, the same numbers bit for bit,
+    computed on a window around each component's box instead of the whole field.
 
-    A pixel's distance is computed on a window around its component's box (grown by the
-    filter's reach plus ``margin``) and is exact when it is no larger than the distance from the
-    pixel to the window's edge (a nearer background pixel outside the window is then
-    impossible); the filter is separable with a reach of ``radius`` pixels, so values on the box
-    need exact distances only within ``radius`` of it. A component whose window fails the test
-    is taken from the whole-field transform, as before.
+    A pixel's distance from the window's own background is exact when it is no larger than its
+    distance to the window's edge (a nearer background pixel outside the window is then
+    impossible; the field's own edges do not count). Every component's pixels are checked; one
+    that fails in a window grown by ``margin`` and then ``4 * margin`` pixels takes its values
+    from the whole-field transform, as before.
     """
     shape = mask.shape
-    radius = int(4.0 * smooth_px + 0.5) if smooth_px > 0 else 0
     out = np.zeros(shape, np.float32)
     whole: np.ndarray | None = None
     for k, sl in enumerate(boxes):
         if sl is None:
             continue
         comp = components[sl] == k + 1
-        # inner window: the box and the filter's reach; outer window: + margin, for the EDT
-        inner = [(max(s.start - radius, 0), min(s.stop + radius, n)) for s, n in
-                 zip(sl, shape, strict=True)]
-        local = None
+        values = None
         for extra in (margin, 4 * margin):
-            outer = [(max(a - extra, 0), min(b + extra, n)) for (a, b), n in
-                     zip(inner, shape, strict=True)]
+            outer = [(max(s.start - extra, 0), min(s.stop + extra, n))
+                     for s, n in zip(sl, shape, strict=True)]
             window = mask[outer[0][0]:outer[0][1], outer[1][0]:outer[1][1]]
             if window.all():
                 continue
             edt = ndi.distance_transform_edt(window)
-            cut = tuple(slice(a - oa, b - oa) for (a, b), (oa, _) in
-                        zip(inner, outer, strict=True))
-            # distance from each inner pixel to the nearest pixel outside the window (none
-            # beyond the field's own edges)
+            # distance from each box pixel to the nearest pixel outside the window
             gaps = []
-            for (a, b), (oa, ob), n in zip(inner, outer, shape, strict=True):
-                pos = np.arange(a, b)
+            for s, (oa, ob), n in zip(sl, outer, shape, strict=True):
+                pos = np.arange(s.start, s.stop)
                 before = pos - oa + 1 if oa > 0 else np.full(pos.size, np.inf)
                 after = ob - pos if ob < n else np.full(pos.size, np.inf)
                 gaps.append(np.minimum(before, after))
-            reach = np.minimum(gaps[0][:, None], gaps[1][None, :])
-            if (edt[cut] <= reach).all():
-                local = edt[cut].astype(np.float32)
+            reach = np.minimum(gaps[0][:, None], gaps[1][None, :])[comp]
+            inside = edt[tuple(slice(s.start - oa, s.stop - oa)
+                               for s, (oa, _) in zip(sl, outer, strict=True))][comp]
+            if (inside <= reach).all():
+                values = inside
                 break
-        if local is None:
+        if values is None:
             if whole is None:
-                whole = ndi.distance_transform_edt(mask).astype(np.float32)
-            local = whole[inner[0][0]:inner[0][1], inner[1][0]:inner[1][1]]
-        if smooth_px > 0:
-            local = ndi.gaussian_filter(local, smooth_px)
-        box = tuple(slice(s.start - a, s.stop - a) for s, (a, _) in zip(sl, inner, strict=True))
-        out[sl][comp] = local[box][comp]
+                whole = ndi.distance_transform_edt(mask)
+            values = whole[sl][comp]
+        out[sl][comp] = values
     return out
 
 
@@ -243,22 +236,23 @@ def detect_nuclei(
     if float(img.max()) == float(img.min()):
         return Detections.empty(img.shape)
 
-    sigma_px = px(smooth_sigma_um, pixel_size_um, 1.0)
-    smoothed = ndi.gaussian_filter(img, sigma_px) if sigma_px > 0 else img
-    if background_block_um is not None:
-        smoothed = smoothed - background_surface(
-            smoothed, round(px(background_block_um, pixel_size_um, 100)))
-    # the counts as read when integer: the same sigma as of the float copy, computed faster
-    noise = noise_sigma(image if isinstance(image, np.ndarray) and image.dtype.kind in "iub"
-                        else img)
-    # smoothing divides white noise by 2*sqrt(pi)*sigma; the floor is on the smoothed image
-    noise_smoothed = noise / max(1.0, 2.0 * math.sqrt(math.pi) * sigma_px)
-    mask, background = foreground(
-        smoothed, noise_smoothed, threshold, min_contrast,
-        round(px(local_block_um, pixel_size_um, 51)), raw_noise=noise,
-    )
-    if fill_holes:
-        mask = _fill_holes(mask)
+    with stage("background/threshold"):  # hcs.timing (off by default)
+        sigma_px = px(smooth_sigma_um, pixel_size_um, 1.0)
+        smoothed = ndi.gaussian_filter(img, sigma_px) if sigma_px > 0 else img
+        if background_block_um is not None:
+            smoothed = smoothed - background_surface(
+                smoothed, round(px(background_block_um, pixel_size_um, 100)))
+        # the counts as read when integer: the same sigma as of the float copy, computed faster
+        noise = noise_sigma(image if isinstance(image, np.ndarray) and image.dtype.kind in "iub"
+                            else img)
+        # smoothing divides white noise by 2*sqrt(pi)*sigma; the floor is on the smoothed image
+        noise_smoothed = noise / max(1.0, 2.0 * math.sqrt(math.pi) * sigma_px)
+        mask, background = foreground(
+            smoothed, noise_smoothed, threshold, min_contrast,
+            round(px(local_block_um, pixel_size_um, 51)), raw_noise=noise,
+        )
+        if fill_holes:
+            mask = _fill_holes(mask)
     if not mask.any():
         return Detections.empty(img.shape)
 
@@ -267,13 +261,14 @@ def detect_nuclei(
                        if pixel_size_um is not None else 16.0)
     if max_area_px is None and pixel_size_um is not None:
         max_area_px = math.pi * (max_diameter_um / pixel_size_um / 2) ** 2
-    if split_touching:
-        labels = _split_touching(mask, px(split_prominence_um, pixel_size_um, 0.7),
-                                 smooth_px=0.5, min_area=min_area_px)
-    else:
-        labels, _ = ndi.label(mask)
-    labels = _filter_labels(labels, min_area_px, max_area_px, exclude_border)
-    return _to_detections(labels, smoothed, background, noise_smoothed, min_contrast)
+    with stage("seeds/watershed"):
+        if split_touching:
+            labels = _split_touching(mask, px(split_prominence_um, pixel_size_um, 0.7),
+                                     smooth_px=0.5, min_area=min_area_px)
+        else:
+            labels, _ = ndi.label(mask)
+        labels = _filter_labels(labels, min_area_px, max_area_px, exclude_border)
+        return _to_detections(labels, smoothed, background, noise_smoothed, min_contrast)
 
 
 def _filter_labels(
@@ -291,17 +286,20 @@ def _filter_labels(
     if exclude_border:
         edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
         keep[edge] = False
+    # relabel in raster order of first pixel so ids do not depend on watershed seed order: an
+    # object's first pixel is on the first row of its box
+    ids = np.flatnonzero(keep)
+    first = np.zeros(ids.size, np.int64)
+    if ids.size:
+        boxes = ndi.find_objects(labels)
+        width = labels.shape[1]
+        for j, i in enumerate(ids):
+            rows, cols = boxes[i - 1]
+            row = labels[rows.start, cols]
+            first[j] = rows.start * width + cols.start + int(np.argmax(row == i))
     lut = np.zeros(areas.size, np.int32)
-    lut[keep] = 1
-    kept = lut[labels]
-    # relabel in raster order of first pixel so ids do not depend on watershed seed order
-    flat = (labels * kept).ravel()
-    nz = np.flatnonzero(flat)
-    ids, first_idx = np.unique(flat[nz], return_index=True)
-    order = np.argsort(first_idx, kind="stable")
-    lut = np.zeros(areas.size, np.int32)
-    lut[ids[order]] = np.arange(1, ids.size + 1, dtype=np.int32)
-    return lut[labels * kept]
+    lut[ids[np.argsort(first, kind="stable")]] = np.arange(1, ids.size + 1, dtype=np.int32)
+    return lut[labels]
 
 
 def _to_detections(
@@ -310,8 +308,12 @@ def _to_detections(
     n = int(labels.max())
     if n == 0:
         return Detections.empty(labels.shape)
-    ids = np.arange(1, n + 1)
-    mean = np.asarray(ndi.mean(smoothed, labels, ids), dtype=np.float64)
+    # ndi.mean's numbers (per-label float64 sums in raster order), over the foreground only
+    flat = labels.ravel()
+    nz = np.flatnonzero(flat)
+    lab = flat[nz]
+    sums = np.bincount(lab, weights=smoothed.ravel()[nz], minlength=n + 1)[1:]
+    mean = sums / np.bincount(lab, minlength=n + 1)[1:].astype(np.float64)
     cnr = np.maximum(mean - background, 0.0) / max(noise, 1e-12)
     scores = cnr / (cnr + max(min_contrast, 1e-6))
     return Detections.from_labels(labels, scores)

@@ -95,24 +95,28 @@ class FieldBatcher:
 
     def _run(self, size: int) -> None:
         """One forward pass on the next ``size`` crops, in queue order."""
+        from hcs.timing import stage
+
         parts, spans, filled = [], [], 0
-        for p in self.pending:
-            take = min(p.n - p.cut, size - filled)
-            if take <= 0:
-                if filled == size:
-                    break
-                continue
-            filled += take
-            spans.append((p, p.cut, p.cut + take))
-            parts.append(self.processor.crops(p, p.cut, p.cut + take))
-            p.cut += take
-            if p.cut == p.n:
-                p.composed = None  # every crop cut: the composed planes are not needed
-        if size < self.batch_size:  # pad: one input shape for every forward pass (see above)
-            parts.append(np.zeros((self.batch_size - size, *parts[0].shape[1:]),
-                                  parts[0].dtype))
-        crops = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        probs = self.processor.classify(crops)
+        with stage("crop"):  # cutting the crops (hcs.timing, off by default)
+            for p in self.pending:
+                take = min(p.n - p.cut, size - filled)
+                if take <= 0:
+                    if filled == size:
+                        break
+                    continue
+                filled += take
+                spans.append((p, p.cut, p.cut + take))
+                parts.append(self.processor.crops(p, p.cut, p.cut + take))
+                p.cut += take
+                if p.cut == p.n:
+                    p.composed = None  # every crop cut: the composed planes are not needed
+            if size < self.batch_size:  # pad: one input shape for every forward pass (see above)
+                parts.append(np.zeros((self.batch_size - size, *parts[0].shape[1:]),
+                                      parts[0].dtype))
+            crops = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        with stage("classify"):
+            probs = self.processor.classify(crops)
         del crops, parts
         i = 0
         for p, a, b in spans:

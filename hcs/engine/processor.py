@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hcs.errors import InputError
+from hcs.timing import stage
 
 __all__ = ["EngineParams", "FieldMeta", "FieldProcessor", "PipelineProcessor", "PreparedField",
            "box_label_mask", "compose_field", "field_crops", "get_processor",
@@ -333,14 +334,16 @@ class PipelineProcessor:
         pos = {c: i for i, c in enumerate(present)}
         plan = self.plan(meta.channels)
         planes = image.max(axis=1)  # z max-projection, dtype kept
-        qc = self.image_qc(planes, meta, present)
+        with stage("image QC"):
+            qc = self.image_qc(planes, meta, present)
         if self.detector.kind == "method":
             det_in = planes[pos[plan.det_idx[0]]]
         else:
             det_in = compose_field(planes, [pos[i] for i in plan.det_idx], plan.det_modes)
         det = self.detector.detect(det_in, meta.pixel_size_um)
         del det_in
-        frame = det.to_frame()
+        with stage("measurements"):
+            frame = det.to_frame()
         masks = {"nuclei": det.labels} if det.labels is not None else {}
         measured = masks
         if not masks and self.params.measure != "none" and len(frame):
@@ -356,17 +359,19 @@ class PipelineProcessor:
         if self.params.measure != "none" and measured:
             from hcs.measure import measure_objects
 
-            parts = [frame.reset_index(drop=True)]
-            comps = {"Nuclei": measured["nuclei"]}
-            if "cells" in masks:
-                comps["Cells"] = masks["cells"]
-                comps["Cytoplasm"] = np.where(masks["nuclei"] > 0, 0, masks["cells"])
-            for comp, lab in comps.items():
-                parts.append(measure_objects(
-                    lab, planes, [meta.channels[i] for i in present],
-                    pixel_size_um=meta.pixel_size_um, level=self.params.measure,
-                    compartment=comp, ids=frame["cell_id"].to_numpy()).reset_index(drop=True))
-            frame = pd.concat(parts, axis=1)
+            with stage("measurements"):
+                parts = [frame.reset_index(drop=True)]
+                comps = {"Nuclei": measured["nuclei"]}
+                if "cells" in masks:
+                    comps["Cells"] = masks["cells"]
+                    comps["Cytoplasm"] = np.where(masks["nuclei"] > 0, 0, masks["cells"])
+                for comp, lab in comps.items():
+                    parts.append(measure_objects(
+                        lab, planes, [meta.channels[i] for i in present],
+                        pixel_size_um=meta.pixel_size_um, level=self.params.measure,
+                        compartment=comp, ids=frame["cell_id"].to_numpy()
+                    ).reset_index(drop=True))
+                frame = pd.concat(parts, axis=1)
         boxes = np.asarray(det.boxes, np.float32)
         keep = masks if self.params.labels and masks else None
         if not self.classifies:
@@ -386,11 +391,13 @@ class PipelineProcessor:
                                  cut=len(boxes), done=len(boxes), labels=keep, qc=qc)
         cls_pos = [pos[i] for i in plan.cls_idx]
         width = len(self.card.classes)
-        if self.ensemble:
-            composed: np.ndarray | ViewSource = self._view_source(image, planes, cls_pos, meta)
-            width += len(self.card.levels)  # + the winning view of each level
-        else:
-            composed = compose_field(planes, cls_pos, self.modes)
+        with stage("compose"):
+            if self.ensemble:
+                composed: np.ndarray | ViewSource = self._view_source(image, planes, cls_pos,
+                                                                      meta)
+                width += len(self.card.levels)  # + the winning view of each level
+            else:
+                composed = compose_field(planes, cls_pos, self.modes)
         probs = np.zeros((len(boxes), width), np.float32)
         return PreparedField(meta, frame, boxes, composed, planes.shape[1:], probs,
                              labels=keep, qc=qc)

@@ -26,6 +26,7 @@ from hcs.engine.processor import EngineParams, FieldMeta, get_processor
 from hcs.errors import InputError, PlateDataError
 from hcs.plate import parse_well
 from hcs.records import failure_record
+from hcs.timing import stage
 
 __all__ = ["atomic_write_parquet", "cells_path", "process_field", "process_fields", "read_field"]
 
@@ -180,33 +181,38 @@ def process_fields(params: EngineParams | dict, run_dir: str, items: list[tuple[
 
     def write(prepared: list[Any]) -> None:
         for prep in prepared:
-            cells = processor.finish(prep)
-            if prep.qc is not None:  # stored with the table: a field without cells keeps it
-                cells.attrs["image_qc"] = prep.qc
-            m = prep.meta
-            # planes convert recorded missing (zeros): every cell of the field carries the flag
-            cells["field_missing_planes"] = pd.Series(
-                n_missing.get((m.well, int(m.field)), 0), index=cells.index, dtype="int64")
-            if prep.labels:  # the label images first, then the table (resume)
-                from hcs.engine.labels import label_name, write_field_labels
+            with stage("write"):
+                write_one(prep)
 
-                plate = _plate(params.plate)
-                for base, mask in prep.labels.items():
-                    write_field_labels(plate, m.well, m.field, mask,
-                                       label_name(int(plate.shape[0]), m.timepoint, base),
-                                       m.timepoint)
-                prep.labels = None
-            atomic_write_parquet(cells, cells_path(run_dir, m.well, m.field))
-            written.append({"well": m.well, "field": m.field, "n_cells": len(cells)})
+    def write_one(prep: Any) -> None:
+        cells = processor.finish(prep)
+        if prep.qc is not None:  # stored with the table: a field without cells keeps it
+            cells.attrs["image_qc"] = prep.qc
+        m = prep.meta
+        # planes convert recorded missing (zeros): every cell of the field carries the flag
+        cells["field_missing_planes"] = pd.Series(
+            n_missing.get((m.well, int(m.field)), 0), index=cells.index, dtype="int64")
+        if prep.labels:  # the label images first, then the table (resume)
+            from hcs.engine.labels import label_name, write_field_labels
+
+            plate = _plate(params.plate)
+            for base, mask in prep.labels.items():
+                write_field_labels(plate, m.well, m.field, mask,
+                                   label_name(int(plate.shape[0]), m.timepoint, base),
+                                   m.timepoint)
+            prep.labels = None
+        atomic_write_parquet(cells, cells_path(run_dir, m.well, m.field))
+        written.append({"well": m.well, "field": m.field, "n_cells": len(cells)})
 
     for well, field in items:
         try:
             t1 = time.perf_counter()
-            channels = processor.read_channels(tuple(_plate(params.plate).channels))
-            image, meta = read_field(params, well, int(field), channels)
-            n_missing[(well, int(field))] = missing_plane_count(
-                _plate(params.plate), well, int(field), params.timepoint,
-                None if channels is None else list(channels))
+            with stage("read"):
+                channels = processor.read_channels(tuple(_plate(params.plate).channels))
+                image, meta = read_field(params, well, int(field), channels)
+                n_missing[(well, int(field))] = missing_plane_count(
+                    _plate(params.plate), well, int(field), params.timepoint,
+                    None if channels is None else list(channels))
             t_read += time.perf_counter() - t1
             prep = processor.prepare(image, meta)
             del image
