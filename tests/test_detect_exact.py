@@ -241,6 +241,23 @@ def test_centroids_and_boxes_equal_scipy():
     assert boxes[0].tolist() == [sl[1].start, sl[0].start, sl[1].stop, sl[0].stop]
 
 
+def test_background_level_equals_median_reference():
+    """The sorted-once clipping gives np.median's numbers: odd and even sizes, ties, objects."""
+    from hcs.detect.background import _background_level_median, background_level
+
+    rng = np.random.default_rng(9)
+    images = [rng.normal(200, 7, shape).astype(np.float32)
+              for shape in ((64, 64), (65, 65), (9, 9), (2, 3))]
+    spots = rng.normal(50, 3, (120, 130)).astype(np.float32)
+    spots[rng.random(spots.shape) < 0.2] += 400  # bright objects: several clipping steps
+    images += [spots, np.round(spots / 10) * 10, ndi.gaussian_filter(_dim_vignetted(), 1.0)
+               .astype(np.float32)]
+    for image in images:
+        assert background_level(image) == _background_level_median(image)
+    med, sd = background_level(spots)
+    assert abs(med - 50) < 1 and 2 < sd < 4  # the objects were clipped away
+
+
 if __name__ == "__main__":  # print the digests of the code that is imported
     for case, (img, fn) in CASES.items():
         print(f"    {case!r}: {detections_digest(fn(img()))!r},")
