@@ -83,7 +83,10 @@ def _split_touching(
             continue
         d = np.where(comp, dist[sl], 0)
         peaks = comp & (d == ndi.maximum_filter(d, size=3))
-        lab, m = ndi.label(peaks, structure=np.ones((3, 3)))
+        if np.count_nonzero(peaks) == 1:  # one peak pixel: what ndi.label would return
+            lab, m = peaks.astype(np.int32), 1
+        else:
+            lab, m = ndi.label(peaks, structure=np.ones((3, 3)))
         if m > 1:
             if d.max() > prominence_px:
                 lab, m = ndi.label(_h_maxima(d, prominence_px) & comp, structure=np.ones((3, 3)))
