@@ -210,8 +210,8 @@ def test_pending_cluster_closed_when_plan_run_fails(plate, model, tmp_path, monk
 
 
 def test_cheap_errors_start_no_cluster(plate, model, tmp_path, monkeypatch):
-    """A model of another assay or a run folder that holds a run is refused before any
-    cluster starts."""
+    """A model of another assay, a --cell-channel the plate lacks or a run folder that holds a
+    run is refused before any cluster starts."""
     from hcs.engine import cluster
 
     def refuse(**kwargs):
@@ -220,6 +220,8 @@ def test_cheap_errors_start_no_cluster(plate, model, tmp_path, monkeypatch):
     monkeypatch.setattr(cluster, "PendingCluster", refuse)
     with pytest.raises(InputError, match="is not a model of assay cic"):
         plan_run(plate, "cic", model, tmp_path / "r", start_cluster=True)
+    with pytest.raises(InputError, match="--cell-channel GFP: .* has no channel 'GFP'"):
+        plan_run(plate, None, None, tmp_path / "r", cell_channel="GFP", start_cluster=True)
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "run.json").write_text("{}")
     from hcs.errors import OutputExistsError

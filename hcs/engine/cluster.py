@@ -164,7 +164,10 @@ def start_cluster(
                               "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
                                    processes=True, memory_limit=mem, resources=resources,
-                                   dashboard_address=None, **extra)
+                                   dashboard_address=None, **extra,
+                                   # the scheduler's HTTP routes (no dashboard) on a free port:
+                                   # no "Port 8787 is already in use" warning in the output
+                                   scheduler_kwargs={"dashboard_address": ":0"})
     client = Client(cluster)
     handle = ClusterHandle(client, cluster, {"GPU": 1} if n_gpus else None,
                            threads_per_worker=threads_per_worker, preload=bool(extra))

@@ -306,7 +306,7 @@ def plan_run(
     det = detector_info(detector)
     # every error that would hit each field the same way, before torch or a cluster starts
     preflight(pl, card, detector=det, nucleus_channel=options.nucleus_channel,
-              channel_map=dict(options.channels))
+              channel_map=dict(options.channels), cell_channel=options.cell_channel)
     params = options.engine_params(  # a learned detector by its absolute path: workers may
         str(plate_path), assay, str(folder) if folder else None, timepoint=tp,  # run elsewhere
         detector=det["path"] if det["kind"] == "learned" else detector)
