@@ -178,10 +178,11 @@ def test_worker_preload_failure_is_one_clear_error(plate, model, tmp_path):
     assert _children() <= before
 
 
-def test_pending_cluster_closed_when_plan_run_fails(plate, model, tmp_path, monkeypatch):
+def test_pending_cluster_closed_when_plan_run_fails(plate, model, tmp_path, monkeypatch,
+                                                    capfd):
     """plan_run starts the cluster once the cheap checks pass; when loading the model in this
     process then fails (corrupt weights), the cluster is closed before the error: no worker
-    process is left."""
+    process is left, and no worker logged a traceback (closed while still importing torch)."""
     import shutil
 
     from hcs.engine import cluster
@@ -207,6 +208,7 @@ def test_pending_cluster_closed_when_plan_run_fails(plate, model, tmp_path, monk
     assert handle.closed and handle.cluster.status.name == "closed"
     assert _children() <= before
     assert not (tmp_path / "run").exists()  # plan_run writes nothing
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_cheap_errors_start_no_cluster(plate, model, tmp_path, monkeypatch):

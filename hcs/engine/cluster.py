@@ -243,6 +243,14 @@ class PendingCluster:
             handle = self._future.result()
         except BaseException:  # noqa: BLE001 - the start failed: nothing was left running
             return
+        if handle.preload and not handle.closed:
+            # workers still importing torch answer late and log tracebacks when closed now
+            from hcs.engine.preload import wait_all
+
+            try:
+                handle.client.run(wait_all, 60)
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
         handle.close()
 
 

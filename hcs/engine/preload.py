@@ -27,7 +27,7 @@ from typing import Any
 
 import click
 
-__all__ = ["PRELOAD_MODULE", "dask_setup", "preload_status", "start", "wait"]
+__all__ = ["PRELOAD_MODULE", "dask_setup", "preload_status", "start", "wait", "wait_all"]
 
 #: What :func:`hcs.engine.cluster.start_cluster` passes as the workers' ``preload``.
 PRELOAD_MODULE = "hcs.engine.preload"
@@ -119,6 +119,19 @@ def wait(params_json: str, timeout: float | None = None) -> float | None:
     if load.error is not None:
         raise load.error
     return load.seconds
+
+
+def wait_all(timeout: float | None = None) -> int:
+    """Wait (at most ``timeout`` seconds in all) for every background load of this process to
+    end, whatever its outcome; the number still running. A worker closed while it loads
+    torch answers its heartbeats late and logs errors: the cluster waits for this first."""
+    deadline = None if timeout is None else time.perf_counter() + timeout
+    with _LOADS_LOCK:
+        loads = list(_LOADS.values())
+    for ld in loads:
+        if ld.thread is not None:
+            ld.thread.join(None if deadline is None else max(deadline - time.perf_counter(), 0))
+    return sum(1 for ld in loads if ld.thread is not None and ld.thread.is_alive())
 
 
 def preload_status() -> list[dict[str, Any]]:
