@@ -181,11 +181,12 @@ def test_worker_preload_failure_is_one_clear_error(plate, model, tmp_path):
 def test_pending_cluster_closed_when_plan_run_fails(plate, model, tmp_path, monkeypatch,
                                                     capfd):
     """plan_run starts the cluster once the cheap checks pass; when loading the model in this
-    process then fails (corrupt weights), the cluster is closed before the error: no worker
-    process is left, and no worker logged a traceback (closed while still importing torch)."""
-    import shutil
-
+    process then fails, the cluster is closed before the error: no worker process is left, and
+    no worker logged a traceback (closed while still importing torch)."""
     from hcs.engine import cluster
+
+    def fails(params):
+        raise InputError("the learned detector cannot be loaded")
 
     started: list[cluster.PendingCluster] = []
 
@@ -195,13 +196,10 @@ def test_pending_cluster_closed_when_plan_run_fails(plate, model, tmp_path, monk
             started.append(self)
 
     monkeypatch.setattr(cluster, "PendingCluster", Recorded)
-    work = tmp_path / "model"
-    shutil.copytree(model, work)
-    weights = work / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    monkeypatch.setattr(proc, "get_processor", fails)  # in this process only
     before = _children()
-    with pytest.raises(InputError, match="sha256 .* does not match"):
-        plan_run(plate, "livedead", work, tmp_path / "run", workers=1, gpus=0, labels=False,
+    with pytest.raises(InputError, match="learned detector cannot be loaded"):
+        plan_run(plate, "livedead", model, tmp_path / "run", workers=1, gpus=0, labels=False,
                  start_cluster=True)
     assert len(started) == 1 and started[0]._closed
     handle = started[0]._future.result()
@@ -212,8 +210,10 @@ def test_pending_cluster_closed_when_plan_run_fails(plate, model, tmp_path, monk
 
 
 def test_cheap_errors_start_no_cluster(plate, model, tmp_path, monkeypatch):
-    """A model of another assay, a --cell-channel the plate lacks or a run folder that holds a
-    run is refused before any cluster starts."""
+    """A model of another assay, a --cell-channel the plate lacks, weights that do not match
+    their card or a run folder that holds a run are refused before any cluster starts."""
+    import shutil
+
     from hcs.engine import cluster
 
     def refuse(**kwargs):
@@ -224,6 +224,12 @@ def test_cheap_errors_start_no_cluster(plate, model, tmp_path, monkeypatch):
         plan_run(plate, "cic", model, tmp_path / "r", start_cluster=True)
     with pytest.raises(InputError, match="--cell-channel GFP: .* has no channel 'GFP'"):
         plan_run(plate, None, None, tmp_path / "r", cell_channel="GFP", start_cluster=True)
+    work = tmp_path / "model"
+    shutil.copytree(model, work)
+    weights = work / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(InputError, match="sha256 .* does not match"):
+        plan_run(plate, "livedead", work, tmp_path / "r", start_cluster=True, labels=False)
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "run.json").write_text("{}")
     from hcs.errors import OutputExistsError

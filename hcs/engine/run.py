@@ -339,6 +339,13 @@ def plan_run(
     if start_cluster and scheduler is None:
         if card is not None and assay is not None:  # the model's assay, before torch loads it
             run_assay(assay, card)
+        if folder is not None:  # its weights' checksum too (a plain model folder)
+            from hcs.classify.ensemble import is_ensemble
+            from hcs.classify.features import is_features_folder
+            from hcs.classify.models import verify_weights
+
+            if not is_ensemble(folder) and not is_features_folder(folder):
+                verify_weights(folder, card.sha256)
         if run_dir.is_dir():  # --resume forgotten, another run's folder: before any cluster
             _prepare(run_dir, params, resume, record)
         if not resume or any(not cells_path(run_dir, w, f).exists() for w, f in fields):
