@@ -20,6 +20,11 @@ field, ``other`` = the rest of the loop's CPU); ``--loop-only`` runs just that l
     python benchmarks/engine.py [--wells 24] [--big-wells 96] [--fields 4] [--size 1080]
                                 [--fields-per-task 4] [--batch-size 64] [--keep DIR]
                                 [--loop-only] [--repeats 1]
+                                [--first-result N] [--first-result-only]
+
+Time to first result (issue 20): seconds from starting a run in a fresh process to its first
+cell table, main's sequential start-up (check the run, start the cluster, load the model on the
+workers) against the overlapped one of ``hcs run`` (docs/scaling.md "Start-up").
 """
 
 from __future__ import annotations
@@ -139,6 +144,59 @@ def engine(plate: Path, model: Path, out: Path, workers: int, fields_per_task: i
             "workers": workers, "task_s": busy / tasks["n_fields"].sum()}
 
 
+#: One run in a fresh process: ``now`` as ``hcs run`` does it (the cluster starts in the
+#: background while the main process checks the run, the workers load the model as they
+#: start), ``sequential`` as main did before (check, then start the cluster, then load).
+_FIRST_RESULT = """
+import sys, torch
+torch.set_num_threads(1)
+from hcs.engine.run import plan_run, run_planned
+plate, model, out, mode, workers = sys.argv[1:6]
+now = mode == "now"
+planned = plan_run(plate, "livedead", model, out, workers=int(workers), gpus=0, labels=False,
+                   start_cluster=now)
+run_planned([planned], progress=False, preload=now)
+"""
+
+
+def first_result(plate: Path, model: Path, out: Path, mode: str, workers: int = 2) -> dict:
+    """Seconds from starting a run in a fresh process to its first cell table written
+    (``cells/`` polled every 50 ms) and to its end, and the CPU seconds of all its processes
+    (main, scheduler, workers): ``mode`` ``now`` or ``sequential`` (:data:`_FIRST_RESULT`)."""
+    import resource
+    import subprocess
+
+    shutil.rmtree(out, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", _FIRST_RESULT, str(plate), str(model),
+                             str(out), mode, str(workers)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    first = None
+    while proc.poll() is None:
+        if first is None and any((out / "cells").glob("*/*.parquet")):
+            first = time.perf_counter() - t0
+        time.sleep(0.05)
+    total = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"first-result run ({mode}) failed")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    first = first if first is not None else total
+    return {"first": first, "total": total, "cpu": cpu, "load": os.getloadavg()[0]}
+
+
+def show_first_results(plate: Path, model: Path, work: Path, repeats: int) -> None:
+    """Time to the first field written, main's sequential start-up vs now, alternating."""
+    print(f"\ntime to first result ({repeats}x each, alternating; fresh process, 2 workers):")
+    print(f"{'':24s}{'first field s':>14s}{'run s':>8s}{'CPU s':>8s}{'load':>6s}")
+    for i in range(repeats):
+        for mode in ("sequential", "now"):
+            r = first_result(plate, model, work / f"first-{mode}", mode)
+            print(f"{mode + ' #' + str(i + 1):24s}{r['first']:14.1f}{r['total']:8.1f}"
+                  f"{r['cpu']:8.1f}{r['load']:6.1f}", flush=True)
+
+
 HEADER = (f"{'':34s}{'fields':>7s}{'cells':>8s}{'wall s':>8s}{'fields/s':>9s}{'cells/s':>9s}"
           f"{'vs 1w':>7s}{'field s':>8s}{'peak RSS MB':>12s}{'(at 1/4)':>9s}{'end RSS':>8s}"
           f"{'overhead':>9s}{'start s':>8s}")
@@ -165,11 +223,16 @@ def main() -> None:
     ap.add_argument("--loop-only", action="store_true",
                     help="Only the plain loop and its per-stage table (no engine runs)")
     ap.add_argument("--repeats", type=int, default=1, help="Plain-loop repeats (stage table)")
+    ap.add_argument("--first-result", type=int, default=2, metavar="N",
+                    help="Time to the first field written, N runs each of the sequential and "
+                         "the overlapped start-up (0: skip)")
+    ap.add_argument("--first-result-only", action="store_true",
+                    help="Only the time to first result, on the --wells plate")
     args = ap.parse_args()
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="hcs-bench-engine-"))
     work.mkdir(parents=True, exist_ok=True)
-    for old in ("loop", "w1", "w2", "big"):  # runs of an earlier --keep benchmark
+    for old in ("loop", "w1", "w2", "big", "first-now", "first-sequential"):  # earlier --keep
         shutil.rmtree(work / old, ignore_errors=True)
     print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
           f"(other processes share the CPUs: speed-ups are lower bounds)", flush=True)
@@ -179,6 +242,11 @@ def main() -> None:
     print(f"\nplate: {args.wells} wells x {args.fields} fields, {args.size} px, model "
           f"{args.arch}, batch {args.batch_size}, {args.fields_per_task} fields per task; "
           f"'vs 1w' = fields/s relative to the 1-worker engine run")
+    if args.first_result_only:
+        show_first_results(plate, model, work, max(args.first_result, 1))
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     print(HEADER, flush=True)
     rows = {}
     loops = []
@@ -204,6 +272,8 @@ def main() -> None:
         show(name, rows[name], rows["engine 1 worker"])
     print(f"loadavg now {os.getloadavg()[0]:.1f}")
     show_stages(loops)
+    if args.first_result:
+        show_first_results(plate, model, work, args.first_result)
     from hcs.engine.tasks import _peak_rss_bytes
 
     print("peak RSS = the worker's own VmHWM. ru_maxrss, which a spawned worker inherits from "

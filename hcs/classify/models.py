@@ -317,6 +317,27 @@ class LoadedModel:
         return f"LoadedModel({c.name!r}, {c.architecture}, classes={c.classes})"
 
 
+def verify_weights(folder: str | Path, sha256: str) -> Path:
+    """``folder/model.safetensors``, after checking its sha256 against the card's ``sha256``
+    (cheap: no torch; :func:`read_verified_weights` then reads it).
+
+    Raises
+    ------
+    InputError
+        The weights file is missing or its digest differs from the card's.
+    """
+    weights = Path(folder) / WEIGHTS
+    if not weights.is_file():
+        raise InputError(f"{weights}: weights file not found")
+    digest = sha256_file(weights)
+    if digest != sha256:
+        raise InputError(
+            f"{weights}: sha256 {digest[:12]}... does not match model.yaml "
+            f"({sha256[:12] or 'missing'}...); the weights or the card were changed"
+        )
+    return weights
+
+
 def read_verified_weights(folder: str | Path, sha256: str) -> dict[str, Any]:
     """The tensors of ``folder/model.safetensors`` after checking its sha256 against the card's.
 
@@ -340,15 +361,7 @@ def read_verified_weights(folder: str | Path, sha256: str) -> dict[str, Any]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    weights = Path(folder) / WEIGHTS
-    if not weights.is_file():
-        raise InputError(f"{weights}: weights file not found")
-    digest = sha256_file(weights)
-    if digest != sha256:
-        raise InputError(
-            f"{weights}: sha256 {digest[:12]}... does not match model.yaml "
-            f"({sha256[:12] or 'missing'}...); the weights or the card were changed"
-        )
+    weights = verify_weights(folder, sha256)
     try:
         return load_file(str(weights))
     except (SafetensorError, OSError) as exc:

@@ -4,11 +4,17 @@ GPUs are a Dask *resource*: each GPU worker advertises ``GPU=1`` and every field
 runs the model) asks for one, so a worker never runs two inferences on its GPU at once. With no
 GPU everything runs on plain CPU workers. ``dask-cuda``'s ``LocalCUDACluster`` (one worker per
 GPU, each pinned with ``CUDA_VISIBLE_DEVICES``) is used for ``--gpus`` > 1 when installed.
+
+Start-up: the workers of the embedded ``LocalCluster`` load the model while the cluster starts
+(``preload_params``, :mod:`hcs.engine.preload`), and :class:`PendingCluster` starts the cluster in
+a background thread while the main process still checks the run (:func:`hcs.engine.run.plan_run`).
 """
 
 from __future__ import annotations
 
 import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +22,7 @@ import psutil
 
 from hcs.errors import InputError
 
-__all__ = ["ClusterHandle", "count_gpus", "describe_cluster", "start_cluster"]
+__all__ = ["ClusterHandle", "PendingCluster", "count_gpus", "describe_cluster", "start_cluster"]
 
 
 def count_gpus() -> int:
@@ -59,8 +65,14 @@ class ClusterHandle:
     resources: dict[str, float] | None
     description: dict[str, Any] = field(default_factory=dict)
     threads_per_worker: int = 1
+    preload: bool = False  # the workers load the model at start (hcs.engine.preload)
+    closed: bool = field(default=False, repr=False)
 
     def close(self) -> None:
+        """Close the client and the cluster it owns (once; later calls do nothing)."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             self.client.close()
         finally:
@@ -73,6 +85,7 @@ def start_cluster(
     threads_per_worker: int = 1,
     scheduler: str | None = None,
     gpus: str | int = "auto",
+    preload_params: str | None = None,
 ) -> ClusterHandle:
     """Connect to ``scheduler`` or start a LocalCluster sized to this machine.
 
@@ -88,6 +101,11 @@ def start_cluster(
         are (start GPU workers with ``--resources GPU=1``).
     gpus
         ``auto``, ``0`` (CPU only) or the number of GPUs to use.
+    preload_params
+        ``EngineParams.model_dump_json()``: every worker of an embedded ``LocalCluster`` starts
+        building its processor as soon as its process starts (:mod:`hcs.engine.preload`;
+        ``handle.preload`` is then True). Ignored with ``scheduler`` (its workers exist
+        already) and with ``LocalCUDACluster``.
     """
     from distributed import Client, LocalCluster
 
@@ -120,6 +138,7 @@ def start_cluster(
         workers = n_gpus or max(1, cpus // threads_per_worker)
     mem = int(psutil.virtual_memory().total / workers)
     kind = "LocalCluster"
+    extra: dict[str, Any] = {}  # LocalCluster's preload arguments
     if n_gpus > 1:
         try:
             from dask_cuda import LocalCUDACluster
@@ -135,17 +154,104 @@ def start_cluster(
         import dask
 
         resources = {"GPU": 1} if n_gpus else None
-        # a field that kills its worker (out of memory) is given up after one retry, not three
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        if preload_params:
+            extra = _preload_kwargs(preload_params)
+        # a field that kills its worker (out of memory) is given up after one retry, not three;
+        # no MALLOC_TRIM_THRESHOLD_ (Dask's default 65536 for workers): setting it turns off
+        # glibc's adaptive mmap threshold, so every large array is a fresh mmap, and a field
+        # took 1.35x the CPU for the same peak RSS (docs/scaling.md "Start-up")
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1,
+                              "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
                                    processes=True, memory_limit=mem, resources=resources,
-                                   dashboard_address=None)
+                                   dashboard_address=None, **extra,
+                                   # the scheduler's HTTP routes (no dashboard) on a free port:
+                                   # no "Port 8787 is already in use" warning in the output
+                                   scheduler_kwargs={"dashboard_address": ":0"})
     client = Client(cluster)
     handle = ClusterHandle(client, cluster, {"GPU": 1} if n_gpus else None,
-                           threads_per_worker=threads_per_worker)
+                           threads_per_worker=threads_per_worker, preload=bool(extra))
     handle.description = describe_cluster(client, kind, None)
     handle.description["gpus"] = n_gpus
     return handle
+
+
+def _preload_kwargs(params_json: str) -> dict[str, Any]:
+    """LocalCluster's ``preload``/``preload_argv``: the worker preloads of the Dask config (if
+    any) followed by :mod:`hcs.engine.preload` with ``--params params_json``."""
+    import dask
+
+    from hcs.engine.preload import PRELOAD_MODULE
+
+    preload = dask.config.get("distributed.worker.preload") or []
+    preload = [preload] if isinstance(preload, str) else list(preload)
+    argv = list(dask.config.get("distributed.worker.preload-argv") or [])
+    if not argv or isinstance(argv[0], str):  # one argv for every configured preload
+        argv = [argv] * len(preload)
+    return {"preload": preload + [PRELOAD_MODULE],
+            "preload_argv": argv + [["--params", params_json]]}
+
+
+class PendingCluster:
+    """:func:`start_cluster` running in a background thread, so that the cluster (and, with
+    ``preload_params``, the model on its workers) starts while this process goes on.
+
+    Parameters
+    ----------
+    **kwargs
+        :func:`start_cluster`'s arguments.
+
+    Examples
+    --------
+    >>> pending = PendingCluster(workers=1, gpus=0)  # doctest: +SKIP
+    >>> handle = pending.result()  # doctest: +SKIP
+    >>> pending.close()  # doctest: +SKIP
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        # import Dask here, not in the thread: its config defaults are then in place before
+        # this process's own dask.config.set blocks (one that creates the "distributed" key
+        # while the thread imports distributed would delete all its defaults on exit)
+        import distributed  # noqa: F401
+
+        self.started = time.perf_counter()
+        self.ready: float | None = None  # perf_counter when the start ended (None: running)
+        self._closed = False
+        pool = ThreadPoolExecutor(1, thread_name_prefix="hcs-cluster-start")
+        self._future: Future[ClusterHandle] = pool.submit(self._start, kwargs)
+        pool.shutdown(wait=False)
+
+    def _start(self, kwargs: dict[str, Any]) -> ClusterHandle:
+        try:
+            return start_cluster(**kwargs)
+        finally:
+            self.ready = time.perf_counter()
+
+    def result(self) -> ClusterHandle:
+        """The started cluster (waits for the start to end; re-raises its error)."""
+        if self._closed:
+            raise RuntimeError("the pending cluster was closed")
+        return self._future.result()
+
+    def close(self) -> None:
+        """Close the cluster: waits for its start to end first (a process being spawned cannot
+        be stopped half way), then closes it; a failed start has nothing to close. Once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            handle = self._future.result()
+        except BaseException:  # noqa: BLE001 - the start failed: nothing was left running
+            return
+        if handle.preload and not handle.closed:
+            # workers still importing torch answer late and log tracebacks when closed now
+            from hcs.engine.preload import wait_all
+
+            try:
+                handle.client.run(wait_all, 60)
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+        handle.close()
 
 
 def _sum_resources(workers: Any) -> dict[str, float]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from hcs.errors import InputError
 
-__all__ = ["card_assay", "load_classifier", "model_card", "plate_channel_for"]
+__all__ = ["card_assay", "load_classifier", "model_card", "plate_channel_for", "run_assay"]
 
 # role -> pattern of plate channel names playing it
 _ROLE_PATTERNS: dict[str, str] = {
@@ -144,3 +144,18 @@ def card_assay(name: str | None, card: Any) -> Any:
     return assay_from_dict({"name": card.assay, "classes": list(card.classes),
                             "channels": [c.name for c in card.channels] or ["nucleus"]},
                            f"model {card.name}")
+
+
+def run_assay(name: str | None, card: Any) -> Any:
+    """:func:`card_assay`, refused unless the model classifies exactly that assay's classes.
+
+    Raises
+    ------
+    InputError
+        An unknown assay, or a model of another assay.
+    """
+    assay = card_assay(name, card)
+    if card.assay != assay.name or set(card.classes) != set(assay.classes):
+        raise InputError(f"model {card.name} ({card.assay}: {card.classes}) is not a model "
+                         f"of assay {assay.name} ({list(assay.classes)})")
+    return assay

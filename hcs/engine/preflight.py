@@ -47,6 +47,7 @@ def preflight(
     detector: dict[str, Any] | None = None,
     nucleus_channel: str | int | None = None,
     channel_map: dict[str, str] | None = None,
+    cell_channel: str | None = None,
     pixel_fix: str = "convert it again with --pixel-size UM",
 ) -> None:
     """Refuse a run that would fail on every field, with one line naming the fix.
@@ -64,15 +65,17 @@ def preflight(
         roles too); default: a classical method.
     nucleus_channel, channel_map
         As ``hcs run --nucleus-channel`` / ``--channels`` (role -> plate channel name or index).
+    cell_channel
+        As ``hcs run --cell-channel`` (``NAME[:cytoplasm|:membrane]``).
     pixel_fix
         How to give a missing pixel size (the plate's: convert again; an export's: the option).
 
     Raises
     ------
     InputError
-        No pixel size; a ``--channels`` or ``--nucleus-channel`` entry naming a channel the
-        plate lacks, or a role neither the model nor the detector takes; a model (or detector)
-        input the plate has no channel for.
+        No pixel size; a ``--channels``, ``--nucleus-channel`` or ``--cell-channel`` entry
+        naming a channel the plate lacks, or a role neither the model nor the detector
+        takes; a model (or detector) input the plate has no channel for.
 
     Examples
     --------
@@ -114,6 +117,13 @@ def preflight(
             nucleus_channel_index(channels, nucleus_channel)
         except InputError:
             raise InputError(f"--nucleus-channel {nucleus_channel}: {name} has no such channel "
+                             f"(its channels: {shown})") from None
+    if cell_channel:
+        want = str(cell_channel).split(":")[0].strip()
+        try:
+            nucleus_channel_index(channels, want)
+        except InputError:
+            raise InputError(f"--cell-channel {cell_channel}: {name} has no channel {want!r} "
                              f"(its channels: {shown})") from None
     for who, needed in ((f"model {getattr(card, 'name', None)}", roles),
                         (f"detector {(detector or {}).get('name')}", det_roles)):

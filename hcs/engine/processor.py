@@ -239,7 +239,7 @@ class PipelineProcessor:
         import torch
 
         from hcs.engine.detector import load_engine_detector
-        from hcs.engine.model import card_assay, load_classifier, model_card
+        from hcs.engine.model import load_classifier, model_card, run_assay
 
         self.params = params
         torch.set_num_threads(params.torch_threads)
@@ -260,11 +260,8 @@ class PipelineProcessor:
         if params.assay is None:
             raise InputError(f"model {params.model}: a run with a model needs its assay")
         folder, card = model_card(params.model)
-        self.assay = card_assay(params.assay, card)
+        self.assay = run_assay(params.assay, card)
         self.rule = self.assay.rule
-        if card.assay != self.assay.name or set(card.classes) != set(self.assay.classes):
-            raise InputError(f"model {card.name} ({card.assay}: {card.classes}) is not a model "
-                             f"of assay {self.assay.name} ({list(self.assay.classes)})")
         spec = self.assay.inputs
         self._known = {c.name: c.rescale for c in spec.channels + spec.optional_channels}
         self.roles = [c.name for c in card.channels]

@@ -210,7 +210,7 @@ def run_plate(
         wells=wells, batch_size=batch_size, nucleus_channel=nucleus_channel,
         channel_map=channel_map, seed=seed, timepoint=timepoint,
         fields_per_task=fields_per_task, measure=measure, labels=labels,
-        cell_channel=cell_channel)], progress=progress)[0]
+        cell_channel=cell_channel, start_cluster=True)], progress=progress)[0]
 
 
 @dataclass
@@ -226,6 +226,7 @@ class PlannedRun:
     fields_per_task: int
     cluster: dict[str, Any]  # start_cluster's arguments
     card: Any = None  # the model card (for the model-domain check after the run)
+    pending: Any = None  # a PendingCluster started by plan_run(start_cluster=True), or None
 
 
 def plan_run(
@@ -250,9 +251,18 @@ def plan_run(
     measure: str = "basic",
     labels: bool = True,
     cell_channel: str | None = None,
+    start_cluster: bool = False,
 ) -> PlannedRun:
-    """Check a run and build its provenance record, before anything is written or a cluster
-    starts (the arguments of :func:`run_plate`, without ``progress``).
+    """Check a run and build its provenance record, before anything is written (the arguments
+    of :func:`run_plate`, without ``progress``).
+
+    ``start_cluster``: once the cheap checks have passed (options, plate, model card,
+    :func:`hcs.engine.preflight.preflight`, the run folder) and some field is left to do, start
+    the embedded cluster in the background (:class:`hcs.engine.cluster.PendingCluster`, its
+    workers loading the model as they start, :mod:`hcs.engine.preload`) while this process
+    loads the model itself to check it; ``PlannedRun.pending`` holds it for
+    :func:`run_planned`, which closes it in every case. If a later check fails, the cluster is
+    closed before the error is raised. Ignored with ``scheduler`` (an external cluster).
 
     Raises
     ------
@@ -261,7 +271,7 @@ def plan_run(
     """
     from hcs import __version__
     from hcs.engine.detector import detector_info
-    from hcs.engine.model import model_card
+    from hcs.engine.model import model_card, run_assay
     from hcs.engine.preflight import preflight
     from hcs.engine.processor import get_processor
     from hcs.io.omezarr import open_plate
@@ -296,13 +306,11 @@ def plan_run(
     det = detector_info(detector)
     # every error that would hit each field the same way, before torch or a cluster starts
     preflight(pl, card, detector=det, nucleus_channel=options.nucleus_channel,
-              channel_map=dict(options.channels))
+              channel_map=dict(options.channels), cell_channel=options.cell_channel)
     params = options.engine_params(  # a learned detector by its absolute path: workers may
         str(plate_path), assay, str(folder) if folder else None, timepoint=tp,  # run elsewhere
         detector=det["path"] if det["kind"] == "learned" else detector)
-    get_processor(params)  # validate assay/model/detector here, before any cluster starts
     fields = list_fields(pl, wells)
-    read = get_processor(params).read_channels(tuple(pl.channels)) if pl.channels else None
     record: dict[str, Any] = {
         "hcs_version": __version__, "status": "running", "plate": str(plate_path),
         "plate_name": str(pl.name or plate_path.name),
@@ -316,8 +324,7 @@ def plan_run(
         "cell_channel": options.cell_channel,
         "nucleus_channel": nucleus_channel, "channel_map": dict(params.channel_map),
         "timepoint": tp, "timepoints_in_plate": int(pl.shape[0]),
-        "channels_read": [pl.channels[i] for i in read] if read is not None else None,
-        "fields_missing_planes": fields_missing_planes(pl, fields, tp, read),
+        "channels_read": None, "fields_missing_planes": [],  # after loading the model below
         "parameters": {"batch_size": batch_size, "fields_per_task": fields_per_task,
                        "seed": seed, "wells": wells, "threads_per_worker": threads_per_worker,
                        "gpus": str(gpus), "resume": resume},
@@ -326,17 +333,52 @@ def plan_run(
     defn = (getattr(card, "training", None) or {}).get("assay_definition") if card else None
     if isinstance(defn, dict):  # a user-defined assay: aggregate and report read it here
         record["assay_definition"] = defn
+    cluster = {"workers": workers, "threads_per_worker": threads_per_worker,
+               "scheduler": scheduler, "gpus": gpus}
+    pending = None
+    if start_cluster and scheduler is None:
+        if card is not None and assay is not None:  # the model's assay, before torch loads it
+            run_assay(assay, card)
+        if folder is not None:  # its weights' checksum too (a plain model folder)
+            from hcs.classify.ensemble import is_ensemble
+            from hcs.classify.features import is_features_folder
+            from hcs.classify.models import verify_weights
+
+            if not is_ensemble(folder) and not is_features_folder(folder):
+                verify_weights(folder, card.sha256)
+        if run_dir.is_dir():  # --resume forgotten, another run's folder: before any cluster
+            _prepare(run_dir, params, resume, record)
+        if not resume or any(not cells_path(run_dir, w, f).exists() for w, f in fields):
+            from hcs.engine.cluster import PendingCluster
+
+            pending = PendingCluster(**cluster, preload_params=params.model_dump_json())
+    try:
+        # validate assay/model/detector in this process (while the cluster starts)
+        read = get_processor(params).read_channels(tuple(pl.channels)) if pl.channels else None
+        record["channels_read"] = [pl.channels[i] for i in read] if read is not None else None
+        record["fields_missing_planes"] = fields_missing_planes(pl, fields, tp, read)
+    except BaseException:
+        if pending is not None:
+            pending.close()
+        raise
     return PlannedRun(plate_path, run_dir, params, fields, record, resume, fields_per_task,
-                      {"workers": workers, "threads_per_worker": threads_per_worker,
-                       "scheduler": scheduler, "gpus": gpus}, card)
+                      cluster, card, pending)
 
 
-def run_planned(runs: list[PlannedRun], progress: bool = True) -> list[RunSummary]:
+def run_planned(runs: list[PlannedRun], progress: bool = True, *,
+                preload: bool = True) -> list[RunSummary]:
     """Run planned runs on ONE cluster (started with the first run's cluster arguments), with
     the fields of all of them submitted together (:func:`hcs.engine.schedule.execute_runs`):
     a screen's plates share the cluster start-up and the model loading, and no worker idles
     between plates. Each run keeps its own folder, lock, ``run.json`` and
     ``failures.parquet``; one run behaves exactly as :func:`run_plate`.
+
+    The cluster is the one :func:`plan_run` started in the background (``PlannedRun.pending``),
+    else it starts here; either way its workers build the processor of the first run with
+    fields to do as they start (:mod:`hcs.engine.preload`) unless ``preload`` is False (the
+    model is then loaded once the cluster has started: the sequential start-up, for
+    benchmarks). Tasks are submitted once every worker holds the model
+    (``warmup_seconds``: the time waited for that after the cluster was up).
     """
     from contextlib import ExitStack
 
@@ -352,7 +394,11 @@ def run_planned(runs: list[PlannedRun], progress: bool = True) -> list[RunSummar
         raise InputError("two runs of one call write the same run folder")
     summaries: list[RunSummary] = []
     jobs: list[RunJob] = []
+    pending = next((r.pending for r in runs if r.pending is not None), None)
     with ExitStack() as stack:
+        for r in runs:  # closed in every case, last (a ClusterHandle closes once)
+            if r.pending is not None:
+                stack.callback(r.pending.close)
         for r in runs:
             r.run_dir.mkdir(parents=True, exist_ok=True)
             stack.enter_context(RunLock(r.run_dir))
@@ -366,12 +412,24 @@ def run_planned(runs: list[PlannedRun], progress: bool = True) -> list[RunSummar
                                         missing_planes=r.record["fields_missing_planes"]))
             jobs.append(RunJob(r.params, r.run_dir, todo, summaries[-1]))
         any_todo = any(j.todo for j in jobs)
+        first = next((j.params for j in jobs if j.todo), None)
         t_start = time.perf_counter()
-        handle = start_cluster(**runs[0].cluster) if any_todo else None
-        started = round(time.perf_counter() - t_start, 3)
+        handle = None
+        if any_todo and pending is not None:  # started by plan_run, while it checked the run
+            handle = pending.result()
+        elif any_todo:
+            handle = start_cluster(**runs[0].cluster, preload_params=(
+                first.model_dump_json() if preload and first is not None else None))
+        started = round(time.perf_counter() - t_start, 3)  # waited here for the cluster
+        background = None
+        if handle is not None and pending is not None and pending.ready is not None:
+            background = round(pending.ready - pending.started, 3)
         for r, j in zip(runs, jobs, strict=True):
-            r.record["cluster"] = handle.description if handle and j.todo else None
-            r.record["cluster_start_seconds"] = started if handle and j.todo else None
+            on = bool(handle and j.todo)
+            r.record["cluster"] = handle.description if on else None
+            r.record["cluster_start_seconds"] = started if on else None
+            r.record["cluster_started_in_background_seconds"] = background if on else None
+            r.record["model_preloaded"] = bool(on and handle.preload)  # type: ignore[union-attr]
             r.record["plates_on_cluster"] = len([x for x in jobs if x.todo])
             _write_json(r.run_dir / "run.json", r.record)
         t0 = time.perf_counter()
@@ -381,9 +439,11 @@ def run_planned(runs: list[PlannedRun], progress: bool = True) -> list[RunSummar
                 # torch and the model once per worker, with the first run's parameters; the
                 # other plates' processors reuse the loaded model (cached per process by
                 # folder and checksum), built in their first task
-                warm = _warm_up(handle.client, next(j for j in jobs if j.todo).params)
-                for s in summaries:
+                # with the preload the workers are loading it already: this waits for them
+                warm, loads = _warm_up(handle.client, next(j for j in jobs if j.todo).params)
+                for r, s in zip(runs, summaries, strict=True):
                     s.warmup_seconds = warm
+                    r.record["worker_model_load_seconds"] = loads
                 t0 = time.perf_counter()
                 execute_runs(handle, [j for j in jobs if j.todo], progress, as_completed,
                              runs[0].fields_per_task)
@@ -475,21 +535,30 @@ flagged in the cell tables and wells.parquet, excluded from statistics): A03 fie
             f"wells.parquet, excluded from statistics): {named}{more}")
 
 
-def _build_processor(params: dict) -> str:
+def _build_processor(params: dict) -> dict[str, Any]:
+    """On a worker: its processor for ``params``, waiting for (and raising the error of) the
+    worker's preload of them if it has one; its device and the preload's seconds."""
+    from hcs.engine.preload import wait
     from hcs.engine.processor import get_processor
 
-    return get_processor(EngineParams(**params)).device  # type: ignore[attr-defined]
+    p = EngineParams(**params)
+    loaded = wait(p.model_dump_json())
+    return {"device": get_processor(p).device, "preload_seconds": loaded}
 
 
-def _warm_up(client: Any, params: EngineParams) -> float:
-    """Build the processor (import torch, load the model) on every worker, once, up front."""
+def _warm_up(client: Any, params: EngineParams) -> tuple[float, list[float | None]]:
+    """Build the processor (import torch, load the model) on every worker, once, up front, or
+    wait for the workers' preloads to finish; seconds waited and each worker's preload seconds
+    (None: built here, no preload)."""
     t0 = time.perf_counter()
     try:
-        client.run(_build_processor, params.model_dump())
+        done = client.run(_build_processor, params.model_dump())
     except Exception as exc:
         raise InputError(f"a worker could not load the model: {type(exc).__name__}: {exc}"
                          ) from None
-    return time.perf_counter() - t0
+    loads = [None if d["preload_seconds"] is None else round(d["preload_seconds"], 3)
+             for _, d in sorted(done.items())]
+    return time.perf_counter() - t0, loads
 
 
 def summary_text(s: RunSummary) -> str:
