@@ -415,6 +415,8 @@ def _model_probs(run_dir: Path, cells: pd.DataFrame, model: str, channels: dict[
         raise InputError(f"--model {model}: not a model folder hcs annotate can run; annotate a "
                          "run made with it (hcs run PLATE --model MODEL), whose p_* columns are "
                          "then used")
+    if getattr(card, "kind", None) == "features":  # from the run's measurements, as hcs run
+        return _features_probs(run_dir, cells, folder, card, channels, plate), list(card.classes)
     from hcs.classify.infer import predict_proba
     from hcs.engine.model import load_classifier
 
@@ -422,6 +424,26 @@ def _model_probs(run_dir: Path, cells: pd.DataFrame, model: str, channels: dict[
     crops = cell_crops(run_dir, cells, spec, channels, plate=plate, timepoint=timepoint)
     net = load_classifier(folder, card.card_sha256)
     return predict_proba(net, crops, 64, "cpu"), list(card.classes)
+
+
+def _features_probs(run_dir: Path, cells: pd.DataFrame, folder: Path, card: Any,
+                    channels: dict[str, str], plate: Path) -> np.ndarray:
+    """A features model's probabilities of ``cells`` from the run's measurement columns (its
+    channel roles matched to plate channels as ``hcs run`` matches them)."""
+    from hcs.engine.model import load_classifier, plate_channel_for
+    from hcs.io.omezarr import open_plate
+
+    names = [str(c) for c in open_plate(plate).channels]
+    cols = card.columns({c.name: names[plate_channel_for(c.name, names, channels)]
+                         for c in card.channels})
+    key = ["well", "field", "cell_id"]
+    table = read_run_cells(run_dir, cols)
+    missing = [c for c in cols if c not in table]
+    if missing:
+        raise InputError(f"--model {folder}: a features model needs measurement {missing[0]!r}, "
+                         f"which run {run_dir} does not hold (hcs run --measure basic|full)")
+    x = cells[key].merge(table[key + cols], on=key, how="left")[cols].to_numpy(np.float64)
+    return load_classifier(folder, card.card_sha256).predict_proba(x)
 
 
 def prepare_session(

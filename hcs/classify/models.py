@@ -186,7 +186,9 @@ def create_classifier(
     Parameters
     ----------
     architecture
-        Any timm model name (``resnet18``, ``resnet10t``, ``efficientnet_b0`` ...).
+        Any timm model name (``resnet18``, ``resnet10t``, ``efficientnet_b0`` ...) or hcs's own
+        ``hcs_smallcnn`` (:mod:`hcs.classify.smallcnn`, registered with timm here, so every
+        load of a model folder, on a Dask worker too, knows it).
     n_classes, in_chans
         Output classes and input channels (timm adapts the first convolution).
     drop_rate
@@ -202,6 +204,8 @@ def create_classifier(
     (2, 0.25, 1)
     """
     import timm
+
+    import hcs.classify.smallcnn  # noqa: F401  (registers hcs_smallcnn with timm)
 
     if architecture not in timm.list_models() and not timm.is_model(architecture):
         raise InputError(f"unknown timm architecture {architecture!r}")

@@ -67,7 +67,10 @@ def train_classifier_cmd(
         "z", "--view", help="With --truth on a z-stack plate: the max projection to crop, "
         "z (top) | y | x (side views)."
     ),
-    arch: str = typer.Option("resnet10t", "--arch", help="timm architecture."),
+    arch: str = typer.Option(
+        None, "--arch", help="timm architecture [default: resnet10t; with --labels: "
+        "hcs_smallcnn, a small plain CNN]."
+    ),
     pretrained: str = typer.Option(None, "--pretrained", help="Local timm weight file."),
     crop_size: int = typer.Option(None, "--crop-size", help="Crop side (default: assay's)."),
     margin: float = typer.Option(None, "--margin", help="Context margin (fraction of box)."),
@@ -76,13 +79,17 @@ def train_classifier_cmd(
         "sees (features: their measurements only, shape always). Otherwise the number of input "
         "channels: 1 = grey (RGB converted), 3 = RGB; default: as in the images."
     ),
-    epochs: int = typer.Option(30, "--epochs"),
+    epochs: int = typer.Option(None, "--epochs", help="[default: 30; with --labels: 20]"),
     max_steps: int = typer.Option(
         None, "--max-steps", help="Cap on batches per epoch (default: one pass over the data)."
     ),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    batch_size: int = typer.Option(
+        None, "--batch-size", help="[default: 64; with --labels: 32, at most 1/8 of the "
+        "training cells]"
+    ),
     optimizer: str = typer.Option("adam", "--optimizer", help="adam | sgd"),
-    lr: float = typer.Option(1e-3, "--lr"),
+    lr: float = typer.Option(None, "--lr", help="Learning rate [default: 0.001; with --labels: "
+                             "0.003]."),
     weight_decay: float = typer.Option(1e-4, "--weight-decay"),
     drop_rate: float = typer.Option(0.25, "--dropout", help="Dropout before the head."),
     patience: int = typer.Option(6, "--patience", help="Early-stopping patience (epochs)."),
@@ -93,7 +100,9 @@ def train_classifier_cmd(
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Held-out images."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Validation images."),
     seed: int = typer.Option(0, "--seed", help="Split, sampling and init seed."),
-    threads: int = typer.Option(2, "--threads", help="CPU threads for torch."),
+    threads: int = typer.Option(
+        None, "--threads", help="CPU threads for torch [default: 2; with --labels: 1]."
+    ),
     checkpoint_dir: str = typer.Option(None, "--checkpoint-dir", help="Per-epoch checkpoints."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --checkpoint-dir."),
     data_name: str = typer.Option(None, "--data-name", help="Training data name (card)."),
@@ -107,15 +116,20 @@ def train_classifier_cmd(
 
     from hcs.errors import InputError
     from hcs.train.loop import TrainConfig
+    from hcs.train.own import labels_cnn_config
     from hcs.train.pipeline import train_model
 
+    # options left out (None) take the path's default: the labels path's small CNN schedule
+    # (hcs.train.own.LABELS_CNN_SETTINGS) or TrainConfig's for the other sources
+    given = dict(architecture=arch, pretrained=pretrained, epochs=epochs, batch_size=batch_size,
+                 optimizer=optimizer, lr=lr, weight_decay=weight_decay, drop_rate=drop_rate,
+                 patience=patience, seed=seed, threads=threads, weighted_sampling=weighted,
+                 max_steps=max_steps)
     try:
-        config = TrainConfig(
-            architecture=arch, pretrained=pretrained, epochs=epochs, batch_size=batch_size,
-            optimizer=optimizer, lr=lr, weight_decay=weight_decay, drop_rate=drop_rate,
-            patience=patience, seed=seed, threads=threads, weighted_sampling=weighted,
-            max_steps=max_steps,
-        )
+        if labels is not None or run is not None:
+            config = labels_cnn_config(**given)
+        else:
+            config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         err = exc.errors()[0]
         raise InputError(f"--{err['loc'][0]}: {err['msg']}") from None
@@ -333,7 +347,8 @@ def train_detector_cmd(
     test_fraction: float = typer.Option(0.2, "--test-fraction"),
     epochs: int = typer.Option(20, "--epochs"),
     batch_size: int = typer.Option(8, "--batch-size"),
-    lr: float = typer.Option(1e-3, "--lr"),
+    lr: float = typer.Option(None, "--lr", help="Learning rate [default: 0.001; with --labels: "
+                             "0.003]."),
     weight_decay: float = typer.Option(1e-4, "--weight-decay"),
     crop: int = typer.Option(None, "--crop", help="Train on random crops of this side (px)."),
     max_steps: int = typer.Option(None, "--max-steps", help="Cap on steps per epoch."),

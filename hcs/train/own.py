@@ -27,11 +27,35 @@ import pandas as pd
 
 from hcs.errors import InputError, OutputExistsError
 
-__all__ = ["LABEL_COLUMNS", "cross_validate", "figures_table", "group_balanced_accuracy_ci",
-           "read_labels", "train_on_labels", "truth_labels"]
+__all__ = ["LABELS_CNN_SETTINGS", "LABEL_COLUMNS", "cross_validate", "figures_table",
+           "group_balanced_accuracy_ci", "labels_cnn_config", "read_labels", "train_on_labels",
+           "truth_labels"]
 
 LABEL_COLUMNS = ("plate", "well", "field", "cell_id", "label", "annotator", "time")
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+#: the ``cnn`` kind's defaults for 50-300 labels (docs/classification.md): the small plain CNN
+#: (:mod:`hcs.classify.smallcnn`), a fixed short schedule, 1 torch thread. Cross-validation
+#: and the learning curve fit 4 x folds + 1 models, so one fit must take seconds, not minutes.
+LABELS_CNN_SETTINGS: dict[str, Any] = {"architecture": "hcs_smallcnn", "epochs": 20,
+                                       "batch_size": 32, "optimizer": "adam", "lr": 3e-3,
+                                       "threads": 1}
+
+
+def labels_cnn_config(**settings: Any) -> Any:
+    """The :class:`hcs.train.loop.TrainConfig` of the ``cnn`` kind on labels:
+    :data:`LABELS_CNN_SETTINGS` updated with ``settings`` (``None`` values: the default).
+
+    Examples
+    --------
+    >>> c = labels_cnn_config(epochs=None, architecture="resnet10t")
+    >>> c.architecture, c.epochs, c.threads
+    ('resnet10t', 20, 1)
+    """
+    from hcs.train.loop import TrainConfig
+
+    given = {k: v for k, v in settings.items() if v is not None}
+    return TrainConfig(**{**LABELS_CNN_SETTINGS, **given})
 
 
 def read_labels(path: str | Path) -> pd.DataFrame:
@@ -260,7 +284,8 @@ def train_on_labels(
     from_model
         ``cnn``: a model folder to fine-tune (a new head when its classes differ).
     config
-        ``cnn``: :class:`hcs.train.loop.TrainConfig`.
+        ``cnn``: :class:`hcs.train.loop.TrainConfig` (default: :func:`labels_cnn_config`, the
+        small CNN on a short schedule).
     folds, seed, n_boot
         Cross-validation folds (grouped by well), seed, bootstrap resamples of the CI.
     fractions
@@ -446,7 +471,6 @@ class _CnnFitter:
                  assay_def: dict[str, Any] | None, from_model: Any, from_card: Any,
                  config: Any, log: Callable[[str], None]) -> None:
         from hcs.annotate.cells import CropSpec, cell_crops
-        from hcs.train.loop import TrainConfig
 
         if from_card is not None:
             spec = CropSpec.from_card(from_card)
@@ -464,7 +488,7 @@ class _CnnFitter:
             c for c in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1") if c in cells]],
             spec, mapping)
         self.classes = classes
-        self.config = config or TrainConfig()
+        self.config = config or labels_cnn_config()
         if from_card is not None:
             self.config = self.config.model_copy(update={"architecture":
                                                          from_card.architecture})
