@@ -418,10 +418,34 @@ def _model_probs(run_dir: Path, cells: pd.DataFrame, model: str, channels: dict[
     from hcs.classify.infer import predict_proba
     from hcs.engine.model import load_classifier
 
+    if getattr(card, "kind", "cnn") == "features":
+        return _features_probs(run_dir, cells, folder, card, channels, plate), list(card.classes)
     spec = CropSpec.from_card(card)
     crops = cell_crops(run_dir, cells, spec, channels, plate=plate, timepoint=timepoint)
     net = load_classifier(folder, card.card_sha256)
     return predict_proba(net, crops, 64, "cpu"), list(card.classes)
+
+
+def _features_probs(run_dir: Path, cells: pd.DataFrame, folder: Path, card: Any,
+                    channels: dict[str, str], plate: Path) -> np.ndarray:
+    """A features model's probabilities for ``cells`` from their measurements in the run's cell
+    tables, with the columns ``hcs run --model`` would give it (each role on the plate channel
+    :func:`hcs.engine.model.plate_channel_for` picks)."""
+    from hcs.engine.model import load_classifier, plate_channel_for
+    from hcs.io.omezarr import open_plate
+
+    names = list(open_plate(plate).channels)
+    role_channels = {c.name: names[plate_channel_for(c.name, names, channels)]
+                     for c in card.channels}
+    cols = card.columns(role_channels)
+    keys = ["well", "field", "cell_id"]
+    measured = read_run_cells(run_dir, cols)
+    missing = [c for c in cols if c not in measured]
+    if missing:
+        raise InputError(f"--model {folder}: a features model needs the measurement "
+                         f"{missing[0]!r}, which run {run_dir} lacks (hcs run --measure basic)")
+    x = cells[keys].merge(measured[[*keys, *cols]], on=keys, how="left")[cols]
+    return load_classifier(folder, card.card_sha256).predict_proba(x.to_numpy(np.float64))
 
 
 def prepare_session(
