@@ -14,7 +14,9 @@ each subcommand's ``--help``.
 At the end the test checks the tutorial's claims with numbers: the second-round model's
 cross-validated AUC and balanced accuracy, the per-condition dying fraction of the analysis
 against the simulation's truth, the 10 uM effect significant in the right direction, the
-report written, the plate within the model's domain.
+report written, the plate within the model's domain; and that the figures the tutorial quotes
+(each model's cross-validated AUC and balanced accuracy, the dying fraction per condition) are
+this run's.
 
 ``HCS_TUTORIAL_OUT=DIR`` runs in ``DIR`` (kept) and writes every block's output to
 ``DIR/outputs.md``: the outputs the tutorial shows come from there.
@@ -55,6 +57,12 @@ MIN_CV_BALANCED_ACCURACY = 0.90
 #: per well within 0.04 (3 wells of 80-137 cells: 0.05 is about one binomial SD at p = 0.25).
 MAX_CONDITION_ERROR = 0.04
 MAX_WELL_ERROR = 0.07
+#: Figures the tutorial quotes from its run (cross-validated AUC and balanced accuracy of each
+#: model; the measured dying fraction per condition): this run must give them within
+#: QUOTE_TOLERANCE, else the tutorial's outputs are out of date.
+QUOTED_CV = {"my-cells": (0.999, 0.985), "my-cells-2": (0.995, 0.984), "with-pi": (0.990, 0.993)}
+QUOTED_DYING = {"DMSO": 0.150, "compound 1 uM": 0.237, "compound 10 uM": 0.555}
+QUOTE_TOLERANCE = 0.01
 
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
@@ -256,6 +264,17 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
     assert abs(hi["diff"].iloc[0] - true_diff) < MAX_CONDITION_ERROR
     html = (cwd / "analysis" / "report.html").read_text()
     assert "freq_dying" in html and (cwd / "report.html").stat().st_size > 100_000
+    # the figures the tutorial shows are this run's
+    text = TUTORIAL.read_text()
+    for name, (auc, bacc) in QUOTED_CV.items():
+        assert f"100%  {auc:.3f}  {bacc:.3f}" in text, name
+        got = yaml.safe_load((cwd / "models" / name / "model.yaml").read_text())
+        cvq = got["metrics"]["cross_validated"]
+        assert abs(cvq["auc"] - auc) < QUOTE_TOLERANCE, (name, cvq["auc"])
+        assert abs(cvq["balanced_accuracy"] - bacc) < QUOTE_TOLERANCE, (name, cvq)
+    for cond, value in QUOTED_DYING.items():
+        assert f"{value:.3f}" in text
+        assert abs(per.loc[cond, "freq_dying"] - value) < QUOTE_TOLERANCE, cond
     dom = json.loads((cwd / "analysis" / "run" / "domain.json").read_text())
     assert dom["status"] == "in_domain" and dom["fields"] == 9
     child = resource.getrusage(resource.RUSAGE_CHILDREN)
