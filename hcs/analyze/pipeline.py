@@ -407,8 +407,9 @@ def analyze(
     out
         Analysis folder (see the module docstring); created if needed.
     params
-        Every option (:class:`hcs.params.AnalyzeParams`): the assay, the layout, the model (default:
-        :data:`DEFAULT_MODELS` of the assay) and the options of each stage. Without a
+        Every option (:class:`hcs.params.AnalyzeParams`): the assay (default: the model card's,
+        :func:`analysis_assay`), the layout, the model (default: :data:`DEFAULT_MODELS` of the
+        assay) and the options of each stage. Without a
         ``reference`` (and without a single negative-control condition in the layout) the
         statistics stage is left out and the report has no comparisons.
         The export is read and checked against the model before anything is written: an
