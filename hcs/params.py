@@ -339,8 +339,8 @@ class AnalyzeParams(_Params):
     """Everything ``hcs analyze`` needs: the assay, layout and model and each stage's options."""
 
     assay: str | None = Field(
-        None, description="Assay: cic | livedead | mitosis | cancer (none: detection and "
-        "measurements only).", json_schema_extra=_short("-a"))
+        None, description="Assay: cic | livedead | mitosis | cancer (default: the --model "
+        "card's; neither: detection and measurements only).", json_schema_extra=_short("-a"))
     layout: str = Field(..., description="Plate layout (CSV, grid, Harmony XML). Several "
                         "plates: one for all, one with a plate column, or PLATE=FILE each "
                         "(repeat the option).", json_schema_extra=_short("-l"))

@@ -146,6 +146,10 @@ def test_own_labels_covered():
             assert f'"{opt}"' in src or f"'{opt}'" in src, f"{opt} of `{' '.join(cmd)}` untested"
     # `hcs run PLATE --model OWN_MODEL` (no --assay): test_run_features_model_without_assay
     assert "def test_run_features_model_without_assay" in src
+    # `hcs analyze PLATE --model OWN_MODEL` (no --assay): the assay from the card
+    assert "def test_analyze_takes_the_assay_from_the_model_card" in src
+    assert [c for c in readme_commands(README.read_text())
+            if c[1] == "analyze" and OWN_MODEL in c and "--assay" not in c]
 
 
 def test_every_readme_command_is_covered():

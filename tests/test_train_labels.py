@@ -343,3 +343,71 @@ def test_real_cells_ldc_both_kinds(livedead_ldc, tmp_path) -> None:
     assert fig["cnn"]["held_out"]["auc"] > LDC_MIN["cnn_held_out"]
     assert fig["livedead-ldc"]["held_out"]["auc"] > 0.9
     assert fig["features"]["held_out"]["n"] == fig["livedead-ldc"]["held_out"]["n"] > 300
+
+
+def test_analyze_takes_the_assay_from_the_model_card(sim, features_model, tmp_path) -> None:
+    """``hcs analyze PLATE --model MODEL`` without ``--assay``: the assay comes from the card as
+    for ``hcs run --model``, a user-defined one included (classes no built-in assay has), and
+    aggregation, statistics and the report work on it; ``--assay`` naming another assay than
+    the card's is still refused before anything is written."""
+    from hcs.analyze import analyze
+    from hcs.train.own import train_on_labels
+
+    lab = pd.read_csv(sim["labels"]).assign(
+        label=lambda d: d["label"].map({"live": "intact", "dead": "dying"}))
+    (tmp_path / "ann").mkdir()
+    lab.to_csv(tmp_path / "ann" / "labels.csv", index=False)
+    model, _ = train_on_labels(tmp_path / "ann" / "labels.csv", sim["run"],
+                               tmp_path / "cell-fate", "features", {"hoechst": "HOECHST 33342"},
+                               n_boot=20, fractions=(1.0,), log=lambda s: None)
+    (tmp_path / "layout.csv").write_text(LAYOUT)
+    res = analyze(sim["plate"], tmp_path / "a", layout=str(tmp_path / "layout.csv"),
+                  model=str(model), reference="dmso", scheduler=sim["scheduler"],
+                  gallery=False, montage=False, progress=False, log=lambda s: None)
+    record = json.loads((res.run_dir / "run.json").read_text())
+    assert record["assay"] == "cell-fate" and record["assay_definition"]["classes"] == [
+        "dying", "intact"]
+    wells = pd.read_parquet(res.wells).set_index("well")
+    for well, g in lab.groupby("well"):
+        assert abs(wells.loc[well, "freq_dying"] - (g["label"] == "dying").mean()) < 0.06, well
+    stats = pd.read_parquet(res.stats)
+    row = stats[(stats["readout"] == "freq_dying") & (stats["condition"] == "drug")].iloc[0]
+    true_diff = ((lab[lab["well"].str.startswith("B")]["label"] == "dying").mean()
+                 - (lab[lab["well"].str.startswith("A")]["label"] == "dying").mean())
+    assert true_diff > 0.3 and abs(row["diff"] - true_diff) < 0.06
+    assert "freq_dying" in res.report.read_text()
+    # a built-in assay's model without --assay: that assay
+    res2 = analyze(sim["plate"], tmp_path / "b", layout=str(tmp_path / "layout.csv"),
+                   model=str(features_model[0]), scheduler=sim["scheduler"], gallery=False,
+                   montage=False, progress=False, log=lambda s: None)
+    assert json.loads((res2.run_dir / "run.json").read_text())["assay"] == "livedead"
+    # --assay and a model of another assay: refused up front, nothing written
+    with pytest.raises(InputError, match="is a model of assay 'cell-fate', not 'livedead'"):
+        analyze(sim["plate"], tmp_path / "c", assay="livedead", model=str(model),
+                layout=str(tmp_path / "layout.csv"), progress=False, log=lambda s: None)
+    assert not (tmp_path / "c").exists()
+    # the card's own (user-defined) assay named with --assay: accepted
+    from hcs.analyze.pipeline import analysis_assay
+
+    assert analysis_assay("cell-fate", model).classes == ("dying", "intact")
+
+
+def test_uncertain_round_with_a_features_model(sim, features_model, tmp_path) -> None:
+    """``hcs annotate --strategy uncertain --model FEATURES`` on a run made without it: the
+    features model scores the cells' measurements, so the round picks the cells with the
+    smallest margins under the probabilities ``hcs run --model FEATURES`` writes."""
+    from hcs.annotate.cells import read_run_cells
+    from hcs.annotate.session import margins, prepare_session
+    from hcs.assays import get_assay
+
+    s = prepare_session(sim["run"], tmp_path / "ann", get_assay("livedead"), n=12,
+                        strategy="uncertain", model=str(features_model[0]), pool=100_000)
+    out = tmp_path / "run_feat"
+    invoke("run", sim["plate"], "--model", features_model[0], "--out", out, "--scheduler",
+           sim["scheduler"], "--no-labels", "-q")
+    ref = read_run_cells(out)
+    ref["margin"] = margins(ref[["p_live", "p_dead"]].to_numpy())
+    np.testing.assert_allclose(np.sort(s.sample["margin"].to_numpy()),
+                               np.sort(ref.nsmallest(12, "margin")["margin"].to_numpy()),
+                               atol=1e-5)
+    assert len(ref) > 10 * 12  # the 12 least certain of many

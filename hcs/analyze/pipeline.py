@@ -36,7 +36,7 @@ from hcs.analyze.manifest import (
     json_normal,
     tree_fingerprint,
 )
-from hcs.assays import ASSAYS
+from hcs.assays import ASSAYS, Assay
 from hcs.engine.run_files import check_run_removable, remove_run
 from hcs.errors import InputError
 from hcs.params import (
@@ -48,7 +48,7 @@ from hcs.params import (
     from_options,
 )
 
-__all__ = ["AnalyzeResult", "analyze", "analysis_paths", "plate_fingerprint"]
+__all__ = ["AnalyzeResult", "analysis_assay", "analysis_paths", "analyze", "plate_fingerprint"]
 
 #: Shipped model used by ``hcs analyze`` / ``hcs demo`` when ``--model`` is not given.
 DEFAULT_MODELS: dict[str, str] = {a.name: a.default_model for a in ASSAYS.values()
@@ -89,6 +89,32 @@ def analysis_paths(folder: str | Path) -> dict[str, Path]:
     return {"plate": folder / "plate.ome.zarr", "run": run, "wells": run / "wells.parquet",
             "stats": run / "stats.parquet", "report": folder / "report.html",
             "manifest": folder / "analyze.json"}
+
+
+def analysis_assay(assay: str | None, model: str | Path | None) -> Assay | None:
+    """The :class:`hcs.assays.Assay` of an analysis, or ``None`` (detection only).
+
+    ``assay`` names it (a built-in one, or the user-defined assay of ``model``'s card); without
+    it, ``model``'s card does, as for ``hcs run --model`` (:func:`hcs.assays.assay_from_card`:
+    the built-in assay of that name, else the classes defined with the card's labels).
+    :func:`resolve_model` then checks that the model is one of this assay.
+
+    Examples
+    --------
+    >>> analysis_assay(None, None) is None
+    True
+    >>> analysis_assay("livedead", None).classes
+    ('live', 'dead')
+    """
+    from hcs.assays import assay_from_card, get_assay
+    from hcs.engine.model import model_card
+
+    if model is None:
+        return get_assay(assay) if assay else None
+    folder, card = model_card(model)
+    if assay is None or (assay.lower() not in ASSAYS and assay == card.assay):
+        return assay_from_card(card, str(Path(folder) / "model.yaml"))
+    return get_assay(assay)
 
 
 def resolve_model(assay: str, model: str | Path | None) -> tuple[Path, str]:
@@ -144,19 +170,16 @@ def check_layout(layout: str | Path, reference: str | None) -> bool:
     return len(controls) == 1
 
 
-def _check_qc_readout(assay: str | None, p: AnalyzeParams) -> None:
+def _check_qc_readout(assay: Assay | None, p: AnalyzeParams) -> None:
     """``--qc-readout`` must name a readout the statistics can give a plate QC row: the cell
     count, a class or composite frequency of the assay, or a ``--readout`` (checked before any
     stage runs; ``hcs report`` checks it against the statistics table)."""
     name = p.report.qc_readout
     if not name:
         return
-    from hcs.assays import get_assay
-
     names = ["n_detected"]
     if assay is not None:
-        a = get_assay(assay)
-        names += [f"freq_{c}" for c in (*a.classes, *a.composites)]
+        names += [f"freq_{c}" for c in (*assay.classes, *assay.composites)]
     names += list(p.stats.readout or ())
     if name in names or f"freq_{name}" in names or name == "cell count":
         return
@@ -384,8 +407,9 @@ def analyze(
     out
         Analysis folder (see the module docstring); created if needed.
     params
-        Every option (:class:`hcs.params.AnalyzeParams`): the assay, the layout, the model (default:
-        :data:`DEFAULT_MODELS` of the assay) and the options of each stage. Without a
+        Every option (:class:`hcs.params.AnalyzeParams`): the assay (default: the model card's,
+        :func:`analysis_assay`), the layout, the model (default: :data:`DEFAULT_MODELS` of the
+        assay) and the options of each stage. Without a
         ``reference`` (and without a single negative-control condition in the layout) the
         statistics stage is left out and the report has no comparisons.
         The export is read and checked against the model before anything is written: an
@@ -405,17 +429,15 @@ def analyze(
     -------
     AnalyzeResult
     """
-    from hcs.assays import get_assay
     from hcs.engine.lock import RunLock
 
     p = from_options(AnalyzeParams, params, **options)
-    assay = get_assay(p.assay).name if p.assay else None  # None: detection only
-    if assay is None and p.model is not None:
-        raise InputError("--model needs its --assay (or give neither: detection only)")
+    assay_def = analysis_assay(p.assay, p.model)  # None: detection only
+    assay = assay_def.name if assay_def is not None else None
     if not Path(p.layout).is_file():
         raise InputError(f"layout not found: {p.layout}")
     has_reference = check_layout(p.layout, p.stats.reference)
-    _check_qc_readout(assay, p)
+    _check_qc_readout(assay_def, p)
     model_dir, model_fp = resolve_model(assay, p.model) if assay else (None, "")
     given_plate = given_plate_input(Path(export), p.convert)
     # refuse before anything is written (the demo's export exists only after its simulation)

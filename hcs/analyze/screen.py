@@ -40,6 +40,7 @@ import pandas as pd
 from hcs.analyze.manifest import Pipeline, StageOutcome, file_sha256, json_normal
 from hcs.analyze.pipeline import (
     aggregate_stage,
+    analysis_assay,
     analysis_paths,
     check_layout,
     check_layout_fits_plate,
@@ -411,16 +412,14 @@ def analyze_screen(
         a layout plate not in the screen, a layout that does not fit its plate's export, an
         export the model cannot read.
     """
-    from hcs.assays import get_assay
     from hcs.engine.lock import RunLock
 
     p = from_options(AnalyzeParams, params, **options)
     paths_in = expand_inputs(inputs)
     if not paths_in:
         raise InputError("give at least one export or plate")
-    assay = get_assay(p.assay).name if p.assay else None
-    if assay is None and p.model is not None:
-        raise InputError("--model needs its --assay (or give neither: detection only)")
+    assay_def = analysis_assay(p.assay, p.model)  # None: detection only; else as hcs run
+    assay = assay_def.name if assay_def is not None else None
     model_dir, model_fp = resolve_model(assay, p.model) if assay else (None, "")
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
