@@ -319,7 +319,9 @@ def test_analyze_without_an_assay(disc_plate, tmp_path, scheduler) -> None:
     assert "PI positive" in (out / "report.html").read_text()
     r = CliRunner().invoke(app, ["analyze", str(plate), "--layout", str(layout), "--out",
                                  str(tmp_path / "x"), "--model", "models/livedead-sim"])
-    assert r.exit_code == 2 and "--assay" in r.output
+    # --model without --assay: the assay is the card's (livedead), as hcs run does
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "x" / "run" / "run.json").read_text())["assay"] == "livedead"
 
 
 def test_classifier_vs_stain_in_the_report(disc_plate, tmp_path, scheduler) -> None:
