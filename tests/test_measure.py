@@ -3,6 +3,7 @@ called directly on a real field, detection-only runs, percent-positive and featu
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
