@@ -347,8 +347,7 @@ def train_detector_cmd(
     test_fraction: float = typer.Option(0.2, "--test-fraction"),
     epochs: int = typer.Option(20, "--epochs"),
     batch_size: int = typer.Option(8, "--batch-size"),
-    lr: float = typer.Option(None, "--lr", help="Learning rate [default: 0.001; with --labels: "
-                             "0.003]."),
+    lr: float = typer.Option(1e-3, "--lr"),
     weight_decay: float = typer.Option(1e-4, "--weight-decay"),
     crop: int = typer.Option(None, "--crop", help="Train on random crops of this side (px)."),
     max_steps: int = typer.Option(None, "--max-steps", help="Cap on steps per epoch."),
