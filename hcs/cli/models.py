@@ -88,8 +88,7 @@ def train_classifier_cmd(
         "training cells]"
     ),
     optimizer: str = typer.Option("adam", "--optimizer", help="adam | sgd"),
-    lr: float = typer.Option(None, "--lr", help="Learning rate [default: 0.001; with --labels: "
-                             "0.003]."),
+    lr: float = typer.Option(None, "--lr", help="Learning rate [default: 0.001]."),
     weight_decay: float = typer.Option(1e-4, "--weight-decay"),
     drop_rate: float = typer.Option(0.25, "--dropout", help="Dropout before the head."),
     patience: int = typer.Option(6, "--patience", help="Early-stopping patience (epochs)."),

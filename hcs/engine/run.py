@@ -440,7 +440,7 @@ def run_planned(runs: list[PlannedRun], progress: bool = True, *,
                 # other plates' processors reuse the loaded model (cached per process by
                 # folder and checksum), built in their first task
                 # with the preload the workers are loading it already: this waits for them
-                warm, loads = _warm_up(handle.client, next(j for j in jobs if j.todo).params)
+                warm, loads = _warm_up(handle.client, first)  # type: ignore[arg-type]
                 for r, s in zip(runs, summaries, strict=True):
                     s.warmup_seconds = warm
                     r.record["worker_model_load_seconds"] = loads

@@ -38,7 +38,7 @@ FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 #: (:mod:`hcs.classify.smallcnn`), a fixed short schedule, 1 torch thread. Cross-validation
 #: and the learning curve fit 4 x folds + 1 models, so one fit must take seconds, not minutes.
 LABELS_CNN_SETTINGS: dict[str, Any] = {"architecture": "hcs_smallcnn", "epochs": 20,
-                                       "batch_size": 32, "optimizer": "adam", "lr": 3e-3,
+                                       "batch_size": 32, "optimizer": "adam", "lr": 1e-3,
                                        "threads": 1}
 
 
