@@ -304,6 +304,19 @@ def test_cnn_kind_and_fine_tuning(sim) -> None:
     assert any("new head" in s for s in logs)
     m2 = load_model(out2)
     assert m2.card.classes == ["gone", "ok"] and m2.card.training["from"] == str(out)
+    # --from a shipped model by its name, as `hcs run --model` takes it: its classes and
+    # architecture are kept (same classes: no new head), the card records which model it was
+    logs.clear()
+    out3, _ = train_on_labels(d / "labels.csv", sim["run"], sim["root"] / "m_cnn3", "cnn",
+                              {"dead": "PI"}, from_model="livedead-sim",
+                              config=cfg.model_copy(update={"epochs": 2}), folds=2, n_boot=20,
+                              log=logs.append)
+    assert not any("new head" in s for s in logs)
+    m3 = load_model(out3)
+    shipped = load_model(Path(__file__).parents[1] / "models" / "livedead-sim")
+    assert m3.card.training["from"] == "livedead-sim"
+    assert m3.card.training["from_sha256"] == shipped.card.card_sha256
+    assert m3.card.architecture == shipped.card.architecture
 
 
 @pytest.mark.slow

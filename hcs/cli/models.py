@@ -38,8 +38,8 @@ def train_classifier_cmd(
         "measurements; the default) or cnn (timm on crops)."
     ),
     from_model: str = typer.Option(
-        None, "--from", help="With --labels --kind cnn: a model folder to fine-tune (a new "
-        "head when the classes differ)."
+        None, "--from", help="With --labels --kind cnn: a model to fine-tune, a folder or a "
+        "shipped model's name (a new head when the classes differ)."
     ),
     folds: int = typer.Option(
         5, "--folds", help="With --labels: cross-validation folds, grouped by well."

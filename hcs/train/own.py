@@ -314,7 +314,8 @@ def train_on_labels(
         raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
     check_replaceable(out, overwrite=overwrite, not_ours=features_folder_not_ours)
     table = read_labels(labels)
-    from_card = model_card(from_model)[1] if from_model is not None else None
+    # a folder or a shipped model's name (resolved as ``hcs run --model`` resolves it)
+    from_folder, from_card = model_card(from_model) if from_model is not None else (None, None)
     if from_card is not None and not hasattr(from_card, "normalisation"):
         raise InputError(f"--from {from_model}: not a cnn model folder (an ensemble or a "
                          "features model cannot be fine-tuned)")
@@ -370,7 +371,7 @@ def train_on_labels(
     if kind == "features":
         fitter = _FeaturesFitter(joined, role_channels, seed)
     else:
-        fitter = _CnnFitter(joined, run, roles, mapping, classes, assay, assay_def, from_model,
+        fitter = _CnnFitter(joined, run, roles, mapping, classes, assay, assay_def, from_folder,
                             from_card, config, log)
     fitter.y, fitter.k = y, len(classes)
     cv, oof = cross_validate(y, groups, classes, fitter.fit_predict, folds, seed, n_boot,
@@ -390,7 +391,8 @@ def train_on_labels(
                  "channels": role_channels, "source": "labels (hcs annotate)"},
         "kind": kind,
         **({"assay_definition": assay_def} if assay_def else {}),
-        **({"from": str(from_model)} if from_model is not None else {}),
+        **({"from": str(from_model), "from_sha256": from_card.card_sha256}
+           if from_model is not None else {}),
     }
     fitter.save(out, y, name or out.name, assay, classes, training,
                 {"cross_validated": cv}, dom, __version__, overwrite)
