@@ -20,7 +20,7 @@ field, ``other`` = the rest of the loop's CPU); ``--loop-only`` runs just that l
     python benchmarks/engine.py [--wells 24] [--big-wells 96] [--fields 4] [--size 1080]
                                 [--fields-per-task 4] [--batch-size 64] [--keep DIR]
                                 [--loop-only] [--repeats 1]
-                                [--first-result N] [--first-result-only]
+                                [--first-result N] [--first-result-only] [--no-labels]
 
 Time to first result (issue 20): seconds from starting a run in a fresh process to its first
 cell table, main's sequential start-up (check the run, start the cluster, load the model on the
@@ -70,8 +70,11 @@ def make_plate(work: Path, n_wells: int, fields: int, size: int) -> Path:
     return plate
 
 
-def baseline(plate: Path, model: Path, out: Path, batch_size: int) -> dict:
-    """A plain loop over the fields in this process: no Dask at all (timed by stage)."""
+def baseline(plate: Path, model: Path, out: Path, batch_size: int, labels: bool = True) -> dict:
+    """A plain loop over the fields in this process: no Dask at all (timed by stage). It does
+    what ``hcs run`` does by default, as the engine runs here do: each field's cell table and
+    its nuclei label image (written into the plate; ``labels=False``: the table only, as
+    ``hcs run --no-labels``)."""
     from hcs import timing
     from hcs.engine.processor import get_processor
     from hcs.engine.run import list_fields
@@ -79,7 +82,7 @@ def baseline(plate: Path, model: Path, out: Path, batch_size: int) -> dict:
     from hcs.io.omezarr import open_plate
 
     params = EngineParams(plate=str(plate.resolve()), assay="livedead",
-                          model=str(model.resolve()), batch_size=batch_size)
+                          model=str(model.resolve()), batch_size=batch_size, labels=labels)
     fields = list_fields(open_plate(plate))
     get_processor(params)  # load the model first, as the engine's workers do before timing
     was_on = timing.enabled()
@@ -120,10 +123,10 @@ def show_stages(runs: list[dict]) -> None:
 
 
 def engine(plate: Path, model: Path, out: Path, workers: int, fields_per_task: int,
-           batch_size: int) -> dict:
+           batch_size: int, labels: bool = True) -> dict:
     t0 = time.perf_counter()
     s = run_plate(plate, "livedead", model, out, workers=workers, gpus=0, progress=False,
-                  fields_per_task=fields_per_task, batch_size=batch_size)
+                  fields_per_task=fields_per_task, batch_size=batch_size, labels=labels)
     total = time.perf_counter() - t0
     if not s.ok:
         raise SystemExit(f"benchmark run failed: {s.failures[:2]}")
@@ -226,6 +229,9 @@ def main() -> None:
     ap.add_argument("--first-result", type=int, default=2, metavar="N",
                     help="Time to the first field written, N runs each of the sequential and "
                          "the overlapped start-up (0: skip)")
+    ap.add_argument("--no-labels", action="store_true",
+                    help="Loop and engine runs write cell tables only (hcs run --no-labels); "
+                         "default: label images too, as hcs run does")
     ap.add_argument("--first-result-only", action="store_true",
                     help="Only the time to first result, on the --wells plate")
     args = ap.parse_args()
@@ -240,7 +246,8 @@ def main() -> None:
                               crop_size=48)  # seeded: the same weights every time
     plate = make_plate(work, args.wells, args.fields, args.size)
     print(f"\nplate: {args.wells} wells x {args.fields} fields, {args.size} px, model "
-          f"{args.arch}, batch {args.batch_size}, {args.fields_per_task} fields per task; "
+          f"{args.arch}, batch {args.batch_size}, {args.fields_per_task} fields per task, "
+          f"{'cell tables only' if args.no_labels else 'cell tables and label images'}; "
           f"'vs 1w' = fields/s relative to the 1-worker engine run")
     if args.first_result_only:
         show_first_results(plate, model, work, max(args.first_result, 1))
@@ -252,7 +259,7 @@ def main() -> None:
     loops = []
     for _ in range(max(args.repeats, 1)):
         shutil.rmtree(work / "loop", ignore_errors=True)
-        loops.append(baseline(plate, model, work / "loop", args.batch_size))
+        loops.append(baseline(plate, model, work / "loop", args.batch_size, not args.no_labels))
     rows["plain loop (baseline)"] = min(loops, key=lambda r: r["wall"])
     show("plain loop (baseline)", rows["plain loop (baseline)"], None)
     if args.loop_only:
@@ -263,12 +270,13 @@ def main() -> None:
     for n in (1, 2):
         name = f"engine {n} worker{'s' if n > 1 else ''}"
         rows[name] = engine(plate, model, work / f"w{n}", n, args.fields_per_task,
-                            args.batch_size)
+                            args.batch_size, not args.no_labels)
         show(name, rows[name], rows["engine 1 worker"])
     if args.big_wells:
         big = make_plate(work, args.big_wells, args.fields, args.size)
         name = f"engine 2 workers, {args.big_wells} wells"
-        rows[name] = engine(big, model, work / "big", 2, args.fields_per_task, args.batch_size)
+        rows[name] = engine(big, model, work / "big", 2, args.fields_per_task, args.batch_size,
+                            not args.no_labels)
         show(name, rows[name], rows["engine 1 worker"])
     print(f"loadavg now {os.getloadavg()[0]:.1f}")
     show_stages(loops)
