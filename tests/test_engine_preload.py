@@ -196,7 +196,7 @@ def test_pending_cluster_closed_when_plan_run_fails(plate, model, tmp_path, monk
             started.append(self)
 
     monkeypatch.setattr(cluster, "PendingCluster", Recorded)
-    monkeypatch.setattr(proc, "get_processor", fails)  # in this process only
+    monkeypatch.setattr(proc, "check_processor", fails)  # in this process only
     before = _children()
     with pytest.raises(InputError, match="learned detector cannot be loaded"):
         plan_run(plate, "livedead", model, tmp_path / "run", workers=1, gpus=0, labels=False,

@@ -12,6 +12,7 @@ a background thread while the main process still checks the run (:func:`hcs.engi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,10 +75,23 @@ class ClusterHandle:
             return
         self.closed = True
         try:
+            if self.cluster is not None and self.cluster.status.name == "running":
+                # a worker's heartbeat in flight while the scheduler closes logs a traceback
+                # ("Failed to communicate with scheduler during heartbeat"): stop them first
+                with contextlib.suppress(Exception):
+                    self.client.sync(self.client._run, _stop_heartbeat, on_error="ignore",
+                                     callback_timeout=5)
             self.client.close()
         finally:
             if self.cluster is not None:
                 self.cluster.close()
+
+
+def _stop_heartbeat(dask_worker: Any) -> None:
+    """On a worker of a cluster about to close: no more heartbeats to its scheduler."""
+    pc = dask_worker.periodic_callbacks.get("heartbeat")
+    if pc is not None:
+        pc.stop()
 
 
 def start_cluster(

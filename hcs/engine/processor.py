@@ -23,7 +23,7 @@ from hcs.errors import InputError
 from hcs.timing import stage
 
 __all__ = ["EngineParams", "FieldMeta", "FieldProcessor", "PipelineProcessor", "PreparedField",
-           "box_label_mask", "compose_field", "field_crops", "get_processor",
+           "box_label_mask", "check_processor", "compose_field", "field_crops", "get_processor",
            "nucleus_channel_index"]
 
 _NUCLEAR = re.compile(r"hoechst|dapi|nucle|draq|sytox|h2b", re.IGNORECASE)
@@ -235,16 +235,23 @@ class PipelineProcessor:
     gets a ``view_<level>`` column naming the winning view.
     """
 
-    def __init__(self, params: EngineParams) -> None:
-        import torch
-
-        from hcs.engine.detector import load_engine_detector
+    def __init__(self, params: EngineParams, load: bool = True) -> None:
+        from hcs.engine.detector import EngineDetector, detector_info, load_engine_detector
         from hcs.engine.model import load_classifier, model_card, run_assay
 
         self.params = params
-        torch.set_num_threads(params.torch_threads)
-        self.device = _resolve_device(params.device)
-        self.detector = load_engine_detector(params.detector, self.device)
+        self.loaded = load
+        if load:
+            import torch
+
+            torch.set_num_threads(params.torch_threads)
+            self.device = _resolve_device(params.device)
+            self.detector = load_engine_detector(params.detector, self.device)
+        else:  # what it reads and how, from the cards alone: no torch, no weights
+            self.device = params.device
+            info = detector_info(params.detector)
+            self.detector = EngineDetector(info["kind"], info["name"] if info["path"] else
+                                           params.detector, info["sha256"], info["channels"])
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._views: tuple[str, ...] | None = None
         self.features = False
@@ -266,27 +273,32 @@ class PipelineProcessor:
         self._known = {c.name: c.rescale for c in spec.channels + spec.optional_channels}
         self.roles = [c.name for c in card.channels]
         self.modes = [self._known.get(r, "percentile") for r in self.roles]
-        torch.manual_seed(params.seed)
-        self.model = load_classifier(folder, card.card_sha256)
-        self.card = self.model.card
+        if load:
+            import torch
+
+            torch.manual_seed(params.seed)
+            self.model = load_classifier(folder, card.card_sha256)
+            self.card = self.model.card
+        else:
+            self.model, self.card = None, card
         self.features = getattr(self.card, "kind", "cnn") == "features"
         if self.features and params.measure == "none":
             raise InputError(f"model {card.name} classifies cells by their measurements: run "
                              "with --measure basic (or full), not none")
-        from hcs.classify.ensemble import LoadedEnsemble
+        from hcs.classify.ensemble import Ensemble
 
-        self.ensemble = isinstance(self.model, LoadedEnsemble)
+        self.ensemble = isinstance(self.card, Ensemble)
         self._order = [list(self.card.classes).index(c) for c in self.assay.classes]
 
     @property
     def classifies(self) -> bool:
         """False for a detection-only run (no model)."""
-        return self.model is not None
+        return self.card is not None
 
     @property
     def needs_crops(self) -> bool:
         """True when the model classifies crops (a features model reads measurements)."""
-        return self.model is not None and not self.features
+        return self.card is not None and not self.features
 
     def plan(self, channels: tuple[str, ...]) -> _Plan:
         """Which plate channels detection and classification read (resolved once per plate)."""
@@ -563,6 +575,15 @@ def _cell_table(frame: pd.DataFrame, probs: np.ndarray | None, labels: Any,
 
 _PROCESSORS: dict[str, PipelineProcessor] = {}
 _LOCK = threading.Lock()
+
+
+def check_processor(params: EngineParams) -> PipelineProcessor:
+    """A processor of ``params`` that checks them (assay, model card, detector, channels) and
+    plans what to read, without importing torch or loading any weights: ``hcs run`` checks a
+    run with it in the main process while the workers load the model (a model that passes its
+    card and checksum but cannot be built fails there, before the first field:
+    :func:`hcs.engine.run._warm_up`). It cannot process fields."""
+    return PipelineProcessor(params, load=False)
 
 
 def get_processor(params: EngineParams) -> PipelineProcessor:

@@ -273,7 +273,7 @@ def plan_run(
     from hcs.engine.detector import detector_info
     from hcs.engine.model import model_card, run_assay
     from hcs.engine.preflight import preflight
-    from hcs.engine.processor import get_processor
+    from hcs.engine.processor import check_processor
     from hcs.io.omezarr import open_plate
 
     plate_path = Path(plate).resolve()
@@ -353,8 +353,10 @@ def plan_run(
 
             pending = PendingCluster(**cluster, preload_params=params.model_dump_json())
     try:
-        # validate assay/model/detector in this process (while the cluster starts)
-        read = get_processor(params).read_channels(tuple(pl.channels)) if pl.channels else None
+        # validate assay/model/detector in this process (while the cluster starts and its
+        # workers load the model: this process neither imports torch nor loads weights)
+        read = (check_processor(params).read_channels(tuple(pl.channels)) if pl.channels
+                else None)
         record["channels_read"] = [pl.channels[i] for i in read] if read is not None else None
         record["fields_missing_planes"] = fields_missing_planes(pl, fields, tp, read)
     except BaseException:
