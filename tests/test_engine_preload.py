@@ -178,6 +178,40 @@ def test_worker_preload_failure_is_one_clear_error(plate, model, tmp_path):
     assert _children() <= before
 
 
+def test_unbuildable_model_fails_on_the_workers_before_any_field(plate, model, tmp_path):
+    """The main process checks the run from the cards alone (no torch, no weights): a card
+    whose checksum and weights pass but whose architecture does not fit the weights fails as
+    the workers load it, one clear error before any field, no cell table, no process left."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from hcs.classify.models import ModelCard, card_checksum
+
+    work = tmp_path / "model"
+    shutil.copytree(model, work)
+    card = yaml.safe_load((work / "model.yaml").read_text())
+    card["architecture"] = "resnet10t"  # other weights than the file holds
+    card["card_sha256"] = card_checksum(ModelCard(**{**card, "card_sha256": ""}))
+    (work / "model.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    code = ("import sys; from hcs.engine.run import plan_run\n"
+            f"plan_run({str(plate)!r}, 'livedead', {str(work)!r}, {str(tmp_path / 'x')!r}, "
+            "workers=1, gpus=0, labels=False)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"  # planning imported no torch, loaded no weights
+    before = _children()
+    planned = plan_run(plate, "livedead", work, tmp_path / "run", workers=1, gpus=0,
+                       labels=False, start_cluster=True)
+    with pytest.raises(InputError, match=r"a worker could not load the model: .*"):
+        run_planned([planned], progress=False)
+    assert not list((tmp_path / "run").glob("cells/**/*.parquet"))
+    assert _children() <= before
+
+
 def test_pending_cluster_closed_when_plan_run_fails(plate, model, tmp_path, monkeypatch,
                                                     capfd):
     """plan_run starts the cluster once the cheap checks pass; when loading the model in this
