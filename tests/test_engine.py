@@ -229,6 +229,21 @@ def test_crops_and_channel_roles():
         plate_channel_for("membrane", chans)
 
 
+def test_count_gpus_without_torch_agrees_with_torch(monkeypatch):
+    """Where no CUDA device node exists, count_gpus answers 0 without importing torch, which
+    is what torch says there; with a device node it asks torch."""
+    import torch
+
+    from hcs.engine import cluster
+
+    by_torch = int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    if cluster.no_cuda_device_nodes():
+        assert by_torch == 0
+    assert cluster.count_gpus() == by_torch
+    monkeypatch.setattr(cluster, "no_cuda_device_nodes", lambda dev=None: False)
+    assert cluster.count_gpus() == by_torch  # torch asked: the same answer
+
+
 def test_gpu_requests_fail_clearly_without_gpus(scheduler):
     from hcs.engine.cluster import count_gpus, resolve_gpus, start_cluster
 

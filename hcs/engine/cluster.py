@@ -14,25 +14,55 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from hcs.errors import InputError
 
-__all__ = ["ClusterHandle", "PendingCluster", "count_gpus", "describe_cluster", "start_cluster"]
+__all__ = ["ClusterHandle", "PendingCluster", "count_gpus", "describe_cluster",
+           "no_cuda_device_nodes", "start_cluster"]
 
 
 def count_gpus() -> int:
-    """CUDA devices visible to this process (0 without torch or without a GPU)."""
+    """CUDA devices visible to this process (0 without torch or without a GPU).
+
+    On a Linux machine with no NVIDIA device node (``/dev/nvidia0``, ...; ``/dev/dxg`` under
+    WSL 2) CUDA cannot see a device: 0 without importing torch (~2 CPU s), so that the main
+    process of ``hcs run --gpus auto`` on a CPU-only machine never imports it. Elsewhere torch
+    answers.
+    """
+    if no_cuda_device_nodes():
+        return 0
     try:
         import torch
     except ImportError:
         return 0
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def no_cuda_device_nodes(dev: Path = Path("/dev")) -> bool:
+    """True on Linux when ``dev`` holds no NVIDIA GPU device (``nvidia0``, ``nvidia1``, ...)
+    and no WSL 2 GPU (``dxg``): a CUDA runtime can reach no GPU then. False elsewhere (unknown).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> no_cuda_device_nodes(d) == sys.platform.startswith("linux")
+    True
+    >>> (d / "nvidia0").touch()
+    >>> no_cuda_device_nodes(d)
+    False
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    return not (dev / "dxg").exists() and not any(dev.glob("nvidia[0-9]*"))
 
 
 def resolve_gpus(gpus: str | int) -> int:
