@@ -240,7 +240,6 @@ class PipelineProcessor:
         from hcs.engine.model import load_classifier, model_card, run_assay
 
         self.params = params
-        self.loaded = load
         if load:
             import torch
 
@@ -250,8 +249,8 @@ class PipelineProcessor:
         else:  # what it reads and how, from the cards alone: no torch, no weights
             self.device = params.device
             info = detector_info(params.detector)
-            self.detector = EngineDetector(info["kind"], info["name"] if info["path"] else
-                                           params.detector, info["sha256"], info["channels"])
+            self.detector = EngineDetector(info["kind"], info["name"], info["sha256"],
+                                           info["channels"])
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._views: tuple[str, ...] | None = None
         self.features = False
