@@ -44,6 +44,59 @@ def read_image(path: str | Path) -> np.ndarray:
     return img
 
 
+def percentiles(values: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """``np.percentile(values.astype(np.float32), q)`` (the default, linear method), the same
+    float64 bits, computed from a histogram for 8- and 16-bit unsigned data.
+
+    ``np.percentile`` partially sorts a copy of the plane: ~19 ms for the two percentiles of a
+    1080 x 1080 plane here, against ~3 ms for counting its values. The order statistics a
+    percentile interpolates between are read from the cumulative counts and interpolated with
+    numpy's own formula (difference in float32, weights in float64), so the result is
+    bit-identical (tested against ``np.percentile``); other dtypes go to ``np.percentile``.
+
+    Parameters
+    ----------
+    values
+        Any array (all its values are used).
+    q
+        Percentiles in [0, 100].
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, one value per ``q``.
+
+    Examples
+    --------
+    >>> v = np.array([[0, 10], [20, 30]], np.uint16)
+    >>> percentiles(v, [0, 50, 100]).tolist()
+    [0.0, 15.0, 30.0]
+    """
+    v = np.asarray(values)
+    if v.dtype.kind != "u" or v.dtype.itemsize > 2 or v.size == 0:
+        return np.asarray(np.percentile(np.asarray(v, dtype=np.float32), q))
+    qs = np.true_divide(np.asarray(q, dtype=np.float64), 100)
+    if np.any((qs < 0) | (qs > 1)) or np.any(np.isnan(qs)):
+        raise ValueError("percentiles must be in the range [0, 100]")
+    n = v.size
+    cum = np.cumsum(np.bincount(v.ravel()))
+    virtual = (n - 1) * qs
+    prev = np.floor(virtual)
+    nxt = prev + 1
+    above = virtual >= n - 1
+    prev[above] = n - 1
+    nxt[above] = n - 1
+    gamma = virtual - np.where(above, -1.0, prev)  # numpy's weight (irrelevant where above)
+    nxt = np.minimum(nxt, n - 1)
+    # the value at sorted position k: the first value whose cumulative count exceeds k
+    a = np.searchsorted(cum, prev.astype(np.int64), side="right").astype(np.float32)
+    b = np.searchsorted(cum, nxt.astype(np.int64), side="right").astype(np.float32)
+    diff = b - a
+    out = np.add(a, diff * gamma)
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return out
+
+
 def rescale_0_255(plane: np.ndarray, low: float = 1.0, high: float = 99.8,
                   reference: np.ndarray | None = None) -> np.ndarray:
     """Map the ``low``-``high`` percentile range of ``plane`` (or of ``reference``, e.g. the
@@ -54,9 +107,8 @@ def rescale_0_255(plane: np.ndarray, low: float = 1.0, high: float = 99.8,
     >>> rescale_0_255(np.array([0, 50, 100]), 0, 100).tolist()
     [0.0, 127.5, 255.0]
     """
+    lo, hi = percentiles(plane if reference is None else reference, [low, high])
     plane = np.asarray(plane, dtype=np.float32)
-    ref = plane if reference is None else np.asarray(reference, dtype=np.float32)
-    lo, hi = np.percentile(ref, [low, high])
     if hi <= lo:
         return np.zeros_like(plane)
     return np.clip((plane - lo) / (hi - lo) * 255.0, 0, 255).astype(np.float32)
