@@ -81,13 +81,9 @@ def percentiles(values: np.ndarray, q: Sequence[float]) -> np.ndarray:
     n = v.size
     cum = np.cumsum(np.bincount(v.ravel()))
     virtual = (n - 1) * qs
-    prev = np.floor(virtual)
-    nxt = prev + 1
-    above = virtual >= n - 1
-    prev[above] = n - 1
-    nxt[above] = n - 1
-    gamma = virtual - np.where(above, -1.0, prev)  # numpy's weight (irrelevant where above)
-    nxt = np.minimum(nxt, n - 1)
+    prev = np.minimum(np.floor(virtual), n - 1)
+    nxt = np.minimum(prev + 1, n - 1)
+    gamma = virtual - prev  # where prev == nxt (the top) the weight does not matter
     # the value at sorted position k: the first value whose cumulative count exceeds k
     a = np.searchsorted(cum, prev.astype(np.int64), side="right").astype(np.float32)
     b = np.searchsorted(cum, nxt.astype(np.int64), side="right").astype(np.float32)
