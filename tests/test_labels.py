@@ -180,3 +180,62 @@ def test_cells_grown_from_the_nuclei_are_measured_and_labelled(tmp_path, schedul
                          text=True)
     assert bad.returncode == 2 and "GFP" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_direct_label_writer_writes_what_zarr_writes(tmp_path, monkeypatch) -> None:
+    """The direct writer (no zarr calls per field) gives the same files, byte for byte, as
+    writing through zarr, for masks with many labels, none, ids above 2**32, and a label that
+    only level 0 holds (its lower levels' chunks are all fill value: not written)."""
+    from hcs.engine import labels as lab_mod
+
+    plate, _ = write_disc_plate(tmp_path / "p", ["A01"], fields=1, size=300, nuclei=4, seed=5)
+    pl = open_plate(plate)
+    assert len(pl.image_group("A01", 0).attrs["ome"]["multiscales"][0]["datasets"]) >= 2
+    rng = np.random.default_rng(7)
+    many = np.zeros((300, 300), np.int32)
+    for i in range(1, 120):
+        y, x = rng.integers(5, 290, 2)
+        many[y - 4:y + 4, x - 4:x + 4] = i
+    huge = many.astype(np.int64)
+    huge[huge == 3] = 2 ** 33
+    corner = np.zeros((300, 300), np.uint16)
+    corner[1, 1] = 4  # not on the even grid: level 1 and below are all zero
+    masks = {"many": many, "empty": np.zeros((300, 300), np.int32), "huge": huge,
+             "corner": corner}
+    used: list[Path] = []
+    real_write = lab_mod._DirectWriter.write
+
+    def spy(self, folder, levels, attrs) -> None:
+        used.append(folder)
+        real_write(self, folder, levels, attrs)
+
+    monkeypatch.setattr(lab_mod._DirectWriter, "write", spy)
+    for what, mask in masks.items():
+        out = write_field_labels(pl, "A01", 0, mask)
+        assert len(used) == 1, what  # the direct path wrote it
+        used.clear()
+        direct = _files(out.parent)
+        with monkeypatch.context() as m:
+            m.setattr(lab_mod._DirectWriter, "get", classmethod(lambda cls, *a: None))
+            out = write_field_labels(pl, "A01", 0, mask)
+        assert _files(out.parent) == direct, what
+        if what == "corner":
+            assert not [k for k in direct if k.startswith("nuclei/1/c")]
+            assert [k for k in direct if k.startswith("nuclei/0/c")]
+
+
+def test_label_ids_are_numpy_unique_without_zero() -> None:
+    from hcs.engine.labels import _label_ids
+
+    rng = np.random.default_rng(3)
+    for dtype, top in ((np.uint32, 50), (np.uint32, 10 ** 6), (np.uint64, 2 ** 40),
+                       (np.uint32, 0)):
+        mask = rng.integers(0, top + 1, size=(64, 80), dtype=np.uint64).astype(dtype)
+        mask[rng.random(mask.shape) < 0.5] = 0
+        expected = np.unique(mask)
+        np.testing.assert_array_equal(_label_ids(mask), expected[expected != 0])
