@@ -22,9 +22,10 @@ __all__ = ["is_run_file", "check_run_removable", "remove_run"]
 TOP_FILES = frozenset({"run.json", "run.lock", "failures.parquet", "wells.parquet",
                        "stats.parquet", "embeddings.parquet", "fields.parquet",
                        "domain.json", "domain.parquet"})
-# temporary files of atomic writes: ``.<name>.<random>.tmp`` (hcs.atomic) or
-# ``.run.json.<pid>.tmp`` (hcs.engine.run)
-_TMP = re.compile(r"^\.(?P<name>[^/]+?)\.[A-Za-z0-9_]+\.tmp$")
+# what follows ``.<name>.`` in a temporary file of an atomic write: ``<host>-<pid>.<random>.tmp``
+# (hcs.atomic; the host name may hold dots and dashes), ``<random>.tmp`` (older hcs.atomic) or
+# ``<pid>.tmp`` (hcs.engine.run's run.json)
+_TMP_TAIL = re.compile(r"^(?:[^/]+-\d+\.)?[A-Za-z0-9_]+\.tmp$")
 _CELLS = re.compile(r"^[0-9]+\.parquet$")
 
 
@@ -34,8 +35,11 @@ def _own_name(name: str, allowed: re.Pattern[str] | frozenset[str]) -> bool:
 
     if ok(name):
         return True
-    m = _TMP.match(name)
-    return bool(m and ok(m.group("name")))
+    if not name.startswith("."):
+        return False
+    body = name[1:]  # ``<name>.<tail>``: try every split at a dot
+    return any(c == "." and ok(body[:i]) and bool(_TMP_TAIL.match(body[i + 1:]))
+               for i, c in enumerate(body))
 
 
 def is_run_file(rel: str | Path) -> bool:
@@ -45,8 +49,11 @@ def is_run_file(rel: str | Path) -> bool:
     --------
     >>> [is_run_file(p) for p in ("run.json", "cells/B03/2.parquet",
     ...                           "cells/B03/.2.parquet.k3j_x9.tmp", "notes.txt",
-    ...                           "cells/B03/notes.parquet")]
-    [True, True, True, False, False]
+    ...                           "cells/B03/notes.parquet",
+    ...                           "cells/B03/.2.parquet.vm-23440._jt6.tmp",
+    ...                           ".run.json.n1.lab.org-7.a_1.tmp", ".run.json.812.tmp",
+    ...                           "cells/B03/.notes.vm-1.x.tmp")]
+    [True, True, True, False, False, True, True, True, False]
     """
     parts = Path(rel).parts
     if len(parts) == 1:
