@@ -47,6 +47,7 @@ MAPPED: dict[str, list[tuple[str, str]]] = {
     "explain classifier": [("tests/test_classify_shipped.py",
                             "test_explain_cli_writes_grad_cam_overlays_of_the_shipped_model")],
     "annotate": [("tests/test_annotate.py", "test_readme_annotate_commands")],
+    "evaluate run": [("tests/test_one_field.py", "test_marker_scores_the_other_half")],
     "demo": [("tests/test_demo.py", "test_demo_cli_reduced"),
              ("tests/test_demo.py", "test_demo_cli_livedead_reduced"),
              ("tests/test_demo.py", "test_demo_cli_mitosis_reduced"),

@@ -28,7 +28,8 @@ def annotate_cmd(
                                  "fields) or uncertain (smallest margin of --model) [default: "
                                  "spread, or as the last round]."),
     model: str = typer.Option(None, "--model", help="Model folder: its crop is shown, its "
-                              "margins rank the cells for --strategy uncertain."),
+                              "margins rank the cells for --strategy uncertain; its classes "
+                              "are labelled when none are named."),
     channels: str = typer.Option(None, "--channels", help="Input role -> plate channel: "
                                  "nucleus=DAPI,membrane=WGA (over the run's map)."),
     seed: int = typer.Option(None, "--seed", help="Random seed of the sampling [default: 0, "
@@ -85,9 +86,13 @@ def annotate_cmd(
             a = get_assay(assay)
         elif have:
             a = assay_from_dict(read_session(out).meta["assay"], f"{out}/annotate.json")
+        elif model:  # the model's classes (a new round for the model just trained)
+            from hcs.engine.model import card_assay, model_card
+
+            a = card_assay(None, model_card(model)[1])
         else:
-            raise InputError("name the classes: --classes a,b,c, --assay NAME or --assay-file "
-                             "assay.yaml")
+            raise InputError("name the classes: --classes a,b,c, --assay NAME, --assay-file "
+                             "assay.yaml or --model M (its classes)")
     existed = Path(out).exists()
     try:
         with RunLock(out):  # one hcs annotate per folder: two would overwrite each other

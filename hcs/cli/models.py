@@ -42,7 +42,8 @@ def train_classifier_cmd(
         "shipped model's name (a new head when the classes differ)."
     ),
     folds: int = typer.Option(
-        5, "--folds", help="With --labels: cross-validation folds, grouped by well."
+        5, "--folds", help="With --labels: cross-validation folds, grouped by well (by "
+        "field in one well, by strips of the field in one field)."
     ),
     plate: str = typer.Option(
         None, "--plate", help="With --truth: the converted plate (default: SIM_DIR/*.ome.zarr "
@@ -270,6 +271,71 @@ def evaluate_classifier_cmd(
         typer.echo(f"  {c:>12}: precision {r['precision']:.3f} recall {r['recall']:.3f} "
                    f"f1 {r['f1']:.3f} n {r['support']}")
     typer.echo(f"confusion (rows true, columns predicted {m['classes']}): {m['confusion']}")
+
+
+@evaluate_app.command("run")
+@user_errors
+def evaluate_run_cmd(
+    run: str = typer.Argument(..., help="A run folder made with a model (hcs run --model)."),
+    labels: str = typer.Option(
+        None, "--labels", help="Your labels (ANN/labels.csv) of cells of the run, in the "
+        "model's classes."
+    ),
+    marker: str = typer.Option(
+        None, "--marker", help="CHANNEL[:otsu|:gmm|:>VALUE]: a stain the model did not see; "
+        "positive as `hcs aggregate --positive`."
+    ),
+    positive_class: str = typer.Option(
+        None, "--positive-class", help="With --marker: the classes the marker marks, A[,B] "
+        "(default: the second of two classes)."
+    ),
+    exclude: str = typer.Option(
+        None, "--exclude", help="A labels file whose cells are left out, e.g. the model's "
+        "training labels."
+    ),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the CIs."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Score a run's per-cell calls against your labels or a marker channel: AUC, balanced
+    accuracy with 95% CIs, confusion, counts."""
+    import json
+
+    from hcs.train.run_scores import score_run
+
+    m = score_run(run, labels=labels, marker=marker, exclude=exclude, n_boot=n_boot,
+                  positive_classes=positive_class.split(",") if positive_class else None)
+    if as_json:
+        typer.echo(json.dumps(m, indent=1, default=str))
+        return
+
+    def f(v: object) -> str:
+        return "n/a" if v is None or v != v else f"{v:.3f}"
+
+    lo, hi = m["balanced_accuracy_ci"]
+    head = f"{m['n']} cells of run {run}" + (f" ({m['n_excluded']} excluded)"
+                                            if m["n_excluded"] else "")
+    if m["mode"] == "marker":
+        alo, ahi = m["auc_ci"]
+        typer.echo(f"{head}, model {m['model']}: {', '.join(m['positive_classes'])} against "
+                   f"{m['column']} > {m['threshold']:.1f} ({m['method']})")
+        if m["n_no_marker_value"]:
+            typer.echo(f"  {m['n_no_marker_value']} cells without a {m['column']} value left "
+                       "out")
+        typer.echo(f"  marker-positive {m['n_marker_positive']}, called positive "
+                   f"{m['n_called_positive']}; precision {f(m['precision'])} recall "
+                   f"{f(m['recall'])}")
+        typer.echo(f"  AUC {f(m['auc'])} (95% CI {f(alo)}-{f(ahi)}, over cells)  balanced "
+                   f"accuracy {f(m['balanced_accuracy'])} (95% CI {f(lo)}-{f(hi)}, over "
+                   f"{m['ci_over']}s)")
+        typer.echo(f"  confusion (rows marker -/+, columns called -/+): {m['confusion']}")
+        return
+    typer.echo(f"{head}, model {m['model']}, against {m['labels']}")
+    typer.echo(f"  AUC {f(m['auc'])}  balanced accuracy {f(m['balanced_accuracy'])} (95% CI "
+               f"{f(lo)}-{f(hi)}, over {m['ci_over']}s)")
+    for c, r in m["per_class"].items():
+        typer.echo(f"  {c:>12}: precision {f(r['precision'])} recall {f(r['recall'])} "
+                   f"f1 {f(r['f1'])} n {r['support']}")
+    typer.echo(f"  confusion (rows true, columns called {m['classes']}): {m['confusion']}")
 
 
 explain_app = typer.Typer(help="Look inside models (Grad-CAM).", no_args_is_help=True)

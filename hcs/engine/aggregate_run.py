@@ -76,7 +76,7 @@ def _plate_name(meta: dict, cells: Path) -> str:
             return str(col[0])
     raise InputError(f"{cells.parent / 'run.json'}: no plate_name, and neither the plate nor a "
                      "cell table names the plate")
-def _thresholds(cells: Path, specs: list) -> dict:
+def positive_thresholds(cells: Path, specs: list) -> dict:
     """Each ``--positive`` readout's threshold, chosen once on every cell of the run (one
     column of each cell table read at a time)."""
     import pyarrow.parquet as pq
@@ -174,7 +174,7 @@ def aggregate_run(
     assay_def = run_assay(meta, name) if name else None
     classes = assay_def.classes if assay_def else ()
     specs = [parse_positive(p) for p in positive or ()]
-    thresholds = _thresholds(cells, specs)
+    thresholds = positive_thresholds(cells, specs)
     out = Path(out) if out else run_dir / "wells.parquet"
     from hcs.atomic import check_file_replaceable
 

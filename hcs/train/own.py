@@ -10,7 +10,8 @@ measurements (shape, and the intensity / texture of the ``--channels`` only;
 (:func:`hcs.annotate.cells.cell_crops`), optionally starting from a model folder (``--from``).
 
 Figures (:func:`cross_validate`): out-of-fold probabilities of a ``GroupKFold`` by well (by
-field when all labels are in one well), so no well is in a training and a test fold; AUC (binary,
+field when all labels are in one well; by strips of the field, :func:`field_strips`, when all
+are in one field), so no well is in a training and a test fold; AUC (binary,
 or one-vs-rest macro), balanced accuracy with a 95% CI from a bootstrap over the groups (wells),
 confusion; the learning curve repeats the same folds with 25/50/75% of each training fold.
 """
@@ -27,9 +28,9 @@ import pandas as pd
 
 from hcs.errors import InputError, OutputExistsError
 
-__all__ = ["LABELS_CNN_SETTINGS", "LABEL_COLUMNS", "cross_validate", "figures_table",
-           "group_balanced_accuracy_ci", "labels_cnn_config", "read_labels", "train_on_labels",
-           "truth_labels"]
+__all__ = ["LABELS_CNN_SETTINGS", "LABEL_COLUMNS", "cross_validate", "field_strips",
+           "figures_table", "group_balanced_accuracy_ci", "labels_cnn_config", "read_labels",
+           "train_on_labels", "truth_labels"]
 
 LABEL_COLUMNS = ("plate", "well", "field", "cell_id", "label", "annotator", "time")
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -90,6 +91,35 @@ def read_labels(path: str | Path) -> pd.DataFrame:
     if df.empty:
         raise InputError(f"{path}: no labelled cell")
     return df
+
+
+def field_strips(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+    """Groups for cross-validation within one field: ``n`` parallel strips of the field with
+    equal numbers of cells, cut across the axis along which the cells spread most (by rank of
+    their centre, ties in the order given), named by number and pixel range, e.g.
+    ``"1: x 12-230"``.
+
+    Cells close to each other (neighbours sharing a local background or focus, the two
+    daughters of a division) then mostly fall into one fold instead of one training and one
+    test fold, as wells do across a plate.
+
+    Examples
+    --------
+    >>> field_strips(np.array([5., 1, 9, 3, 7, 2]), np.zeros(6), 3).tolist()
+    ['2: x 3-5', '1: x 1-2', '3: x 7-9', '2: x 3-5', '3: x 7-9', '1: x 1-2']
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    span = (np.ptp(x) if len(x) else 0.0, np.ptp(y) if len(y) else 0.0)
+    axis, v = ("x", x) if span[0] >= span[1] else ("y", y)
+    n = max(1, min(int(n), len(v)))
+    order = np.argsort(v, kind="stable")
+    strip = np.empty(len(v), dtype=int)
+    strip[order] = np.arange(len(v)) * n // max(len(v), 1)
+    names = {}
+    for s in range(n):  # numbered: rounded ranges of narrow strips may coincide
+        vs = v[strip == s]
+        names[s] = f"{s + 1}: {axis} {vs.min():.0f}-{vs.max():.0f}"
+    return np.asarray([names[s] for s in strip])
 
 
 def group_balanced_accuracy_ci(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, k: int,
@@ -153,7 +183,8 @@ def cross_validate(
     n_folds = min(folds, len(names))
     if n_folds < 2:
         raise InputError(f"the labels lie in {len(names)} group(s); cross-validation needs "
-                         "labelled cells in at least 2 wells (or fields of one well)")
+                         "labelled cells in at least 2 wells (or fields of one well, or 2 "
+                         "cells of one field)")
     splits = list(GroupKFold(n_splits=n_folds).split(np.zeros(len(y)), y, groups))
     rng = np.random.default_rng(seed)
     curve = []
@@ -359,10 +390,15 @@ def train_on_labels(
     if unknown:
         raise InputError(f"{labels}: label {unknown[0]!r} is not one of the classes {classes}")
     y = np.asarray([classes.index(c) for c in joined["label"]])
-    by = "well" if joined["well"].nunique() > 1 else "field"
-    groups = (joined["well"].astype(str) if by == "well" else
-              joined["well"].astype(str) + ":" + joined["field"].astype(str)).to_numpy()
     n_fields = joined[["well", "field"]].drop_duplicates().shape[0]
+    if joined["well"].nunique() > 1:
+        by, groups = "well", joined["well"].astype(str).to_numpy()
+    elif n_fields > 1:
+        by = "field"
+        groups = (joined["well"].astype(str) + ":" + joined["field"].astype(str)).to_numpy()
+    else:  # one field: strips of it, so neighbouring (e.g. sister) cells stay in one fold
+        by, groups = "region", field_strips(joined["x"].to_numpy(float),
+                                            joined["y"].to_numpy(float), folds)
     log(f"{len(joined)} labelled cells of {len(classes)} classes "
         f"({', '.join(f'{c} {int((y == i).sum())}' for i, c in enumerate(classes))}) in "
         f"{joined['well'].nunique()} well(s), {n_fields} field(s); {kind} model on channels "
