@@ -122,8 +122,8 @@ def test_marker_scores_the_other_half(field) -> None:
     from hcs.readouts import PositiveSpec, choose_threshold
 
     root = field["root"]
-    res = hcs("evaluate", "run", root / "run2", "--marker", "PI", "--exclude",
-              root / "ann" / "labels.csv", "--json", "--n-boot", "200")
+    res = hcs("evaluate", "run", root / "run2", "--marker", "PI", "--positive-class", "dead",
+              "--exclude", root / "ann" / "labels.csv", "--json", "--n-boot", "200")
     assert res.returncode == 0, res.stderr
     m = json.loads(res.stdout)
     cells = read_run_cells(root / "run2")
@@ -144,11 +144,18 @@ def test_marker_scores_the_other_half(field) -> None:
     assert lo <= m["auc"] <= hi and m["ci_over"] == "cell"
     # PI marks the simulated dead cells; a Hoechst-only model trained on 1/2 field finds them
     assert m["auc"] > 0.85, m["auc"]
-    text = hcs("evaluate", "run", root / "run2", "--marker", "PI:gmm", "--exclude",
-               root / "ann" / "labels.csv", "--n-boot", "50")
+    assert m["warning"] is None
+    text = hcs("evaluate", "run", root / "run2", "--marker", "PI:gmm", "--positive-class",
+               "dead", "--exclude", root / "ann" / "labels.csv", "--n-boot", "50")
     assert text.returncode == 0, text.stderr
     assert "dead against Nuclei_Intensity_MeanIntensity_PI >" in text.stdout
     assert f"({len(field['left'])} excluded)" in text.stdout
+    assert "warning" not in text.stderr
+    # the wrong class named: the figures are inverted, and said to be
+    wrong = hcs("evaluate", "run", root / "run2", "--marker", "PI", "--positive-class", "live",
+                "--n-boot", "20")
+    assert wrong.returncode == 0, wrong.stderr
+    assert "below chance" in wrong.stderr and "is live the class the marker marks?" in wrong.stderr
 
 
 def test_labels_score_the_other_half(field) -> None:
@@ -184,20 +191,23 @@ def test_next_round_takes_the_model_classes(field, tmp_path) -> None:
 
 def test_refusals(field, tmp_path) -> None:
     root = field["root"]
-    one_line_error(hcs("evaluate", "run", root / "run", "--marker", "PI"),
-                   "no model output", "hcs run PLATE --model M")
+    one_line_error(hcs("evaluate", "run", root / "run", "--marker", "PI", "--positive-class",
+                       "dead"), "no model output", "hcs run PLATE --model M")
+    one_line_error(hcs("evaluate", "run", root / "run2", "--marker", "PI"),
+                   "--positive-class", "'live', 'dead'")
     one_line_error(hcs("evaluate", "run", root / "run2"), "--labels", "--marker")
     one_line_error(hcs("evaluate", "run", root / "run2", "--marker", "PI", "--labels",
                        root / "held" / "labels.csv"), "--labels", "--marker")
-    one_line_error(hcs("evaluate", "run", root / "run2", "--marker", "PH3"),
-                   "Nuclei_Intensity_MeanIntensity_PH3")
+    one_line_error(hcs("evaluate", "run", root / "run2", "--marker", "PH3", "--positive-class",
+                       "dead"), "Nuclei_Intensity_MeanIntensity_PH3")
     one_line_error(hcs("evaluate", "run", root / "run2", "--marker", "PI",
                        "--positive-class", "dying"), "'dying'", "live")
     bad = field["left"].head(5).copy()
     bad.loc[bad.index[2], "cell_id"] = 99999
     bad.to_csv(tmp_path / "ex.csv", index=False)
-    one_line_error(hcs("evaluate", "run", root / "run2", "--marker", "PI", "--exclude",
-                       tmp_path / "ex.csv"), "cell 99999", "not a cell of run")
+    one_line_error(hcs("evaluate", "run", root / "run2", "--marker", "PI", "--positive-class",
+                       "dead", "--exclude", tmp_path / "ex.csv"), "cell 99999",
+                   "not a cell of run")
     # a held-out label on a cell that --exclude removed is not scored silently
     one_line_error(hcs("evaluate", "run", root / "run2", "--labels", root / "ann" / "labels.csv",
                        "--exclude", root / "ann" / "labels.csv"), "not a scored cell")

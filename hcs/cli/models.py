@@ -286,8 +286,8 @@ def evaluate_run_cmd(
         "positive as `hcs aggregate --positive`."
     ),
     positive_class: str = typer.Option(
-        None, "--positive-class", help="With --marker: the classes the marker marks, A[,B] "
-        "(default: the second of two classes)."
+        None, "--positive-class", help="With --marker (required): the model's classes the "
+        "marker marks, A[,B]."
     ),
     exclude: str = typer.Option(
         None, "--exclude", help="A labels file whose cells are left out, e.g. the model's "
@@ -328,6 +328,8 @@ def evaluate_run_cmd(
                    f"accuracy {f(m['balanced_accuracy'])} (95% CI {f(lo)}-{f(hi)}, over "
                    f"{m['ci_over']}s)")
         typer.echo(f"  confusion (rows marker -/+, columns called -/+): {m['confusion']}")
+        if m["warning"]:
+            typer.echo(f"warning: {m['warning']}", err=True)
         return
     typer.echo(f"{head}, model {m['model']}, against {m['labels']}")
     typer.echo(f"  AUC {f(m['auc'])}  balanced accuracy {f(m['balanced_accuracy'])} (95% CI "

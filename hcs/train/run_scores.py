@@ -118,8 +118,7 @@ def score_run(
     marker
         ``CHANNEL[:otsu|:gmm|:>VALUE]`` as ``hcs aggregate --positive``.
     positive_classes
-        With ``marker``: the classes whose cells the marker should mark (default: the second
-        of two classes; required with more).
+        With ``marker`` (required): the classes whose cells the marker should mark.
     exclude
         A labels file whose cells are left out (e.g. the model's training labels).
     n_boot
@@ -133,7 +132,8 @@ def score_run(
         ``column``, ``positive_classes``, ``n_marker_positive``, ``n_called_positive``,
         ``n_no_marker_value`` (cells without a measurement of the channel, left out), ``auc``,
         ``auc_ci``, ``balanced_accuracy``, ``balanced_accuracy_ci`` (and ``ci_over``),
-        ``confusion`` (rows marker -/+, columns called -/+), ``precision``, ``recall``.
+        ``confusion`` (rows marker -/+, columns called -/+), ``precision``, ``recall``,
+        ``warning`` (``None``, or why the figures look inverted: AUC below 0.5).
 
     Raises
     ------
@@ -206,17 +206,14 @@ def score_run(
         raise InputError(f"--marker {marker}: the run has no column {spec.column} (a run with "
                          f"measurements, --measure basic or full, of a channel named "
                          f"{spec.channel})")
-    if positive_classes:
-        pos = [c.strip() for c in positive_classes]
-        bad = [c for c in pos if c not in classes]
-        if bad:
-            raise InputError(f"--positive-class {bad[0]!r} is not one of the model's classes "
-                             f"{classes}")
-    elif len(classes) == 2:
-        pos = [classes[1]]
-    else:
-        raise InputError(f"the model has {len(classes)} classes {classes}: name the ones the "
-                         "marker marks with --positive-class A[,B]")
+    if not positive_classes:  # never guessed: the class order of a user's model is arbitrary
+        raise InputError(f"--marker needs --positive-class: the model's class(es) the marker "
+                         f"marks, one or more of {classes}")
+    pos = [c.strip() for c in positive_classes]
+    bad = [c for c in pos if c not in classes]
+    if bad:
+        raise InputError(f"--positive-class {bad[0]!r} is not one of the model's classes "
+                         f"{classes}")
     threshold = positive_thresholds(run / "cells", [spec])[spec]
     value = cells[spec.column].to_numpy(float)
     ok = np.isfinite(value)
@@ -232,6 +229,10 @@ def score_run(
     ci = (group_balanced_accuracy_ci(y, called, groups, 2, n_boot) if groups is not None
           else m["balanced_accuracy_ci"])
     tp = int(((y == 1) & (called == 1)).sum())
+    warning = None
+    if m["auc"] is not None and m["auc"] < 0.5:
+        warning = (f"AUC {m['auc']:.3f} is below chance: the model ranks marker-negative cells "
+                   f"higher; is {', '.join(pos)} the class the marker marks?")
     return {**out, "mode": "marker", "marker": marker, **spec.as_dict(threshold),
             "positive_classes": pos, "n": int(len(y)), "n_no_marker_value": int((~ok).sum()),
             "n_marker_positive": int(y.sum()), "n_called_positive": int(called.sum()),
@@ -239,4 +240,4 @@ def score_run(
             "balanced_accuracy": m["balanced_accuracy"], "balanced_accuracy_ci": ci,
             "ci_over": by, "confusion": m["confusion"],
             "precision": tp / called.sum() if called.sum() else float("nan"),
-            "recall": tp / y.sum() if y.sum() else float("nan")}
+            "recall": tp / y.sum() if y.sum() else float("nan"), "warning": warning}
