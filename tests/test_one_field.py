@@ -64,9 +64,10 @@ def field(tmp_path_factory, scheduler) -> dict:
     left.to_csv(root / "ann" / "labels.csv", index=False)
     right.to_csv(root / "held" / "labels.csv", index=False)
     res = hcs("train", "classifier", "--labels", root / "ann" / "labels.csv", "--run",
-              root / "run", "--kind", "features", "--channels", "hoechst=HOECHST 33342",
+              root / "run", "--kind", "features", "--channels", "dna=HOECHST 33342",
               "--out", root / "model")
     assert res.returncode == 0, res.stderr
+    # no --channels: the role "dna" is no stain name; the card says which channel played it
     invoke("run", root / "plate.ome.zarr", "--model", root / "model", "--out", root / "run2",
            "--scheduler", scheduler, "--no-labels", "-q")
     return {"root": root, "left": left, "right": right, "train_log": res.stderr + res.stdout}
@@ -176,6 +177,30 @@ def test_labels_score_the_other_half(field) -> None:
     assert m["confusion"] == confusion_matrix(y, (cells["label"] == "dead").astype(int)
                                               ).tolist()
     assert m["auc"] > 0.85
+
+
+def test_model_runs_on_its_training_channels(field, tmp_path) -> None:
+    """A model trained with ``--channels dna=HOECHST 33342`` runs on that plate without the
+    mapping again (``hcs run`` and an ``uncertain`` round on a run made without the model);
+    an explicit mapping still wins, and a plate without the channel still says what to map."""
+    from hcs.engine.model import model_card, trained_channel_map
+    from hcs.runinfo import read_run_json
+
+    root = field["root"]
+    assert read_run_json(root / "run2")["channel_map"] == {"dna": "HOECHST 33342"}
+    res = hcs("annotate", root / "run", "--out", tmp_path / "ann", "--model", root / "model",
+              "--strategy", "uncertain", "--n", "8", "--export", "folders")
+    assert res.returncode == 0, res.stderr
+    sample = pd.read_csv(tmp_path / "ann" / "sample.csv")
+    assert len(sample) == 8 and sample["prediction"].isin(["live", "dead"]).all()
+    _, card = model_card(root / "model")
+    names = ["Brightfield", "hoechst 33342", "PI"]
+    assert trained_channel_map(card, names) == {"dna": "hoechst 33342"}
+    assert trained_channel_map(card, names, {"dna": "PI"}) == {"dna": "PI"}
+    assert trained_channel_map(card, ["DAPI", "PI"]) == {}
+    bad = hcs("run", root / "plate.ome.zarr", "--model", root / "model", "--out",
+              tmp_path / "r", "--channels", "dna=Nope")
+    one_line_error(bad, "--channels dna=Nope", "has no channel 'Nope'")
 
 
 def test_next_round_takes_the_model_classes(field, tmp_path) -> None:

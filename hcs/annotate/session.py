@@ -415,6 +415,12 @@ def _model_probs(run_dir: Path, cells: pd.DataFrame, model: str, channels: dict[
         raise InputError(f"--model {model}: not a model folder hcs annotate can run; annotate a "
                          "run made with it (hcs run PLATE --model MODEL), whose p_* columns are "
                          "then used")
+    from hcs.engine.model import trained_channel_map
+    from hcs.io.omezarr import open_plate
+
+    names = [str(c) for c in open_plate(plate).channels]
+    # roles the given map leaves open: the plate channels the model was trained on
+    channels = trained_channel_map(card, names, channels)
     if getattr(card, "kind", None) == "features":  # from the run's measurements, as hcs run
         return _features_probs(run_dir, cells, folder, card, channels, plate), list(card.classes)
     from hcs.classify.infer import predict_proba

@@ -120,6 +120,45 @@ def plate_channel_for(role: str, channels: list[str], mapping: dict[str, str] | 
                      f"{channels} looks like one (map it with --channels {role}=NAME)")
 
 
+def trained_channel_map(card: Any, channels: list[str],
+                        mapping: dict[str, str] | None = None) -> dict[str, str]:
+    """``mapping`` completed with the plate channels a model was trained on.
+
+    A model trained on labels (``hcs train classifier --labels``) records in its card which
+    plate channel played each of its input roles (``training.data.channels``, e.g.
+    ``dna: HOECHST 33342``). A role the user did not map, whose training channel this plate
+    has (by name, ignoring case), is mapped to it, so the plate it was trained on, and other
+    plates of the screen with the same channel names, need no ``--channels`` again. An explicit
+    mapping always wins; a plate without that channel falls back to the usual matching
+    (:func:`plate_channel_for`).
+
+    Examples
+    --------
+    >>> class Card:
+    ...     channels = [type("C", (), {"name": "dna"})()]
+    ...     training = {"data": {"channels": {"dna": "HOECHST 33342"}}}
+    >>> trained_channel_map(Card(), ["PH3", "Hoechst 33342"])
+    {'dna': 'Hoechst 33342'}
+    >>> trained_channel_map(Card(), ["PH3", "Hoechst 33342"], {"dna": "PH3"})
+    {'dna': 'PH3'}
+    >>> trained_channel_map(Card(), ["DAPI"])
+    {}
+    """
+    out = {str(k): str(v) for k, v in (mapping or {}).items()}
+    if card is None:
+        return out
+    data = (getattr(card, "training", None) or {}).get("data") or {}
+    trained = data.get("channels") if isinstance(data, dict) else None
+    if not isinstance(trained, dict):
+        return out
+    roles = {c if isinstance(c, str) else c.name for c in getattr(card, "channels", [])}
+    low = [str(c).lower() for c in channels]
+    for role, name in trained.items():
+        if role in roles and role not in out and str(name).lower() in low:
+            out[str(role)] = str(channels[low.index(str(name).lower())])
+    return out
+
+
 def card_assay(name: str | None, card: Any) -> Any:
     """The :class:`~hcs.assays.Assay` of a run with model ``card``: the built-in assay ``name``
     (default: the card's), else the user-defined assay the card declares (its

@@ -271,7 +271,7 @@ def plan_run(
     """
     from hcs import __version__
     from hcs.engine.detector import detector_info
-    from hcs.engine.model import model_card, run_assay
+    from hcs.engine.model import model_card, run_assay, trained_channel_map
     from hcs.engine.preflight import preflight
     from hcs.engine.processor import check_processor
     from hcs.io.omezarr import open_plate
@@ -294,6 +294,8 @@ def plan_run(
             raise InputError(f"--out {run_dir}: is or lies inside the {what} {inp}; hcs never "
                              "writes into an input (choose a run folder outside it)")
     tp = choose_timepoint(int(pl.shape[0]), timepoint, plate_path)
+    # roles the user left unmapped: the plate channel the model was trained on, if present
+    channel_map = trained_channel_map(card, [str(c) for c in pl.channels], channel_map)
     options = validate(RunParams, detector=detector, nucleus_channel=nucleus_channel,
                        channels=channel_map or {}, timepoint=timepoint, wells=wells,
                        workers=workers, threads_per_worker=threads_per_worker,
