@@ -141,6 +141,45 @@ def test_cv_folds_never_share_a_well() -> None:
         cross_validate(y, np.full(len(y), "A01"), ["a", "b"], fit_predict)
 
 
+def test_features_model_is_no_step_function_of_one_feature() -> None:
+    """200 labels (15 positive) that one feature separates perfectly, four more informative
+    features; held out, half the positives are dim in that feature. Without feature subsampling
+    every tree makes the same split: two probabilities, AUC ~0.5 on the held-out cells. hcs's
+    model (a random half of the features per split) ranks them by the other features."""
+    from sklearn.metrics import roc_auc_score
+
+    from hcs.train.own import _FeaturesFitter
+
+    rng = np.random.default_rng(0)
+
+    def cells(n: int, npos: int, separated: bool) -> tuple[pd.DataFrame, np.ndarray]:
+        y = (np.arange(n) < npos).astype(int)
+        bright = np.where(y == 1, rng.normal(3, 0.3, n), rng.normal(0, 1, n))
+        if not separated:
+            bright[:npos] = rng.normal(0, 1, npos)
+        mean = np.where(y == 1, np.maximum(bright, 2.5) if separated else bright,
+                        np.minimum(bright, 2.0))
+        return pd.DataFrame({
+            "Nuclei_AreaShape_Area": rng.normal(0, 1, n) - 1.5 * y,
+            "Nuclei_AreaShape_Eccentricity": rng.normal(0, 1, n) + 1.5 * y,
+            "Nuclei_Intensity_MeanIntensity_DNA": mean,
+            "Nuclei_Intensity_StdIntensity_DNA": rng.normal(0, 1, n) + 1.5 * y,
+            "Nuclei_Intensity_MaxIntensity_DNA": rng.normal(0, 1, n) + 1.5 * y}), y
+
+    train, y_train = cells(200, 15, True)
+    held, y_held = cells(300, 30, False)
+    table = pd.concat([train, held], ignore_index=True)
+    tr, te = np.arange(200), np.arange(200, 500)
+    fitter = _FeaturesFitter(table, {"dna": "DNA"}, 0)
+    fitter.y, fitter.k = np.r_[y_train, y_held], 2
+    p = fitter.fit_predict(tr, te)[:, 1]
+    assert len(np.unique(p.round(6))) > 20
+    assert roc_auc_score(y_held, p) > 0.9
+    one_split = fitter._estimator().set_params(max_features=1.0).fit(fitter.x[tr], y_train)
+    q = one_split.predict_proba(fitter.x[te])[:, 1]
+    assert len(np.unique(q.round(6))) == 2 and roc_auc_score(y_held, q) < 0.6
+
+
 def test_features_model_refuses_an_edited_card(features_model, tmp_path) -> None:
     import shutil
 
