@@ -203,8 +203,6 @@ def crop_box(
     >>> c.shape, float(c[0, 0, 0]), float(c[-1, -1, 0])
     ((8, 8, 1), 0.0, 1.0)
     """
-    from skimage.transform import resize
-
     img = np.asarray(image)
     if img.ndim == 2:
         img = img[:, :, None]
@@ -218,11 +216,48 @@ def crop_box(
     pads = ((max(0, -y0), max(0, y1 - H)), (max(0, -x0), max(0, x1 - W)), (0, 0))
     if any(p for pair in pads for p in pair):
         sub = np.pad(sub, pads, mode=pad_mode)  # type: ignore[call-overload]
-    out = resize(
-        sub.astype(np.float32), (size, size), order=1, preserve_range=True,
-        anti_aliasing=sub.shape[0] > size,
-    )
-    return out.astype(np.float32)
+    return resize_linear(sub.astype(np.float32), size, anti_aliasing=sub.shape[0] > size)
+
+
+def resize_linear(window: np.ndarray, size: int, anti_aliasing: bool) -> np.ndarray:
+    """``skimage.transform.resize(window, (size, size), order=1, preserve_range=True,
+    anti_aliasing=anti_aliasing)`` of an ``H x W x C`` float32 window, bit for bit, in about
+    half its time (for finite values: a NaN or inf stays in its own channel, where
+    scikit-image's 3-D zoom spills it into the others with weight 0).
+
+    scikit-image zooms the 3-D array, so scipy interpolates over 2 x 2 x 2 neighbours for every
+    output value though the channel axis is not scaled; here each channel is zoomed as a plane
+    (2 x 2 neighbours). The channel axis's weights are exactly 1 and 0 there, so the sums are
+    the same floats. The rest is scikit-image's own sequence: the anti-aliasing Gaussian
+    (sigma ``(factor - 1) / 2`` per axis, ``mirror`` edges, as its default ``reflect`` mode)
+    on the whole window, ``scipy.ndimage.zoom`` with ``grid_mode=True``, and the clip to the
+    window's range. ``tests/test_crops_resize.py`` compares it with scikit-image's on random
+    windows.
+
+    Examples
+    --------
+    >>> w = np.arange(48, dtype=np.float32).reshape(4, 4, 3)
+    >>> resize_linear(w, 2, anti_aliasing=True).shape
+    (2, 2, 3)
+    """
+    from scipy import ndimage as ndi
+
+    img = np.asarray(window, dtype=np.float32)
+    factors = np.array([img.shape[0] / size, img.shape[1] / size, 1.0])
+    filtered = img
+    if anti_aliasing:
+        filtered = ndi.gaussian_filter(img, np.maximum(0, (factors - 1) / 2), cval=0.0,
+                                       mode="mirror")
+    zoom = (1 / factors[0], 1 / factors[1])
+    out = np.empty((size, size, img.shape[2]), np.float32)
+    for c in range(img.shape[2]):
+        out[:, :, c] = ndi.zoom(filtered[:, :, c], zoom, order=1, mode="mirror", cval=0.0,
+                                grid_mode=True)
+    lo, hi = np.min(img), np.max(img)
+    if np.isnan(lo):  # as scikit-image: the range of the finite values
+        lo, hi = np.nanmin(img), np.nanmax(img)
+    np.clip(out, lo, hi, out=out)
+    return out
 
 
 #: ITU-R 601-2 luma weights, as PIL's RGB -> L conversion.
