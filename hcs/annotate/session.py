@@ -393,7 +393,8 @@ def _model_probs(run_dir: Path, cells: pd.DataFrame, model: str, channels: dict[
     """Probabilities of ``model`` for ``cells``: the run's ``p_*`` columns when the run was made
     with that model (``run.json``'s ``model_path`` is its folder and, when recorded, its card
     checksum is the card's), else the model run on the cells' crops (as ``hcs run`` would)."""
-    from hcs.engine.model import model_card
+    from hcs.engine.model import model_card, trained_channel_map
+    from hcs.io.omezarr import open_plate
     from hcs.runinfo import read_run_json
 
     run = read_run_json(run_dir)
@@ -415,14 +416,11 @@ def _model_probs(run_dir: Path, cells: pd.DataFrame, model: str, channels: dict[
         raise InputError(f"--model {model}: not a model folder hcs annotate can run; annotate a "
                          "run made with it (hcs run PLATE --model MODEL), whose p_* columns are "
                          "then used")
-    from hcs.engine.model import trained_channel_map
-    from hcs.io.omezarr import open_plate
-
     names = [str(c) for c in open_plate(plate).channels]
     # roles the given map leaves open: the plate channels the model was trained on
     channels = trained_channel_map(card, names, channels)
     if getattr(card, "kind", None) == "features":  # from the run's measurements, as hcs run
-        return _features_probs(run_dir, cells, folder, card, channels, plate), list(card.classes)
+        return _features_probs(run_dir, cells, folder, card, channels, names), list(card.classes)
     from hcs.classify.infer import predict_proba
     from hcs.engine.model import load_classifier
 
@@ -433,13 +431,11 @@ def _model_probs(run_dir: Path, cells: pd.DataFrame, model: str, channels: dict[
 
 
 def _features_probs(run_dir: Path, cells: pd.DataFrame, folder: Path, card: Any,
-                    channels: dict[str, str], plate: Path) -> np.ndarray:
+                    channels: dict[str, str], names: list[str]) -> np.ndarray:
     """A features model's probabilities of ``cells`` from the run's measurement columns (its
-    channel roles matched to plate channels as ``hcs run`` matches them)."""
+    channel roles matched to the plate channels ``names`` as ``hcs run`` matches them)."""
     from hcs.engine.model import load_classifier, plate_channel_for
-    from hcs.io.omezarr import open_plate
 
-    names = [str(c) for c in open_plate(plate).channels]
     cols = card.columns({c.name: names[plate_channel_for(c.name, names, channels)]
                          for c in card.channels})
     key = ["well", "field", "cell_id"]

@@ -56,12 +56,13 @@ def detector_info(spec: str) -> dict[str, Any]:
         spec = str(shipped)  # a name under the repository's models/, like --model
     if is_detector_spec(spec):
         from hcs.detect.learned.card import read_detector_card
+        from hcs.engine.model import card_roles
 
         folder = Path(spec).resolve()
         card = read_detector_card(folder)
         return {"name": card.name, "kind": "learned", "path": str(folder),
                 "sha256": card.sha256, "card_sha256": card.card_sha256,
-                "channels": _roles(card),
+                "channels": card_roles(card),
                 "architecture": getattr(card, "architecture", None)}
     raise InputError(f"detector {spec!r} is not available here: neither a method "
                      f"({', '.join(methods)}) nor a detector folder (model.yaml with "
@@ -72,10 +73,6 @@ def _methods() -> list[str]:
     from hcs.detect import available_methods
 
     return available_methods()
-
-
-def _roles(card: Any) -> list[str]:
-    return [c if isinstance(c, str) else c.name for c in card.channels]
 
 
 @dataclass

@@ -120,6 +120,17 @@ def plate_channel_for(role: str, channels: list[str], mapping: dict[str, str] | 
                      f"{channels} looks like one (map it with --channels {role}=NAME)")
 
 
+def card_roles(card: Any) -> list[str]:
+    """The input channel roles of a model card (or detector card), in order.
+
+    Examples
+    --------
+    >>> card_roles(type("Card", (), {"channels": ["nucleus", "membrane"]})())
+    ['nucleus', 'membrane']
+    """
+    return [c if isinstance(c, str) else c.name for c in card.channels]
+
+
 def trained_channel_map(card: Any, channels: list[str],
                         mapping: dict[str, str] | None = None) -> dict[str, str]:
     """``mapping`` completed with the plate channels a model was trained on.
@@ -151,7 +162,7 @@ def trained_channel_map(card: Any, channels: list[str],
     trained = data.get("channels") if isinstance(data, dict) else None
     if not isinstance(trained, dict):
         return out
-    roles = {c if isinstance(c, str) else c.name for c in getattr(card, "channels", [])}
+    roles = set(card_roles(card))
     low = [str(c).lower() for c in channels]
     for role, name in trained.items():
         if role in roles and role not in out and str(name).lower() in low:

@@ -35,9 +35,9 @@ def _pixel_reason(plate: Any) -> str:
 
 
 def _roles(card: Any) -> list[str]:
-    if card is None:  # a detection-only run: no model inputs
-        return []
-    return [c if isinstance(c, str) else c.name for c in card.channels]
+    from hcs.engine.model import card_roles
+
+    return [] if card is None else card_roles(card)  # None: a detection-only run
 
 
 def preflight(
