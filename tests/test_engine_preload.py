@@ -56,11 +56,13 @@ def fresh(monkeypatch):
 
 
 def _children() -> set[int]:
-    """This process's descendants, without multiprocessing's long-lived resource tracker."""
+    """This process's descendants, without multiprocessing's long-lived resource tracker and
+    forkserver (the workers it forks are descendants of this process too, so they count)."""
     out = set()
     for c in psutil.Process().children(recursive=True):
         try:
-            if "resource_tracker" not in " ".join(c.cmdline()):
+            cmd = " ".join(c.cmdline())
+            if "resource_tracker" not in cmd and "multiprocessing.forkserver" not in cmd:
                 out.add(c.pid)
         except psutil.NoSuchProcess:
             pass
@@ -270,3 +272,66 @@ def test_cheap_errors_start_no_cluster(plate, model, tmp_path, monkeypatch):
 
     with pytest.raises(OutputExistsError, match="already holds a run"):
         plan_run(plate, "livedead", model, tmp_path / "r", start_cluster=True, labels=False)
+
+
+def test_warm_modules_import_torch_only_for_a_cnn(model):
+    """The forkserver imports torch and timm for a CNN model, not for a detection-only run."""
+    from hcs.engine.cluster import warm_modules
+
+    cnn = EngineParams(plate="/p.ome.zarr", assay="livedead", model=str(model))
+    assert warm_modules(cnn.model_dump_json()) == ["hcs.engine._warm_base",
+                                                   "hcs.engine._warm_torch"]
+    none = EngineParams(plate="/p.ome.zarr")
+    assert warm_modules(none.model_dump_json()) == ["hcs.engine._warm_base"]
+    assert warm_modules(None) == ["hcs.engine._warm_base"]
+
+
+WORKERS_SCRIPT = """
+import json, os, sys
+from multiprocessing import forkserver
+from hcs.engine.cluster import start_cluster
+from hcs.engine.processor import EngineParams
+
+def info():
+    import os, sys
+    import psutil
+    return {"parent": " ".join(psutil.Process(os.getppid()).cmdline()),
+            "warm": [m for m in ("hcs.engine._warm_base", "hcs.engine._warm_torch", "timm")
+                     if m in sys.modules],
+            "mark": os.environ.get("HCS_TEST_MARK"), "omp": os.environ.get("OMP_NUM_THREADS")}
+
+if __name__ == "__main__":
+    os.environ["HCS_TEST_MARK"] = "set-before-the-cluster"
+    p = EngineParams(plate=sys.argv[1], assay="livedead", model=sys.argv[2])
+    h = start_cluster(workers=2, gpus=0, preload_params=p.model_dump_json())
+    out = h.client.run(info)
+    h.close()
+    print(json.dumps({"workers": list(out.values()),
+                      "forkserver": forkserver._forkserver._forkserver_pid}))
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"),
+                    reason="the forkserver start is used on Linux only")
+def test_workers_are_forked_with_the_imports_and_this_environment(plate, model, tmp_path):
+    """On Linux the embedded cluster's workers are forked from a forkserver that imported
+    the field path and torch/timm (for a CNN) once; they see this process's environment as
+    set when the cluster started, Dask's OMP_NUM_THREADS=1, and the forkserver is stopped
+    and waited for when this process exits (its CPU time counts as its parent's)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS_SCRIPT)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_NUM_THREADS"}
+    r = subprocess.run([sys.executable, str(script), str(plate), str(model)],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(out["workers"]) == 2
+    for w in out["workers"]:
+        assert "multiprocessing.forkserver" in w["parent"]
+        assert w["warm"] == ["hcs.engine._warm_base", "hcs.engine._warm_torch", "timm"]
+        assert w["mark"] == "set-before-the-cluster" and w["omp"] == "1"
+    pid = out["forkserver"]
+    assert isinstance(pid, int) and not psutil.pid_exists(pid)

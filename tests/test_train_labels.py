@@ -180,6 +180,15 @@ def test_features_model_is_no_step_function_of_one_feature() -> None:
     assert len(np.unique(q.round(6))) == 2 and roc_auc_score(y_held, q) < 0.6
 
 
+def test_a_features_run_forks_its_workers_without_torch(features_model) -> None:
+    """A features model needs no torch: the forkserver of its run does not import it."""
+    from hcs.engine.cluster import warm_modules
+    from hcs.engine.processor import EngineParams
+
+    p = EngineParams(plate="/p.ome.zarr", assay="livedead", model=str(features_model[0]))
+    assert warm_modules(p.model_dump_json()) == ["hcs.engine._warm_base"]
+
+
 def test_features_model_refuses_an_edited_card(features_model, tmp_path) -> None:
     import shutil
 

@@ -8,6 +8,8 @@ GPU, each pinned with ``CUDA_VISIBLE_DEVICES``) is used for ``--gpus`` > 1 when 
 Start-up: the workers of the embedded ``LocalCluster`` load the model while the cluster starts
 (``preload_params``, :mod:`hcs.engine.preload`), and :class:`PendingCluster` starts the cluster in
 a background thread while the main process still checks the run (:func:`hcs.engine.run.plan_run`).
+On Linux its workers are forked from a forkserver that has imported their libraries (and torch
+for a CNN) once (:mod:`hcs.engine.warm`).
 """
 
 from __future__ import annotations
@@ -201,8 +203,17 @@ def start_cluster(
         # no MALLOC_TRIM_THRESHOLD_ (Dask's default 65536 for workers): setting it turns off
         # glibc's adaptive mmap threshold, so every large array is a fresh mmap, and a field
         # took 1.35x the CPU for the same peak RSS (docs/scaling.md "Start-up")
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1,
-                              "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        settings: dict[str, Any] = {
+            "distributed.scheduler.allowed-failures": 1,
+            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+        if _forkserver(warm_modules(preload_params)):
+            settings["distributed.worker.multiprocessing-method"] = "forkserver"
+            # a forked worker has the forkserver's environment: give it this process's, as a
+            # spawned one has it (but for what Dask sets before it spawns a worker)
+            pre = set(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+            extra["env"] = {k: v for k, v in os.environ.items()
+                            if k not in pre and k != "PYTHONHASHSEED"}
+        with dask.config.set(settings):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
                                    processes=True, memory_limit=mem, resources=resources,
                                    dashboard_address=None, **extra,
@@ -211,10 +222,83 @@ def start_cluster(
                                    scheduler_kwargs={"dashboard_address": ":0"})
     client = Client(cluster)
     handle = ClusterHandle(client, cluster, {"GPU": 1} if n_gpus else None,
-                           threads_per_worker=threads_per_worker, preload=bool(extra))
+                           threads_per_worker=threads_per_worker, preload="preload" in extra)
     handle.description = describe_cluster(client, kind, None)
     handle.description["gpus"] = n_gpus
     return handle
+
+
+def warm_modules(params_json: str | None) -> list[str]:
+    """The forkserver preload modules for a run with these parameters (``EngineParams`` JSON;
+    None: the field path without a model): :mod:`hcs.engine._warm_base`, and
+    :mod:`hcs.engine._warm_torch` when the model is a CNN (or an ensemble of them) or the
+    detector a learned one (a features model or the classical detector needs no torch).
+    """
+    mods = ["hcs.engine._warm_base"]
+    if not params_json:
+        return mods
+    from hcs.engine.processor import EngineParams
+
+    params = EngineParams.model_validate_json(params_json)
+    torch = Path(params.detector).is_dir()  # a learned detector (a folder, by absolute path)
+    if params.model is not None and not torch:
+        from hcs.engine.model import model_card
+
+        try:
+            card = model_card(params.model)[1]
+        except InputError:  # the run reports it; nothing to warm for it
+            card = None
+        torch = card is not None and getattr(card, "kind", "cnn") != "features"
+    return mods + ["hcs.engine._warm_torch"] if torch else mods
+
+
+#: The modules the forkserver of this process imported (None: it has not been started here).
+_FORKSERVER_WARM: list[str] | None = None
+
+
+def _forkserver(warm: list[str]) -> bool:
+    """Start the embedded cluster's workers from a forkserver that imports ``warm`` once
+    (Linux only, and only when Dask's start method is its default ``spawn``; True then).
+
+    A spawned worker is a new interpreter that imports numpy, pandas, zarr, scikit-image,
+    distributed and, for a CNN, torch and timm (~5.4 CPU s and ~2 s of wall time per worker on
+    a 2-core machine; timm imports torchvision, which imports ``torch._dynamo``). A forked
+    worker has them already: the forkserver imports them once, before any thread or GPU is
+    used, and every worker starts as a copy of it. The forkserver lives as long as this process;
+    its first cluster decides what it imports. It is stopped and waited for at exit, so that
+    its CPU time (and its workers') counts as this process's children's.
+    """
+    global _FORKSERVER_WARM
+    import multiprocessing
+
+    import dask
+
+    if not sys.platform.startswith("linux"):
+        return False
+    if dask.config.get("distributed.worker.multiprocessing-method", "spawn") != "spawn":
+        return False  # the user chose a start method: keep it
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    if _FORKSERVER_WARM is None:
+        from distributed.utils import get_mp_context
+
+        with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+            ctx = get_mp_context()  # distributed sets its own preload list here, once
+        ctx.set_forkserver_preload(list(warm))
+        _FORKSERVER_WARM = list(warm)
+        import atexit
+
+        atexit.register(_stop_forkserver)
+    return True
+
+
+def _stop_forkserver() -> None:
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)  # Python >= 3.8; private
+    if stop is not None:
+        with contextlib.suppress(Exception):
+            stop()
 
 
 def _preload_kwargs(params_json: str) -> dict[str, Any]:
