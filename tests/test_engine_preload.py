@@ -6,6 +6,8 @@ nothing leaks, and the cell tables are those of the sequential start-up."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -275,7 +277,8 @@ def test_cheap_errors_start_no_cluster(plate, model, tmp_path, monkeypatch):
 
 
 def test_warm_modules_import_torch_only_for_a_cnn(model):
-    """The forkserver imports torch and timm for a CNN model, not for a detection-only run."""
+    """The forkserver imports timm (and torchvision) for a CNN model, not for a detection-only
+    run."""
     from hcs.engine.cluster import warm_modules
 
     cnn = EngineParams(plate="/p.ome.zarr", assay="livedead", model=str(model))
@@ -311,7 +314,7 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"),
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
                     reason="the forkserver start is used on Linux only")
 def test_workers_are_forked_with_the_imports_and_this_environment(plate, model, tmp_path):
     """On Linux the embedded cluster's workers are forked from a forkserver that imported
@@ -319,11 +322,10 @@ def test_workers_are_forked_with_the_imports_and_this_environment(plate, model, 
     set when the cluster started, Dask's OMP_NUM_THREADS=1, and the forkserver is stopped
     and waited for when this process exits (its CPU time counts as its parent's)."""
     import subprocess
-    import sys
 
     script = tmp_path / "workers.py"
     script.write_text(WORKERS_SCRIPT)
-    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_NUM_THREADS"}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     r = subprocess.run([sys.executable, str(script), str(plate), str(model)],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -180,8 +180,9 @@ def test_features_model_is_no_step_function_of_one_feature() -> None:
     assert len(np.unique(q.round(6))) == 2 and roc_auc_score(y_held, q) < 0.6
 
 
-def test_a_features_run_forks_its_workers_without_torch(features_model) -> None:
-    """A features model needs no torch: the forkserver of its run does not import it."""
+def test_a_features_run_forks_its_workers_without_timm(features_model) -> None:
+    """A features model needs no torchvision or timm: the forkserver of its run does not
+    import them (torch it does: every worker's processor imports it)."""
     from hcs.engine.cluster import warm_modules
     from hcs.engine.processor import EngineParams
 

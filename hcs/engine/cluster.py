@@ -231,8 +231,9 @@ def start_cluster(
 def warm_modules(params_json: str | None) -> list[str]:
     """The forkserver preload modules for a run with these parameters (``EngineParams`` JSON;
     None: the field path without a model): :mod:`hcs.engine._warm_base`, and
-    :mod:`hcs.engine._warm_torch` when the model is a CNN (or an ensemble of them) or the
-    detector a learned one (a features model or the classical detector needs no torch).
+    :mod:`hcs.engine._warm_torch` (torchvision, timm) when the model is a CNN (or an ensemble
+    of them) or the detector a learned one; a features model with the classical detector needs
+    neither (torch itself every worker imports, it is in the base).
     """
     mods = ["hcs.engine._warm_base"]
     if not params_json:
@@ -240,7 +241,7 @@ def warm_modules(params_json: str | None) -> list[str]:
     from hcs.engine.processor import EngineParams
 
     params = EngineParams.model_validate_json(params_json)
-    torch = Path(params.detector).is_dir()  # a learned detector (a folder, by absolute path)
+    torch = Path(params.detector).is_absolute()  # a learned detector: a folder's absolute path
     if params.model is not None and not torch:
         from hcs.engine.model import model_card
 
@@ -252,8 +253,8 @@ def warm_modules(params_json: str | None) -> list[str]:
     return mods + ["hcs.engine._warm_torch"] if torch else mods
 
 
-#: The modules the forkserver of this process imported (None: it has not been started here).
-_FORKSERVER_WARM: list[str] | None = None
+#: True once this process has set its forkserver's preload list (the first cluster's).
+_FORKSERVER_SET = False
 
 
 def _forkserver(warm: list[str]) -> bool:
@@ -261,31 +262,27 @@ def _forkserver(warm: list[str]) -> bool:
     (Linux only, and only when Dask's start method is its default ``spawn``; True then).
 
     A spawned worker is a new interpreter that imports numpy, pandas, zarr, scikit-image,
-    distributed and, for a CNN, torch and timm (~5.4 CPU s and ~2 s of wall time per worker on
+    distributed, torch and, for a CNN, timm (~5.4 CPU s and ~2 s of wall time per worker on
     a 2-core machine; timm imports torchvision, which imports ``torch._dynamo``). A forked
     worker has them already: the forkserver imports them once, before any thread or GPU is
     used, and every worker starts as a copy of it. The forkserver lives as long as this process;
     its first cluster decides what it imports. It is stopped and waited for at exit, so that
     its CPU time (and its workers') counts as this process's children's.
     """
-    global _FORKSERVER_WARM
-    import multiprocessing
-
+    global _FORKSERVER_SET
     import dask
 
     if not sys.platform.startswith("linux"):
         return False
     if dask.config.get("distributed.worker.multiprocessing-method", "spawn") != "spawn":
         return False  # the user chose a start method: keep it
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return False
-    if _FORKSERVER_WARM is None:
+    if not _FORKSERVER_SET:
         from distributed.utils import get_mp_context
 
         with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
             ctx = get_mp_context()  # distributed sets its own preload list here, once
-        ctx.set_forkserver_preload(list(warm))
-        _FORKSERVER_WARM = list(warm)
+        ctx.set_forkserver_preload(warm)
+        _FORKSERVER_SET = True
         import atexit
 
         atexit.register(_stop_forkserver)

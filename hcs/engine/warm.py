@@ -2,10 +2,11 @@
 
 :func:`hcs.engine.cluster.start_cluster` starts the workers of its ``LocalCluster`` from a
 forkserver (on Linux) whose preload list is :mod:`hcs.engine._warm_base` (which imports
-:data:`BASE`), plus :mod:`hcs.engine._warm_torch` (:data:`TORCH`) when the run's model or
-detector needs torch; this module itself imports neither. The forkserver imports them once,
-before any thread or GPU is used, and every worker is forked from it with them already
-imported, instead of importing them itself (~5 CPU s per worker with torch and timm).
+:data:`BASE`, torch included), plus :mod:`hcs.engine._warm_torch` (:data:`TORCH`: torchvision,
+timm) when the run's model or detector is a torch model; this module itself imports neither.
+The forkserver imports them once, before any thread or GPU is used, and every worker is forked
+from it with them already imported, instead of importing them itself (~5 CPU s per worker with
+torch and timm).
 
 A module that fails to import here is skipped: the worker imports it again when it needs it,
 and the run reports that error as it would without a forkserver.
@@ -28,9 +29,10 @@ from collections.abc import Iterable
 __all__ = ["BASE", "TORCH", "warm"]
 
 #: What every worker imports before its first field (the field path: read, detect, measure,
-#: compose, crop, write; the last names import modules scikit-image and scipy load lazily).
+#: compose, crop, write; torch, which every processor imports to set its threads and device;
+#: the last name imports a module scikit-image loads lazily).
 BASE: tuple[str, ...] = (
-    "distributed", "numpy", "pandas", "pyarrow.parquet", "pyarrow.pandas_compat", "xarray",
+    "distributed", "torch", "numpy", "pandas", "pyarrow.parquet", "pyarrow.pandas_compat", "xarray",
     "dask.array", "scipy.ndimage", "scipy.fft", "zarr", "skimage.measure",
     "skimage.segmentation", "skimage.morphology", "skimage.filters", "hcs.engine",
     "hcs.engine.tasks", "hcs.engine.processor", "hcs.engine.detector", "hcs.engine.imageqc",
@@ -39,10 +41,9 @@ BASE: tuple[str, ...] = (
     "skimage.segmentation._watershed",
 )
 
-#: What a worker running a CNN (or a learned detector) imports on top (timm imports
-#: torchvision, which imports ``torch._dynamo``).
-TORCH: tuple[str, ...] = ("torch", "torchvision", "timm", "hcs.classify.models",
-                          "hcs.classify.smallcnn")
+#: What a worker running a CNN (or a learned detector) imports on top: the torch model
+#: libraries (timm imports torchvision, which imports ``torch._dynamo``).
+TORCH: tuple[str, ...] = ("torchvision", "timm", "hcs.classify.models", "hcs.classify.smallcnn")
 
 
 def warm(names: Iterable[str]) -> list[str]:
